@@ -1,0 +1,15 @@
+//! litefleet: continuous, point-in-time backups of every tenant SQLite database in a
+//! folder, in Litestream v0.5's LTX layout.
+//!
+//! Modules, each knowing only those below it: `ltx` (the file format), `wal` (reading
+//! SQLite's write-ahead log), `storage` (opendal and the replica layout), `replicate`
+//! (one database's replicator), `restore` (plans and applies a replica to a file), and
+//! `cli` (argument parsing and dispatch). `docs/architecture.md` walks through them in
+//! the order a change travels.
+
+pub mod cli;
+pub mod ltx;
+pub mod replicate;
+pub mod restore;
+pub mod storage;
+pub mod wal;

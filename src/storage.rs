@@ -1,0 +1,537 @@
+//! Object storage: building an opendal `Operator` from a replica URL, and the replica
+//! layout below a replica path — Litestream v0.5's, so either tool can read the other's
+//! backups:
+//!
+//! * S3: `<path>/<level as %04x>/<min %016x>-<max %016x>.ltx`
+//! * a local folder (and memory): `<path>/ltx/<level decimal>/<min>-<max>.ltx`
+//!
+//! S3 objects carry `x-amz-meta-litestream-timestamp` (RFC 3339, the LTX header time);
+//! files get the header time as their mtime. Every call goes through opendal's retry
+//! (with backoff and jitter) and timeout layers. This module never interprets LTX bytes
+//! beyond file names, and never deletes anything on its own initiative.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator, services};
+
+use crate::ltx::{self, TxId};
+
+/// Timeout of a whole storage call (a large upload included).
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Timeout of one network read or write inside a call.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retries of a failed call before its error is returned (opendal retries only
+/// temporary errors: timeouts, 5xx, throttling, connection resets).
+pub const DEFAULT_RETRIES: usize = 4;
+/// S3 region when neither the URL, the config nor `AWS_REGION` gives one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// User-metadata key Litestream reads for `-timestamp` restores.
+pub const TIMESTAMP_METADATA_KEY: &str = "litestream-timestamp";
+/// The highest level a replica can hold (Litestream's snapshot level).
+pub const MAX_LEVEL: u32 = ltx::SNAPSHOT_LEVEL;
+
+/// Errors from storage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("replica url {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("{what}: {source}")]
+    Op {
+        what: String,
+        #[source]
+        source: opendal::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether the object asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Op { source, .. } if source.kind() == ErrorKind::NotFound)
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// How LTX files are laid out below a replica path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `<path>/<level %04x>/…` — Litestream's S3 (and OSS) layout.
+    Hex,
+    /// `<path>/ltx/<level>/…` — Litestream's layout for files, GCS, ABS, SFTP, WebDAV.
+    Dir,
+}
+
+/// Settings for building storage beyond what the URL says. Credentials fall back to
+/// the standard `AWS_*` environment variables.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// S3 endpoint (`http://127.0.0.1:9000`); else `?endpoint=` or `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// S3 region; else `?region=`, `AWS_REGION`, `AWS_DEFAULT_REGION` or us-east-1.
+    pub region: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`). Default: true.
+    pub force_path_style: Option<bool>,
+    /// S3 access key; else `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// S3 secret key; else `AWS_SECRET_ACCESS_KEY`. Never logged.
+    pub secret_access_key: Option<String>,
+}
+
+/// One storage location (a bucket and path, or a folder) holding any number of replicas.
+#[derive(Clone)]
+pub struct Storage {
+    op: Operator,
+    layout: Layout,
+    /// Path inside the operator below which replicas live ("" or "a/b/").
+    base: String,
+    /// Printable URL of the base (no credentials), e.g. `s3://bkt/path`.
+    display: String,
+    /// Local root folder for the file backend (to set mtimes).
+    fs_root: Option<PathBuf>,
+    counters: Arc<Counters>,
+}
+
+/// Storage requests sent, by kind. Idle tenants must not move these.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub puts: AtomicU64,
+    pub gets: AtomicU64,
+    pub lists: AtomicU64,
+    pub deletes: AtomicU64,
+    pub bytes_put: AtomicU64,
+}
+
+impl Counters {
+    /// Total requests of every kind.
+    pub fn total(&self) -> u64 {
+        self.puts.load(Ordering::Relaxed)
+            + self.gets.load(Ordering::Relaxed)
+            + self.lists.load(Ordering::Relaxed)
+            + self.deletes.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("url", &self.display).finish()
+    }
+}
+
+/// An LTX file in a replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub level: u32,
+    pub min_txid: TxId,
+    pub max_txid: TxId,
+    pub size: u64,
+}
+
+impl Storage {
+    /// Builds storage from a replica URL: `file:///abs/path`, `file://./relative`, a bare
+    /// path, `s3://bucket/prefix?endpoint=…&region=…&force-path-style=true`, or
+    /// `memory://name` (process-local, for tests).
+    pub fn from_url(url: &str, opts: &Options) -> Result<Storage> {
+        let bad = |reason: &str| Error::Url { url: url.to_string(), reason: reason.to_string() };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (loc, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let (bucket, path) = loc.split_once('/').unwrap_or((loc, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket name"));
+            }
+            let mut q: HashMap<String, String> = HashMap::new();
+            for kv in query.split('&').filter(|s| !s.is_empty()) {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                q.insert(k.to_ascii_lowercase().replace('_', "-"), percent_decode(v));
+            }
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let endpoint = opts
+                .endpoint
+                .clone()
+                .or_else(|| q.get("endpoint").cloned())
+                .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+                .or_else(|| env("AWS_ENDPOINT_URL"));
+            let region = opts
+                .region
+                .clone()
+                .or_else(|| q.get("region").cloned())
+                .or_else(|| env("AWS_REGION"))
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| DEFAULT_REGION.to_string());
+            let path_style = match opts.force_path_style {
+                Some(b) => b,
+                None => match q.get("force-path-style").map(String::as_str) {
+                    None | Some("true") | Some("1") | Some("") => true,
+                    Some("false") | Some("0") => false,
+                    Some(_) => return Err(bad("force-path-style must be true or false")),
+                },
+            };
+            let key = opts.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
+            let secret = opts.secret_access_key.clone().or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+            let mut b = services::S3::default()
+                .bucket(bucket)
+                .root("/")
+                .region(&region)
+                .disable_config_load()
+                .disable_ec2_metadata();
+            if let Some(ep) = &endpoint {
+                b = b.endpoint(ep);
+            }
+            if !path_style {
+                b = b.enable_virtual_host_style();
+            }
+            match (key, secret) {
+                (Some(k), Some(s)) => {
+                    b = b.access_key_id(&k).secret_access_key(&s);
+                    if let Some(t) = env("AWS_SESSION_TOKEN") {
+                        b = b.session_token(&t);
+                    }
+                }
+                (None, None) => b = b.skip_signature(),
+                _ => return Err(bad("set both an access key id and a secret access key, or neither")),
+            }
+            let op = Operator::new(b).map_err(|e| Error::Op { what: format!("s3 bucket {bucket}"), source: e })?;
+            let base = normalize_dir(path);
+            let mut display = format!("s3://{bucket}/{}", base.trim_end_matches('/'));
+            if let Some(ep) = &endpoint {
+                display = format!("{display}?endpoint={ep}&region={region}&force-path-style={path_style}");
+            }
+            return Ok(Storage::new(op, Layout::Hex, base, display, None));
+        }
+        if let Some(name) = url.strip_prefix("memory://") {
+            let op = memory_operator(name);
+            return Ok(Storage::new(op, Layout::Dir, String::new(), url.to_string(), None));
+        }
+        let path = match url.strip_prefix("file://") {
+            Some(p) => p,
+            None if url.contains("://") => return Err(bad("unknown scheme (use file://, s3:// or memory://)")),
+            None => url,
+        };
+        if path.is_empty() {
+            return Err(bad("empty path"));
+        }
+        let dir = absolute(Path::new(path))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Url {
+            url: url.to_string(),
+            reason: format!("cannot create {}: {e}", dir.display()),
+        })?;
+        let root = dir.to_string_lossy().to_string();
+        let op = Operator::new(services::Fs::default().root(&root))
+            .map_err(|e| Error::Op { what: format!("folder {root}"), source: e })?;
+        Ok(Storage::new(op, Layout::Dir, String::new(), format!("file://{root}"), Some(dir)))
+    }
+
+    fn new(op: Operator, layout: Layout, base: String, display: String, fs_root: Option<PathBuf>) -> Storage {
+        let op =
+            op.layer(TimeoutLayer::new().with_timeout(DEFAULT_OP_TIMEOUT).with_io_timeout(DEFAULT_IO_TIMEOUT)).layer(
+                RetryLayer::new()
+                    .with_max_times(DEFAULT_RETRIES)
+                    .with_jitter()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5)),
+            );
+        Storage { op, layout, base, display, fs_root, counters: Arc::new(Counters::default()) }
+    }
+
+    /// The replica for a path below this storage (a tenant's prefix).
+    pub fn replica(&self, prefix: &str) -> Replica {
+        let prefix = normalize_dir(prefix);
+        Replica { storage: self.clone(), path: format!("{}{}", self.base, prefix) }
+    }
+
+    /// Printable URL of the storage base (no credentials).
+    pub fn url(&self) -> &str {
+        &self.display
+    }
+
+    /// Request counters (shared by every replica of this storage).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Replica paths (relative to the base) that hold LTX files, found by listing the
+    /// storage recursively. Used by `tenants` to show replicas whose local file is gone.
+    pub async fn discover(&self, prefix: &str) -> Result<Vec<String>> {
+        let start = format!("{}{}", self.base, normalize_dir(prefix));
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let entries = self
+            .op
+            .list_with(&start)
+            .recursive(true)
+            .await
+            .or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) })
+            .map_err(|e| Error::Op { what: format!("list {}", self.display), source: e })?;
+        let mut out: Vec<String> = Vec::new();
+        for e in entries {
+            let p = e.path();
+            let Some(file) = p.rsplit('/').next() else { continue };
+            if ltx::parse_filename(file).is_none() {
+                continue;
+            }
+            let parts: Vec<&str> = p.trim_end_matches(file).trim_end_matches('/').rsplitn(3, '/').collect();
+            // Hex: <path>/<0000> ; Dir: <path>/ltx/<0>
+            let replica = match self.layout {
+                Layout::Hex if !parts.is_empty() => {
+                    p[..p.len() - file.len() - parts[0].len() - 1].trim_end_matches('/')
+                }
+                Layout::Dir if parts.len() >= 2 && parts[1] == "ltx" => {
+                    p[..p.len() - file.len() - parts[0].len() - 1 - 4].trim_end_matches('/')
+                }
+                _ => continue,
+            };
+            let rel = replica.strip_prefix(self.base.as_str()).unwrap_or(replica).to_string();
+            if out.last() != Some(&rel) && !out.contains(&rel) {
+                out.push(rel);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// One replica: the LTX files of one database under one path.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    storage: Storage,
+    /// Path inside the operator, ending in `/` (or empty).
+    path: String,
+}
+
+impl Replica {
+    /// The replica's URL, as `litestream restore` takes it.
+    pub fn url(&self) -> String {
+        let base = self.storage.display.split('?').next().unwrap_or_default();
+        let rel = self.path.strip_prefix(self.storage.base.as_str()).unwrap_or(&self.path);
+        let mut u = format!("{}/{}", base.trim_end_matches('/'), rel.trim_end_matches('/'));
+        if u.ends_with('/') {
+            u.pop();
+        }
+        if let Some((_, q)) = self.storage.display.split_once('?') {
+            u = format!("{u}?{q}");
+        }
+        u
+    }
+
+    /// The storage this replica lives in.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn level_dir(&self, level: u32) -> String {
+        match self.storage.layout {
+            Layout::Hex => format!("{}{level:04x}/", self.path),
+            Layout::Dir => format!("{}ltx/{level}/", self.path),
+        }
+    }
+
+    fn key(&self, level: u32, min: TxId, max: TxId) -> String {
+        format!("{}{}", self.level_dir(level), ltx::format_filename(min, max))
+    }
+
+    /// Lists the LTX files at one level, sorted by (min, max). Keys that are not LTX
+    /// file names are ignored, as Litestream does.
+    pub async fn list(&self, level: u32) -> Result<Vec<FileInfo>> {
+        let dir = self.level_dir(level);
+        self.storage.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let entries = match self.storage.op.list(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::Op { what: format!("list {}", self.describe(&dir)), source: e }),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let name = e.name();
+            if let Some((min, max)) = ltx::parse_filename(name) {
+                out.push(FileInfo { level, min_txid: min, max_txid: max, size: e.metadata().content_length() });
+            }
+        }
+        out.sort_by_key(|f| (f.min_txid, f.max_txid));
+        Ok(out)
+    }
+
+    /// Lists every level, 0 through 9.
+    pub async fn list_all(&self) -> Result<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        for level in 0..=MAX_LEVEL {
+            out.extend(self.list(level).await?);
+        }
+        Ok(out)
+    }
+
+    /// Uploads one LTX file. On S3 it carries the `litestream-timestamp` metadata; on a
+    /// folder its mtime is set to the header time.
+    pub async fn put(&self, level: u32, min: TxId, max: TxId, data: Vec<u8>, timestamp_ms: i64) -> Result<()> {
+        let key = self.key(level, min, max);
+        let len = data.len() as u64;
+        let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
+        self.storage.counters.puts.fetch_add(1, Ordering::Relaxed);
+        let mut w = self.storage.op.write_with(&key, data);
+        if self.storage.layout == Layout::Hex {
+            w = w.user_metadata([(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))]);
+        }
+        w.await.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?;
+        self.storage.counters.bytes_put.fetch_add(len, Ordering::Relaxed);
+        if let Some(root) = &self.storage.fs_root {
+            let f = std::fs::File::options().write(true).open(root.join(&key))?;
+            f.set_modified(ts)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads a whole LTX file.
+    pub async fn read(&self, f: &FileInfo) -> Result<Vec<u8>> {
+        let key = self.key(f.level, f.min_txid, f.max_txid);
+        self.storage.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let buf = self
+            .storage
+            .op
+            .read(&key)
+            .await
+            .map_err(|e| Error::Op { what: format!("download {}", self.describe(&key)), source: e })?;
+        Ok(buf.to_vec())
+    }
+
+    /// Downloads a byte range of an LTX file.
+    pub async fn read_range(&self, f: &FileInfo, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        let key = self.key(f.level, f.min_txid, f.max_txid);
+        self.storage.counters.gets.fetch_add(1, Ordering::Relaxed);
+        let buf = self
+            .storage
+            .op
+            .read_with(&key)
+            .range(range)
+            .await
+            .map_err(|e| Error::Op { what: format!("download {}", self.describe(&key)), source: e })?;
+        Ok(buf.to_vec())
+    }
+
+    /// Deletes LTX files. Only retention calls this; replication never deletes.
+    pub async fn delete(&self, files: &[FileInfo]) -> Result<()> {
+        for f in files {
+            let key = self.key(f.level, f.min_txid, f.max_txid);
+            self.storage.counters.deletes.fetch_add(1, Ordering::Relaxed);
+            self.storage
+                .op
+                .delete(&key)
+                .await
+                .map_err(|e| Error::Op { what: format!("delete {}", self.describe(&key)), source: e })?;
+        }
+        Ok(())
+    }
+
+    /// Human name of an object for error messages: `<replica url>/<key below it>`.
+    pub fn describe(&self, key: &str) -> String {
+        let rel = key.strip_prefix(self.path.as_str()).unwrap_or(key);
+        format!("{}/{}", self.url().split('?').next().unwrap_or_default(), rel)
+    }
+
+    /// The display name of one file, for plans and errors.
+    pub fn describe_file(&self, f: &FileInfo) -> String {
+        self.describe(&self.key(f.level, f.min_txid, f.max_txid))
+    }
+}
+
+/// `a/b` → `a/b/`; `` → ``; leading slashes removed.
+fn normalize_dir(p: &str) -> String {
+    let p = p.trim_matches('/');
+    if p.is_empty() { String::new() } else { format!("{p}/") }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() { Ok(p.to_path_buf()) } else { Ok(std::env::current_dir()?.join(p)) }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Process-wide named memory operators, so `memory://x` means the same store everywhere
+/// in one process (replicator and restore in tests).
+fn memory_operator(name: &str) -> Operator {
+    static OPS: OnceLock<Mutex<HashMap<String, Operator>>> = OnceLock::new();
+    let mut map = OPS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(name.to_string())
+        .or_insert_with(|| {
+            Operator::new(services::Memory::default())
+                .unwrap_or_else(|e| unreachable!("memory service always builds: {e}"))
+        })
+        .clone()
+}
+
+/// RFC 3339 with nanoseconds in UTC, as Go's `time.RFC3339Nano` prints it.
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::from_url(&format!("file://{}", dir.path().display()), &Options::default()).unwrap();
+        let r = s.replica("databases/abc");
+        assert_eq!(r.url(), format!("file://{}/databases/abc", dir.path().display()));
+        assert_eq!(r.key(0, 1, 1), "databases/abc/ltx/0/0000000000000001-0000000000000001.ltx");
+        assert_eq!(r.key(9, 1, 0x1f), "databases/abc/ltx/9/0000000000000001-000000000000001f.ltx");
+        let s3 = Storage::from_url(
+            "s3://bkt/base/path?endpoint=http://127.0.0.1:9&region=eu-west-1&force-path-style=true",
+            &Options { access_key_id: Some("a".into()), secret_access_key: Some("b".into()), ..Default::default() },
+        )
+        .unwrap();
+        let r = s3.replica("databases/abc/");
+        assert_eq!(r.key(1, 2, 3), "base/path/databases/abc/0001/0000000000000002-0000000000000003.ltx");
+        assert_eq!(r.key(9, 1, 3), "base/path/databases/abc/0009/0000000000000001-0000000000000003.ltx");
+        assert_eq!(
+            r.url(),
+            "s3://bkt/base/path/databases/abc?endpoint=http://127.0.0.1:9&region=eu-west-1&force-path-style=true"
+        );
+        assert!(Storage::from_url("gopher://x", &Options::default()).is_err());
+        assert!(Storage::from_url("s3:///x", &Options::default()).is_err());
+    }
+
+    #[tokio::test]
+    async fn put_list_read_delete_on_a_folder_sets_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::from_url(dir.path().to_str().unwrap(), &Options::default()).unwrap();
+        let r = s.replica("t1");
+        r.put(0, 1, 1, vec![1, 2, 3], 1_700_000_000_123).await.unwrap();
+        r.put(0, 2, 2, vec![4], 1_700_000_001_000).await.unwrap();
+        let files = r.list(0).await.unwrap();
+        assert_eq!(files.iter().map(|f| (f.min_txid, f.size)).collect::<Vec<_>>(), vec![(1, 3), (2, 1)]);
+        let mtime = std::fs::metadata(dir.path().join("t1/ltx/0/0000000000000001-0000000000000001.ltx"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(mtime, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        assert_eq!(r.read(&files[0]).await.unwrap(), vec![1, 2, 3]);
+        assert_eq!(r.read_range(&files[0], 1..3).await.unwrap(), vec![2, 3]);
+        assert!(r.list(1).await.unwrap().is_empty());
+        r.delete(&files[..1]).await.unwrap();
+        assert_eq!(r.list(0).await.unwrap().len(), 1);
+        assert_eq!(s.discover("").await.unwrap(), vec!["t1".to_string()]);
+        assert!(s.counters().total() >= 6);
+    }
+}
