@@ -8,8 +8,11 @@
 //! the order a change travels.
 
 pub mod cli;
+pub mod config;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
 pub mod storage;
+pub mod tenant;
 pub mod wal;
+pub mod watch;

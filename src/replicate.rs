@@ -90,7 +90,7 @@ impl Default for Settings {
 /// Errors of one replicator. Each names the database.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: not a SQLite database (header is {header:?})")]
+    #[error("{path}: not a SQLite database (header is \"{header}\")")]
     NotSqlite { path: PathBuf, header: String },
     #[error("{path}: database is in rollback-journal mode and converting it to WAL is disabled")]
     RollbackJournal { path: PathBuf },

