@@ -276,7 +276,8 @@ mod tests {
         assert_eq!(checksum_words(false, (0, 0), &le), (1, 3));
         assert_eq!(checksum_words(true, (0, 0), &be), (1, 3));
         // Seeded and wrapping.
-        assert_eq!(checksum_words(true, (u32::MAX, 1), &be), (2, 5));
+        // s0 = MAX + 1 + 1 wraps to 1; s1 = 1 + 2 + 1 = 4.
+        assert_eq!(checksum_words(true, (u32::MAX, 1), &be), (1, 4));
     }
 
     #[test]
