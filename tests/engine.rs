@@ -29,13 +29,18 @@ struct Target2 {
     replica: Replica,
     litestream_url: String,
     env: Vec<(String, String)>,
+    /// Whether litestream's `-timestamp` can be judged here. moto reports
+    /// `LastModified` in whole seconds and litestream 0.5.17's timestamp restore on
+    /// S3 depends on it, so on moto several files share one time (our
+    /// `litestream-timestamp` metadata is present there; checked with boto3).
+    litestream_timestamps: bool,
     _s3: Option<S3Server>,
 }
 
 fn folder_target(dir: &Path) -> Target2 {
     let url = format!("file://{}", dir.join("replica").display());
     let replica = Storage::from_url(&url, &storage::Options::default()).unwrap().replica("");
-    Target2 { replica, litestream_url: url, env: vec![], _s3: None }
+    Target2 { replica, litestream_url: url, env: vec![], litestream_timestamps: true, _s3: None }
 }
 
 fn s3_target(path: &str) -> Target2 {
@@ -48,7 +53,13 @@ fn s3_target(path: &str) -> Target2 {
         ..Default::default()
     };
     let replica = Storage::from_url(&url, &opts).unwrap().replica("");
-    Target2 { replica, litestream_url: s3.litestream_url("bkt", path), env: s3.litestream_env(), _s3: Some(s3) }
+    Target2 {
+        replica,
+        litestream_url: s3.litestream_url("bkt", path),
+        env: s3.litestream_env(),
+        litestream_timestamps: true,
+        _s3: Some(s3),
+    }
 }
 
 fn settings(state: Option<PathBuf>, enc: PageEncoding) -> Settings {
@@ -110,7 +121,7 @@ async fn judge(t: &Target2, points: &[Point], bin: Option<&Path>, scratch: &Path
     for p in points {
         let txid = format!("{:016x}", p.txid);
         same(&format!("litestream -txid {txid}"), &theirs(bin, t, &out, &["-txid", &txid]), &p.bytes, page_size);
-        if p.txid == latest.txid {
+        if p.txid == latest.txid || !t.litestream_timestamps {
             // Litestream refuses a time after its newest file ("timestamp does not
             // exist"); ours restores the latest state. Only earlier points compare.
             continue;
@@ -181,7 +192,13 @@ async fn ours_restored_by_litestream_from_moto() {
         ..Default::default()
     };
     let replica = Storage::from_url(&url, &opts).unwrap().replica("");
-    let t = Target2 { replica, litestream_url: moto.litestream_url(path), env: moto.litestream_env(), _s3: None };
+    let t = Target2 {
+        replica,
+        litestream_url: moto.litestream_url(path),
+        env: moto.litestream_env(),
+        litestream_timestamps: false,
+        _s3: None,
+    };
     let (points, dir) = workload(&t, PageEncoding::Lz4Block, 4096, false).await;
     judge(&t, &points, litestream_bin().as_deref(), dir.path(), 4096).await;
 }
@@ -334,7 +351,13 @@ fn theirs_restored_by_ours_at_every_txid() {
     let replica = Storage::from_url(&rep_url, &storage::Options::default()).unwrap().replica("");
     let files = rt.block_on(replica.list(0)).unwrap();
     assert!(files.len() >= 3, "litestream wrote {} L0 files", files.len());
-    let t = Target2 { replica: replica.clone(), litestream_url: rep_url.clone(), env: vec![], _s3: None };
+    let t = Target2 {
+        replica: replica.clone(),
+        litestream_url: rep_url.clone(),
+        env: vec![],
+        litestream_timestamps: true,
+        _s3: None,
+    };
     let out = dir.path().join("ours.db");
     let got = rt.block_on(ours(&replica, &out, Target::default()));
     same("ours latest vs source", &got, &source, 4096);
