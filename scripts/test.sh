@@ -6,7 +6,8 @@
 # Environment knobs:
 #   LITEFLEET_VENV            venv for moto/boto3/litestream 0.5.17 (default: $PWD/.venv)
 #                             litestream 0.5.15 goes into "${LITEFLEET_VENV}-015"
-#   LITEFLEET_BROWSER_TESTS   set to 0 to skip installing chromium
+#   LITEFLEET_BROWSER_TESTS   set to 1 to install chromium (default 0 until the
+#                             dashboard browser test exists; then flip the default)
 #   CARGO_TARGET_DIR          cargo target dir (default: /var/tmp/litefleet-target if present)
 #   CI=true                   missing tools are fatal instead of "tests skip"
 #   LITEFLEET_SETUP_ONLY=1    install/export the tools, then exit without testing
@@ -132,7 +133,7 @@ apt_update_once() {
 }
 
 install_chromium() {
-  if [[ "${LITEFLEET_BROWSER_TESTS:-1}" == "0" ]]; then
+  if [[ "${LITEFLEET_BROWSER_TESTS:-0}" == "0" ]]; then
     echo "==> chromium: LITEFLEET_BROWSER_TESTS=0, skipping"
     return 0
   fi
