@@ -360,11 +360,9 @@ impl Replicator {
         let pending_bytes: usize = self.pending.iter().map(|p| p.bytes.len()).sum();
         if pending_bytes < MAX_PENDING_BYTES {
             let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
-            let (pending, ran) = self.blocking(move |e| e.checkpoint_if_needed(next)).await??;
+            let (ready, ran) = self.blocking(move |e| e.checkpoint_if_needed(next)).await??;
             report.checkpointed = ran;
-            if let Some(p) = pending {
-                self.pending.push_back(p);
-            }
+            self.pending.extend(ready);
             self.flush(&mut report).await?;
             if ran && self.with_engine(|e| e.force_snapshot.is_some()) {
                 // A TRUNCATE checkpoint: take the checkpoint-boundary snapshot now.
@@ -750,8 +748,8 @@ impl Engine {
     /// between our last read of the WAL and the checkpoint; whatever committed before
     /// the barrier is prepared first (returned for upload). TRUNCATE is only an
     /// emergency brake and is followed by a snapshot. RESTART is never used.
-    fn checkpoint_if_needed(&mut self, txid: TxId) -> Result<(Option<Pending>, bool)> {
-        let (Some(pos), Some(_)) = (&self.pos, &self.hot) else { return Ok((None, false)) };
+    fn checkpoint_if_needed(&mut self, txid: TxId) -> Result<(Vec<Pending>, bool)> {
+        let (Some(pos), Some(_)) = (&self.pos, &self.hot) else { return Ok((Vec::new(), false)) };
         let fs = u64::from(pos.page_size) + wal::FRAME_HEADER_SIZE;
         let wal_pages = pos.offset.saturating_sub(wal::HEADER_SIZE) / fs;
         let due = self.shipped_since_checkpoint
@@ -759,7 +757,20 @@ impl Engine {
             && !self.settings.checkpoint_interval.is_zero()
             && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
         if wal_pages < self.settings.min_checkpoint_pages && !due {
-            return Ok((None, false));
+            return Ok((Vec::new(), false));
+        }
+        // Catch up outside the barrier first, so the write lock below covers only what
+        // commits in the last moment (a large backlog under it would stall writers).
+        let mut ready = Vec::new();
+        let mut txid = txid;
+        let mut bytes = 0usize;
+        while let (Some(p), _) = self.prepare(txid, false)? {
+            bytes += p.bytes.len();
+            txid += 1;
+            ready.push(p);
+            if bytes >= MAX_PENDING_BYTES {
+                return Ok((ready, false));
+            }
         }
         let barrier = Connection::open_with_flags(
             &self.path,
@@ -770,16 +781,27 @@ impl Engine {
         barrier.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(|e| self.err_sql(e))?;
         if let Err(e) = barrier.execute_batch("BEGIN IMMEDIATE") {
             tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped: writer busy");
-            return Ok((None, false));
+            return Ok((ready, false));
         }
-        let result = self.prepare(txid, true);
-        let pending = match result {
-            Ok((p, _)) => p,
-            Err(e) => {
-                let _ = barrier.execute_batch("ROLLBACK");
-                return Err(e);
+        // Everything committed before the barrier must be prepared before the
+        // checkpoint: frames left behind could be lost at the next log restart.
+        loop {
+            match self.prepare(txid, true) {
+                Ok((p, more)) => {
+                    if let Some(p) = p {
+                        txid += 1;
+                        ready.push(p);
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = barrier.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
             }
-        };
+        }
         let hot = self.hot.as_ref().unwrap_or_else(|| unreachable!("hot above"));
         let r = (|| -> rusqlite::Result<(i64, i64, i64)> {
             hot.conn.execute_batch("COMMIT")?;
@@ -809,7 +831,7 @@ impl Engine {
             self.continuous = false;
             self.force_snapshot = Some(SnapshotReason::AfterTruncate);
         }
-        Ok((pending, true))
+        Ok((ready, true))
     }
 }
 

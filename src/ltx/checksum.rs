@@ -4,12 +4,13 @@
 //! must never use another CRC variant (Litestream's own docs wrongly say ECMA)
 //! and must never apply [`CHECKSUM_FLAG`] implicitly inside [`crc64`].
 
-use crc::{CRC_64_GO_ISO, Crc};
+use crc::{CRC_64_GO_ISO, Crc, Table};
 
 /// Bit 63, OR-ed into every stored checksum so a valid checksum is never zero.
 pub const CHECKSUM_FLAG: u64 = 1 << 63;
 
-static CRC64_ISO: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+/// Slicing-by-16 tables: several times faster than the one-byte table on large pages.
+static CRC64_ISO: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 
 /// Plain CRC-64/GO-ISO of `data` (no flag bit).
 pub fn crc64(data: &[u8]) -> u64 {
@@ -28,7 +29,7 @@ pub fn checksum_page(pgno: u32, data: &[u8]) -> u64 {
 
 /// Incremental CRC-64/GO-ISO digest.
 pub struct Crc64 {
-    digest: crc::Digest<'static, u64>,
+    digest: crc::Digest<'static, u64, Table<16>>,
 }
 
 impl Default for Crc64 {

