@@ -12,6 +12,7 @@ pub mod config;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
+pub mod status;
 pub mod storage;
 pub mod tenant;
 pub mod wal;
