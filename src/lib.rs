@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;

@@ -339,6 +339,19 @@ impl Replicator {
     /// one only when the WAL holds more than `max_sync_wal_bytes`), then checkpoints if
     /// a threshold is reached. Retrying after an error is always safe.
     pub async fn sync(&mut self) -> Result<SyncReport> {
+        self.sync_with(false).await
+    }
+
+    /// Ships what is waiting, checkpoints whatever was shipped since the last
+    /// checkpoint (whatever the thresholds say), and releases the connection: how a
+    /// tenant goes cold after `idle_after` without writes, leaving a small WAL behind.
+    pub async fn idle(&mut self) -> Result<SyncReport> {
+        let r = self.sync_with(true).await;
+        self.release().await?;
+        r
+    }
+
+    async fn sync_with(&mut self, force_checkpoint: bool) -> Result<SyncReport> {
         self.last_sync = Some(Instant::now());
         if self.remote_max.is_none() {
             self.recover().await?;
@@ -360,7 +373,7 @@ impl Replicator {
         let pending_bytes: usize = self.pending.iter().map(|p| p.bytes.len()).sum();
         if pending_bytes < MAX_PENDING_BYTES {
             let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
-            let (ready, ran) = self.blocking(move |e| e.checkpoint_if_needed(next)).await??;
+            let (ready, ran) = self.blocking(move |e| e.checkpoint_if_needed(next, force_checkpoint)).await??;
             report.checkpointed = ran;
             self.pending.extend(ready);
             self.flush(&mut report).await?;
@@ -506,6 +519,11 @@ impl Engine {
             );
         }
         conn.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(|e| self.err_sql(e))?;
+        // Closing our connection must not write the database (SQLite checkpoints when
+        // the last connection closes): that write would wake this tenant again right
+        // after it went idle. Checkpoints are ours to run, under the write barrier.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| self.err_sql(e))?;
         persist_wal(&conn);
         let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(|e| self.err_sql(e))?;
         begin_read(&conn).map_err(|e| self.err_sql(e))?;
@@ -748,14 +766,13 @@ impl Engine {
     /// between our last read of the WAL and the checkpoint; whatever committed before
     /// the barrier is prepared first (returned for upload). TRUNCATE is only an
     /// emergency brake and is followed by a snapshot. RESTART is never used.
-    fn checkpoint_if_needed(&mut self, txid: TxId) -> Result<(Vec<Pending>, bool)> {
+    fn checkpoint_if_needed(&mut self, txid: TxId, force: bool) -> Result<(Vec<Pending>, bool)> {
         let (Some(pos), Some(_)) = (&self.pos, &self.hot) else { return Ok((Vec::new(), false)) };
         let fs = u64::from(pos.page_size) + wal::FRAME_HEADER_SIZE;
         let wal_pages = pos.offset.saturating_sub(wal::HEADER_SIZE) / fs;
-        let due = self.shipped_since_checkpoint
-            && wal_pages > 1
-            && !self.settings.checkpoint_interval.is_zero()
+        let interval_due = !self.settings.checkpoint_interval.is_zero()
             && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
+        let due = self.shipped_since_checkpoint && wal_pages > 1 && (force || interval_due);
         if wal_pages < self.settings.min_checkpoint_pages && !due {
             return Ok((Vec::new(), false));
         }

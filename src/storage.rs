@@ -443,8 +443,11 @@ fn normalize_dir(p: &str) -> String {
     if p.is_empty() { String::new() } else { format!("{p}/") }
 }
 
+/// `p` made absolute against the current directory, without `.` components (so URLs
+/// shown to people and to `litestream restore` read `file:///srv/replicas`, not
+/// `file:///srv/./replicas`).
 fn absolute(p: &Path) -> Result<PathBuf> {
-    if p.is_absolute() { Ok(p.to_path_buf()) } else { Ok(std::env::current_dir()?.join(p)) }
+    Ok(std::path::absolute(p)?.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect())
 }
 
 fn percent_decode(s: &str) -> String {

@@ -250,7 +250,7 @@ impl WatchHandle {
 
     /// Test hook: while set, notify events are dropped before they reach the task.
     #[cfg(test)]
-    fn drop_events(&self, on: bool) {
+    pub(crate) fn drop_events(&self, on: bool) {
         self.shared.drop_events.store(on, Ordering::Release);
     }
 }
