@@ -81,6 +81,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Compaction, snapshots and retention of every replica.
+    pub lifecycle: LifecycleConfig,
     /// The seed's legacy single-database mode (`-dsn PATH [-db-name NAME]`); only the
     /// flag mode sets it, never the file.
     #[serde(skip)]
@@ -361,6 +363,61 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { listen: DEFAULT_LISTEN, token: None }
+    }
+}
+
+/// Compaction, snapshots and retention (`[lifecycle]`), Litestream v0.5's defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Compaction interval of level 1, 2, … (at most 8 levels); `[]` disables compaction.
+    #[serde(with = "humantime_serde_vec")]
+    pub levels: Vec<Duration>,
+    /// How often a full snapshot (level 9) is written; `"0s"` disables snapshots.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+    /// How long snapshots are kept (the newest always is); the restore window.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_retention: Duration,
+    /// How long L0 files stay once a level-1 file covers them.
+    #[serde(with = "humantime_serde")]
+    pub l0_retention: Duration,
+    /// `false`: never delete anything (rely on the bucket's lifecycle rules).
+    pub retention: bool,
+    /// Lifecycle passes (compaction, snapshot, clean-up) running at once, fleet-wide.
+    pub concurrency: usize,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            levels: crate::lifecycle::DEFAULT_LEVELS.to_vec(),
+            snapshot_interval: crate::lifecycle::DEFAULT_SNAPSHOT_INTERVAL,
+            snapshot_retention: crate::lifecycle::DEFAULT_SNAPSHOT_RETENTION,
+            l0_retention: crate::lifecycle::DEFAULT_L0_RETENTION,
+            retention: true,
+            concurrency: DEFAULT_LIFECYCLE_CONCURRENCY,
+        }
+    }
+}
+
+/// Lifecycle passes at once across the fleet.
+pub const DEFAULT_LIFECYCLE_CONCURRENCY: usize = 4;
+
+/// `["30s", "5m"]` ⇄ `Vec<Duration>`.
+mod humantime_serde_vec {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v: Vec<String> = Vec::deserialize(d)?;
+        v.iter()
+            .map(|s| {
+                humantime::parse_duration(s)
+                    .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration ({e}); try \"30s\"")))
+            })
+            .collect()
     }
 }
 
@@ -681,6 +738,7 @@ impl Config {
             .or_else(|| self.replication_problem())
             .or_else(|| self.fleet_problem())
             .or_else(|| self.log_problem())
+            .or_else(|| self.lifecycle_problem())
     }
 
     fn watch_problem(&self) -> Option<Problem> {
@@ -809,6 +867,36 @@ impl Config {
         }
         if f.poll_interval.is_zero() {
             return Some(problem("fleet.poll_interval", "must be longer than 0s"));
+        }
+        None
+    }
+
+    fn lifecycle_problem(&self) -> Option<Problem> {
+        let l = &self.lifecycle;
+        if l.levels.len() > crate::lifecycle::MAX_COMPACTION_LEVEL as usize {
+            return Some(problem(
+                "lifecycle.levels",
+                format!(
+                    "{} levels given; at most {} (level 9 is for snapshots)",
+                    l.levels.len(),
+                    crate::lifecycle::MAX_COMPACTION_LEVEL
+                ),
+            ));
+        }
+        if let Some(i) = l.levels.iter().position(|d| d.is_zero()) {
+            return Some(problem(format!("lifecycle.levels[{i}]"), "must be longer than 0s"));
+        }
+        if l.l0_retention.is_zero() && l.retention {
+            return Some(problem("lifecycle.l0_retention", "must be longer than 0s"));
+        }
+        if l.snapshot_retention.is_zero() && l.retention {
+            return Some(problem(
+                "lifecycle.snapshot_retention",
+                "must be longer than 0s (the newest snapshot is always kept)",
+            ));
+        }
+        if l.concurrency == 0 {
+            return Some(problem("lifecycle.concurrency", "must be at least 1"));
         }
         None
     }

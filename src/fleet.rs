@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, StorageUrl, WatchConfig};
+use crate::lifecycle::{Policy, Scheduler};
 use crate::ltx::PageEncoding;
 use crate::replicate::{Replicator, Settings, SyncReport};
 use crate::status::{Board, FleetInfo, TenantState, TenantStatus};
@@ -116,6 +117,14 @@ impl Fleet {
         let storage = open_storage(&config)?;
         let info = fleet_info(&config, &storage);
         let board = Arc::new(Board::new(info));
+        let shutdown = CancellationToken::new();
+        let (lifecycle, _) = Scheduler::start(
+            storage.clone(),
+            config.storage.root.clone(),
+            policy(&config),
+            config.lifecycle.concurrency,
+            shutdown.child_token(),
+        );
         let shared = Arc::new(Shared {
             board: board.clone(),
             storage: storage.clone(),
@@ -125,7 +134,8 @@ impl Fleet {
             hot_slots: Arc::new(Semaphore::new(config.replication.max_open_tenants.max(1))),
             startup_slots: Arc::new(Semaphore::new(config.fleet.startup_concurrency.max(1))),
             waiting: AtomicUsize::new(0),
-            shutdown: CancellationToken::new(),
+            shutdown,
+            lifecycle,
         });
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let watch_token = CancellationToken::new();
@@ -239,6 +249,19 @@ pub fn settings(config: &Config) -> Settings {
         },
         state_dir: Some(r.state_dir.clone()),
         ..Settings::default()
+    }
+}
+
+/// The lifecycle policy of a config.
+pub fn policy(config: &Config) -> Policy {
+    let l = &config.lifecycle;
+    Policy {
+        levels: l.levels.clone(),
+        snapshot_interval: l.snapshot_interval,
+        snapshot_retention: l.snapshot_retention,
+        l0_retention: l.l0_retention,
+        retention: l.retention,
+        encoding: settings(config).page_encoding,
     }
 }
 
@@ -372,6 +395,8 @@ struct Shared {
     waiting: AtomicUsize,
     /// Fleet shutdown: every task makes its final sync and ends.
     shutdown: CancellationToken,
+    /// Compaction, snapshots and retention, told about every upload.
+    lifecycle: Scheduler,
 }
 
 /// A registered database file.
@@ -928,6 +953,7 @@ impl TenantTask {
         if rep.uploaded > 0 {
             tracing::debug!(tenant = %self.id, txid = txid.unwrap_or(0), files = rep.uploaded, bytes = rep.bytes, "synced");
         }
+        self.shared.lifecycle.shipped(&self.prefix, rep.files.clone());
         let now = SystemTime::now();
         self.shared.board.update(&self.path, |s| {
             s.state = TenantState::Active;
@@ -1218,6 +1244,9 @@ mod tests {
         std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
         let mut config = test_config(dir.path(), &dir.path().join("replicas"));
         config.replication.idle_after = Duration::from_millis(300);
+        // Replication alone; the lifecycle's idle cost is asserted in tests/lifecycle.rs.
+        config.lifecycle.levels.clear();
+        config.lifecycle.snapshot_interval = Duration::ZERO;
         let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
         let board = fleet.board();
         let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GB}.db"));

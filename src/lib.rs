@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod fleet;
+pub mod lifecycle;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;

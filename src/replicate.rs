@@ -207,6 +207,8 @@ pub struct SyncReport {
     pub transactions: u64,
     /// Whether a checkpoint ran.
     pub checkpointed: bool,
+    /// The L0 files uploaded, for the lifecycle's catalog.
+    pub files: Vec<storage::FileInfo>,
 }
 
 /// A hot database: an open connection holding a read transaction.
@@ -398,6 +400,13 @@ impl Replicator {
             report.uploaded += 1;
             report.bytes += p.bytes.len() as u64;
             report.txid = Some(p.txid);
+            report.files.push(storage::FileInfo {
+                level: 0,
+                min_txid: p.txid,
+                max_txid: p.txid,
+                size: p.bytes.len() as u64,
+                created: Some(std::time::SystemTime::now()),
+            });
             report.transactions += p.transactions;
             if let Some(r) = &p.snapshot {
                 report.snapshots.push(r.to_string());

@@ -10,7 +10,7 @@
 //! (with backoff and jitter) and timeout layers. This module never interprets LTX bytes
 //! beyond file names, and never deletes anything on its own initiative.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -131,6 +131,10 @@ pub struct FileInfo {
     pub min_txid: TxId,
     pub max_txid: TxId,
     pub size: u64,
+    /// When the object was written, as the listing reports it (S3 `LastModified`, the
+    /// file's mtime — which `put` sets to the LTX header time on a folder); `None` when
+    /// unknown. Retention ages files by it.
+    pub created: Option<SystemTime>,
 }
 
 impl Storage {
@@ -258,6 +262,13 @@ impl Storage {
     /// Replica paths (relative to the base) that hold LTX files, found by listing the
     /// storage recursively. Used by `tenants` to show replicas whose local file is gone.
     pub async fn discover(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list_tree(prefix).await?.into_keys().collect())
+    }
+
+    /// Every LTX file below `prefix`, grouped by replica path (relative to the base), in
+    /// one recursive listing — a few paginated LISTs for a whole fleet instead of ten per
+    /// tenant. Keys that are not LTX files in a level folder are ignored.
+    pub async fn list_tree(&self, prefix: &str) -> Result<BTreeMap<String, Vec<FileInfo>>> {
         let start = format!("{}{}", self.base, normalize_dir(prefix));
         self.counters.lists.fetch_add(1, Ordering::Relaxed);
         let entries = self
@@ -267,31 +278,50 @@ impl Storage {
             .await
             .or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) })
             .map_err(|e| Error::Op { what: format!("list {}", self.display), source: e })?;
-        let mut out: Vec<String> = Vec::new();
+        let mut out: BTreeMap<String, Vec<FileInfo>> = BTreeMap::new();
         for e in entries {
-            let p = e.path();
-            let Some(file) = p.rsplit('/').next() else { continue };
-            if ltx::parse_filename(file).is_none() {
-                continue;
-            }
-            let parts: Vec<&str> = p.trim_end_matches(file).trim_end_matches('/').rsplitn(3, '/').collect();
-            // Hex: <path>/<0000> ; Dir: <path>/ltx/<0>
-            let replica = match self.layout {
-                Layout::Hex if !parts.is_empty() => {
-                    p[..p.len() - file.len() - parts[0].len() - 1].trim_end_matches('/')
-                }
-                Layout::Dir if parts.len() >= 2 && parts[1] == "ltx" => {
-                    p[..p.len() - file.len() - parts[0].len() - 1 - 4].trim_end_matches('/')
-                }
-                _ => continue,
-            };
-            let rel = replica.strip_prefix(self.base.as_str()).unwrap_or(replica).to_string();
-            if out.last() != Some(&rel) && !out.contains(&rel) {
-                out.push(rel);
-            }
+            let Some((replica, level, min, max)) = self.split_key(e.path()) else { continue };
+            let meta = e.metadata();
+            let created = meta.last_modified().map(SystemTime::from);
+            let rel = replica.strip_prefix(self.base.as_str()).unwrap_or(replica).trim_end_matches('/').to_owned();
+            out.entry(rel).or_default().push(FileInfo {
+                level,
+                min_txid: min,
+                max_txid: max,
+                size: meta.content_length(),
+                created,
+            });
         }
-        out.sort();
+        for files in out.values_mut() {
+            files.sort_by_key(|f| (f.level, f.min_txid, f.max_txid));
+        }
         Ok(out)
+    }
+
+    /// `<replica>/<0000>/<min>-<max>.ltx` (Hex) or `<replica>/ltx/<0>/<min>-<max>.ltx`
+    /// (Dir) → (replica path with trailing `/`, level, min, max).
+    fn split_key<'k>(&self, key: &'k str) -> Option<(&'k str, u32, TxId, TxId)> {
+        let (dir, file) = key.rsplit_once('/')?;
+        let (min, max) = ltx::parse_filename(file)?;
+        let (parent, level) = dir.rsplit_once('/').unwrap_or(("", dir));
+        let (replica, level) = match self.layout {
+            Layout::Hex if level.len() == 4 => (parent, u32::from_str_radix(level, 16).ok()?),
+            Layout::Dir => {
+                let replica = match parent.rsplit_once('/') {
+                    Some((r, "ltx")) => r,
+                    None if parent == "ltx" => "",
+                    _ => return None,
+                };
+                (replica, level.parse().ok()?)
+            }
+            _ => return None,
+        };
+        if level > MAX_LEVEL {
+            return None;
+        }
+        // Keep the trailing slash (empty for a replica at the root).
+        let end = replica.len() + usize::from(!replica.is_empty());
+        Some((&key[..end], level, min, max))
     }
 }
 
@@ -348,7 +378,9 @@ impl Replica {
         for e in entries {
             let name = e.name();
             if let Some((min, max)) = ltx::parse_filename(name) {
-                out.push(FileInfo { level, min_txid: min, max_txid: max, size: e.metadata().content_length() });
+                let meta = e.metadata();
+                let created = meta.last_modified().map(SystemTime::from);
+                out.push(FileInfo { level, min_txid: min, max_txid: max, size: meta.content_length(), created });
             }
         }
         out.sort_by_key(|f| (f.min_txid, f.max_txid));

@@ -228,7 +228,10 @@ fn tenants_come_and_go_and_every_replica_restores() {
         make_db(&db(&clients, id), 10 + i as u32);
     }
     make_db(&clients.join("regular-name.db"), 3);
-    let config = w.write_config("fleet.toml", &[("data/clients", None)], "");
+    // An accelerated lifecycle: the replicas restored below hold L1, L2 and L9 files
+    // written by the daemon, and L0 files deleted by its retention.
+    let lifecycle = "[lifecycle]\nlevels = [\"1s\", \"2s\"]\nsnapshot_interval = \"3s\"\nl0_retention = \"1s\"\n";
+    let config = w.write_config("fleet.toml", &[("data/clients", None)], lifecycle);
     let d = Daemon::config(&config, w.dir.path());
     d.expect("🎯 Monitoring 3 clients across 1 directories");
     assert_eq!(d.count("✅ Client registered"), 3, "{}", d.log());
@@ -278,9 +281,15 @@ fn tenants_come_and_go_and_every_replica_restores() {
         std::thread::sleep(Duration::from_millis(500));
         checkpointed_bytes(&g4)
     };
+    // Let the lifecycle run a few passes (levels of 1 s and 2 s, snapshots every 3 s).
+    std::thread::sleep(Duration::from_secs(4));
     let log = d.stop();
     assert!(log.contains("👋 stopped"), "{log}");
     writer.quit();
+    let g1 = w.objects(&format!("databases/{G1}"));
+    for level in ["/0001/", "/0002/", "/0009/"] {
+        assert!(g1.iter().any(|k| k.contains(level)), "no {level} file for {G1}: {g1:?}");
+    }
 
     w.assert_restores(&format!("databases/{G1}"), &checkpointed_bytes(&db(&clients, G1)));
     w.assert_restores(&format!("databases/{G2}"), &g2_source);
