@@ -138,8 +138,13 @@ pub struct TenantsArgs {
 /// `litefleet restore`.
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
-    /// The replica: `file:///path`, `s3://bucket/path?endpoint=…`, `memory://x`.
+    /// The replica: `file:///path`, `s3://bucket/path?endpoint=…`, `memory://x`; or,
+    /// with `--config`, a tenant id (its GUID).
     pub replica_url: String,
+    /// The daemon's config file: restore tenant REPLICA_URL (an id) through its storage
+    /// and naming.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
     /// Output database path (must not exist unless --force).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
@@ -491,11 +496,26 @@ async fn run_tenants(a: TenantsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    writeln!(out, "{:<40} {:>16} {:<24} {:>6} {:>10}  LOCAL", "TENANT", "TXID", "LATEST", "FILES", "BYTES")?;
+    writeln!(
+        out,
+        "{:<40} {:>16} {:<20} {:<20} {:>6} {:>10}  LOCAL",
+        "TENANT", "TXID", "RESTORABLE FROM", "LATEST", "FILES", "BYTES"
+    )?;
+    let time = |t: Option<std::time::SystemTime>| {
+        t.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "-".into())
+    };
     for t in &tenants {
-        let at = t.latest_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "-".into());
         let local = t.local.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(file gone)".into());
-        writeln!(out, "{:<40} {:016x} {:<24} {:>6} {:>10}  {local}", t.prefix, t.latest_txid, at, t.files, t.bytes)?;
+        writeln!(
+            out,
+            "{:<40} {:016x} {:<20} {:<20} {:>6} {:>10}  {local}",
+            t.prefix,
+            t.latest_txid,
+            time(t.earliest_at),
+            time(t.latest_at),
+            t.files,
+            t.bytes
+        )?;
     }
     writeln!(
         out,
@@ -525,8 +545,16 @@ async fn run_replicate(a: ReplicateArgs) -> anyhow::Result<()> {
 }
 
 async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
-    let storage = Storage::from_url(&a.replica_url, &storage::Options::default())?;
-    let replica = storage.replica("");
+    let replica = match &a.config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let prefix = crate::fleet::find_tenant(&config, &a.replica_url).await?;
+            let replica = crate::fleet::open_storage(&config)?.replica(&prefix);
+            eprintln!("restoring tenant {} from {}", a.replica_url, replica.url());
+            replica
+        }
+        None => Storage::from_url(&a.replica_url, &storage::Options::default())?.replica(""),
+    };
     let target = Target { txid: a.txid, timestamp: a.timestamp };
     if a.dry_run {
         let steps = restore::plan(&replica, &target).await?;

@@ -1047,9 +1047,14 @@ pub struct StoredTenant {
     pub replica_url: String,
     /// Newest TXID held, across every level.
     pub latest_txid: u64,
-    /// Time recorded in the newest file's header.
+    /// When the newest file was written (storage's time for it).
     #[serde(with = "humantime_serde")]
     pub latest_at: Option<SystemTime>,
+    /// Start of the restore window: when the oldest file a restore can start from (a
+    /// snapshot, or a file starting at TXID 1) was written. `None`: no file starts a
+    /// restore (the replica is incomplete).
+    #[serde(with = "humantime_serde")]
+    pub earliest_at: Option<SystemTime>,
     /// LTX files held, every level.
     pub files: usize,
     /// Their total size.
@@ -1059,51 +1064,77 @@ pub struct StoredTenant {
     pub local: Option<PathBuf>,
 }
 
-/// Every replica under the config's storage root, with its newest TXID and time, and
-/// the local file (found by walking the watch directories) that maps to it. Reads
-/// only: one recursive LIST, a LIST per level and one ranged GET per replica.
+/// Every replica under the config's storage root, with its newest TXID, its restore
+/// window and the local file (found by walking the watch directories) that maps to
+/// it. Reads only: one recursive listing of the root.
 pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
-    use futures::StreamExt;
     let storage = open_storage(config)?;
     let local = local_prefixes(config);
-    let prefixes = storage.discover(&config.storage.root).await?;
-    let found = futures::stream::iter(prefixes.into_iter().map(|prefix| {
-        let replica = storage.replica(&prefix);
-        async move {
-            let files = replica.list_all().await?;
-            let newest = files.iter().max_by_key(|f| (f.max_txid, f.level)).cloned();
-            let latest_at = match &newest {
-                Some(f) => {
-                    let head = replica.read_range(f, 0..crate::ltx::HEADER_SIZE as u64).await?;
-                    crate::ltx::Header::decode(&head).ok().and_then(|h| {
-                        u64::try_from(h.timestamp_ms).ok().map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
-                    })
-                }
-                None => None,
-            };
-            Ok::<_, storage::Error>(StoredTenant {
-                id: prefix.rsplit('/').next().unwrap_or(&prefix).to_owned(),
-                replica_url: replica.url(),
-                latest_txid: newest.as_ref().map_or(0, |f| f.max_txid),
-                latest_at,
-                files: files.len(),
-                bytes: files.iter().map(|f| f.size).sum(),
-                local: None,
-                prefix,
-            })
-        }
-    }))
-    .buffer_unordered(16)
-    .collect::<Vec<_>>()
-    .await;
-    let mut out = Vec::with_capacity(found.len());
-    for t in found {
-        let mut t = t?;
-        t.local = local.get(&t.prefix).cloned();
-        out.push(t);
+    let tree = storage.list_tree(&config.storage.root).await?;
+    let mut out = Vec::with_capacity(tree.len());
+    for (prefix, files) in tree {
+        let newest = files.iter().max_by_key(|f| (f.max_txid, f.level));
+        let earliest_at = files.iter().filter(|f| f.min_txid == 1).filter_map(|f| f.created).min();
+        out.push(StoredTenant {
+            id: prefix.rsplit('/').next().unwrap_or(&prefix).to_owned(),
+            replica_url: storage.replica(&prefix).url(),
+            latest_txid: newest.map_or(0, |f| f.max_txid),
+            latest_at: files.iter().filter_map(|f| f.created).max(),
+            earliest_at,
+            files: files.len(),
+            bytes: files.iter().map(|f| f.size).sum(),
+            local: local.get(&prefix).cloned(),
+            prefix,
+        });
     }
-    out.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     Ok(out)
+}
+
+/// The replica of tenant `id` under the config's storage: its prefix if exactly one
+/// replica's last segment is `id`. Errors list the candidates when there are several
+/// (the same GUID under `prod/` and `staging/`) and say where it looked when none.
+pub async fn find_tenant(config: &Config, id: &str) -> Result<String, FindError> {
+    let storage = open_storage(config).map_err(Error::from)?;
+    let id = tenant::TenantId::from_stem(id).map_err(|e| FindError::BadId(e.to_string()))?;
+    let found: Vec<String> = storage
+        .discover(&config.storage.root)
+        .await
+        .map_err(Error::from)?
+        .into_iter()
+        .filter(|p| p.rsplit('/').next() == Some(id.as_str()))
+        .collect();
+    match found.len() {
+        1 => Ok(found.into_iter().next().unwrap_or_default()),
+        0 => Err(FindError::NotFound { id: id.as_str().to_owned(), place: storage.url().to_owned() }),
+        _ => Err(FindError::Ambiguous { id: id.as_str().to_owned(), prefixes: found }),
+    }
+}
+
+/// Why [`find_tenant`] found no single replica.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// Storage could not be opened or listed.
+    #[error(transparent)]
+    Fleet(#[from] Error),
+    /// The id is not a tenant id.
+    #[error("{0}")]
+    BadId(String),
+    /// No replica has that id.
+    #[error("no replica of tenant {id} under {place} (litefleet tenants --config … lists them)")]
+    NotFound {
+        /// The id.
+        id: String,
+        /// Where it looked.
+        place: String,
+    },
+    /// Several replicas have that id.
+    #[error("tenant {id} has several replicas: {}; restore one by its URL", prefixes.join(", "))]
+    Ambiguous {
+        /// The id.
+        id: String,
+        /// Their prefixes.
+        prefixes: Vec<String>,
+    },
 }
 
 /// Prefix → local database file, for every tenant file in the watch directories (the

@@ -310,6 +310,14 @@ fn tenants_come_and_go_and_every_replica_restores() {
     assert_eq!(gone.len(), 2, "{table}");
     assert!(gone.iter().any(|l| l.contains(G2)) && gone.iter().any(|l| l.contains(G3)), "{table}");
     assert!(table.contains("5 tenant(s)"), "{table}");
+
+    // Restore one tenant by id through the config.
+    let out = w.path("by-id.db");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_litefleet"));
+    cmd.args(["restore", "--config", config.to_str().unwrap(), G2, "-o", out.to_str().unwrap()]);
+    let o = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(o.status.success(), "{}", describe_output(&o));
+    assert!(std::fs::read(&out).unwrap() == g2_source, "restore by id differs");
 }
 
 /// The seed's own example: the same GUID in prod/ and staging/. One replicates, the
@@ -365,6 +373,15 @@ fn same_guid_in_two_directories_conflicts_until_prefixes_and_sighup_reloads() {
     // The replica written before the prefixes is prod's (the first directory won).
     w.assert_restores(&format!("databases/{G1}"), &checkpointed_bytes(&db(&prod, G1)));
     w.assert_restores(&format!("databases/{G6}"), &checkpointed_bytes(&db(&extra, G6)));
+    // By id, G1 is ambiguous now: the error names every replica.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_litefleet"));
+    cmd.args(["restore", "--config", config.to_str().unwrap(), G1, "-o", w.path("x.db").to_str().unwrap()]);
+    let o = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success() && err.contains("several replicas"), "{}", describe_output(&o));
+    for p in [format!("databases/{G1}"), format!("databases/prod/{G1}"), format!("databases/staging/{G1}")] {
+        assert!(err.contains(&p), "{err}");
+    }
 }
 
 /// Garbage and corrupt tenant files are `error` (with the reason, retried), a symlink
