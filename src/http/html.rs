@@ -36,6 +36,11 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Escapes a path and lets it break after each `/` (long paths wrap, not overflow).
+fn esc_path(s: &str) -> String {
+    esc(s).replace('/', "/<wbr>")
+}
+
 /// Percent-encodes a query value.
 fn qv(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -80,15 +85,8 @@ fn epoch_ms(rfc: &str) -> Option<u128> {
 }
 
 fn status_badge(status: &str) -> String {
-    let icon = match status {
-        "active" => "🟢",
-        "starting" => "🔵",
-        "lagging" => "🟡",
-        "error" => "🔴",
-        "conflict" => "🟠",
-        _ => "⚪",
-    };
-    format!("<span class=\"badge st-{s}\"><span aria-hidden=\"true\">{icon}</span> {s}</span>", s = esc(status))
+    // The dot is drawn by CSS (no emoji font needed); the word carries the meaning.
+    format!("<span class=\"badge st-{s}\"><span class=\"dot\" aria-hidden=\"true\"></span>{s}</span>", s = esc(status))
 }
 
 /// One table row; `dashboard.js` builds the same markup (keep them in step).
@@ -99,13 +97,13 @@ fn row(c: &Client, out: &mut String) {
         "<tr data-id=\"{id}\" data-path=\"{path}\" class=\"st-{st}\">\
          <th scope=\"row\"><a href=\"/tenants/{href}\">{id}</a></th>\
          <td>{badge}</td>\
-         <td class=\"path\">{path}</td>\
-         <td class=\"path\">{s3}</td>",
+         <td class=\"files\"><span class=\"path\">{path_wbr}</span><br><span class=\"path to\">→ {s3}</span></td>",
         path = esc(&c.database_path),
+        path_wbr = esc_path(&c.database_path),
         st = esc(&c.status),
         href = qv(&c.client_id),
         badge = status_badge(&c.status),
-        s3 = esc(&c.s3_path),
+        s3 = esc_path(&c.s3_path),
     );
     match (&c.last_sync_at, c.last_sync_age_seconds) {
         (Some(at), Some(age)) => {
@@ -134,7 +132,7 @@ fn row(c: &Client, out: &mut String) {
         files = c.files_shipped,
         bytes = bytes(c.bytes_shipped),
         created = esc(&c.created_at),
-        created_short = esc(&c.created_at.replace('T', " ").replace('Z', "")),
+        created_short = esc(c.created_at.replace('T', " ").get(..16).unwrap_or(&c.created_at)),
     );
 }
 
@@ -192,12 +190,12 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
     head(&format!("litefleet — {} tenants", c.total), &mut out);
     let _ = write!(
         out,
-        "<header class=\"top\"><h1>🏢 litefleet</h1><span class=\"version\">v{ver}</span>\
+        "<header class=\"top\"><h1>litefleet</h1><span class=\"version\">v{ver}</span>\
          <span id=\"live\" class=\"live\" role=\"status\" aria-live=\"polite\">static</span></header><main>\
          <section class=\"fleet\" aria-label=\"Fleet\"><dl>\
-         <dt>📦 Bucket</dt><dd id=\"bucket\">{bucket}</dd>\
-         <dt>☁️ Replicas</dt><dd class=\"path\">{url}</dd>\
-         <dt>👀 Watching</dt><dd><ul class=\"dirs\">",
+         <dt>Bucket</dt><dd id=\"bucket\">{bucket}</dd>\
+         <dt>Replicas</dt><dd class=\"path\">{url}</dd>\
+         <dt>Watching</dt><dd><ul class=\"dirs\">",
         ver = esc(&info.version),
         bucket = esc(&info.bucket),
         url = esc(&format!("{}/{}", info.storage_url.split('?').next().unwrap_or_default(), info.root)),
@@ -266,8 +264,8 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
     render_page_info(&page, &q, &status_s, &mut out);
     out.push_str(
         "<div class=\"scroll\"><table id=\"tenants\"><caption class=\"visually-hidden\">Tenants</caption><thead><tr>\
-         <th scope=\"col\">Tenant</th><th scope=\"col\">Status</th><th scope=\"col\">Database</th>\
-         <th scope=\"col\">Replica prefix</th><th scope=\"col\">Last sync</th><th scope=\"col\">TXID</th>\
+         <th scope=\"col\">Tenant</th><th scope=\"col\">Status</th><th scope=\"col\">Database → storage path</th>\
+         <th scope=\"col\">Last sync</th><th scope=\"col\">TXID</th>\
          <th scope=\"col\">Lag</th><th scope=\"col\">Shipped</th><th scope=\"col\">Created</th>\
          <th scope=\"col\">Last error</th></tr></thead><tbody>",
     );
@@ -297,7 +295,7 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
         out.push_str("</ul>");
     }
     out.push_str(
-        "</details><section class=\"tips\" aria-labelledby=\"tips-h\"><h2 id=\"tips-h\">💡 Usage tips</h2><ul>\
+        "</details><section class=\"tips\" aria-labelledby=\"tips-h\"><h2 id=\"tips-h\">Usage tips</h2><ul>\
          <li>Create client: <code>touch /path/to/12345678-1234-5678-9abc-123456789012.db</code></li>\
          <li>Remove client: delete the <code>.db</code> file (its replica stays)</li>\
          <li>GUID format: <code>xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx</code></li>\
@@ -341,7 +339,7 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     head(title, &mut out);
     let _ = write!(
         out,
-        "<header class=\"top\"><h1><a href=\"/\">🏢 litefleet</a></h1></header><main><h2>{}</h2><p>{}</p>\
+        "<header class=\"top\"><h1><a href=\"/\">litefleet</a></h1></header><main><h2>{}</h2><p>{}</p>\
          <p><a href=\"/\">Back to the dashboard</a></p></main></body></html>",
         esc(title),
         esc(message)
@@ -381,7 +379,7 @@ fn render_tenant(d: &ClientDetail) -> String {
     head(&format!("litefleet — {}", c.client_id), &mut out);
     let _ = write!(
         out,
-        "<header class=\"top\"><h1><a href=\"/\">🏢 litefleet</a></h1></header><main>\
+        "<header class=\"top\"><h1><a href=\"/\">litefleet</a></h1></header><main>\
          <p><a href=\"/\">« All tenants</a></p><h2 class=\"mono\">{id}</h2><dl class=\"facts\">",
         id = esc(&c.client_id)
     );

@@ -38,8 +38,15 @@
     return i === 0 ? n + " B" : v.toFixed(1) + " " + u[i];
   }
   function hex16(n) { return n.toString(16).padStart(16, "0"); }
-  const icons = { active: "🟢", starting: "🔵", lagging: "🟡", error: "🔴", conflict: "🟠" };
 
+  // Text with a line-break opportunity after each "/" (as the server renders paths).
+  function breakable(el, text) {
+    const parts = text.split("/");
+    parts.forEach((p, i) => {
+      el.append(p + (i < parts.length - 1 ? "/" : ""));
+      if (i < parts.length - 1) el.appendChild(document.createElement("wbr"));
+    });
+  }
   function td(text, cls) {
     const c = document.createElement("td");
     if (cls) c.className = cls;
@@ -62,14 +69,22 @@
     const st = document.createElement("td");
     const badge = document.createElement("span");
     badge.className = "badge st-" + c.status;
-    const icon = document.createElement("span");
-    icon.setAttribute("aria-hidden", "true");
-    icon.textContent = icons[c.status] || "⚪";
-    badge.append(icon, " " + c.status);
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    dot.setAttribute("aria-hidden", "true");
+    badge.append(dot, c.status);
     st.appendChild(badge);
     tr.appendChild(st);
-    tr.appendChild(td(c.databasePath, "path"));
-    tr.appendChild(td(c.s3Path, "path"));
+    const files = document.createElement("td");
+    files.className = "files";
+    const db = document.createElement("span");
+    db.className = "path";
+    breakable(db, c.databasePath);
+    const to = document.createElement("span");
+    to.className = "path to";
+    breakable(to, "→ " + c.s3Path);
+    files.append(db, document.createElement("br"), to);
+    tr.appendChild(files);
     const ago = td("never", "ago");
     if (c.lastSyncAt) {
       ago.dataset.ts = String(Date.parse(c.lastSyncAt));
@@ -82,7 +97,7 @@
     const shipped = td(bytes(c.bytesShipped), "num");
     shipped.title = c.filesShipped + " files";
     tr.appendChild(shipped);
-    const created = td(c.createdAt.replace("T", " ").replace("Z", ""));
+    const created = td(c.createdAt.replace("T", " ").slice(0, 16));
     created.title = c.createdAt;
     tr.appendChild(created);
     tr.appendChild(td(c.lastError || (c.conflictWith ? "same prefix as " + c.conflictWith : ""), "err"));
