@@ -164,15 +164,21 @@ async fn launch(bin: &Path, profile: &Path) -> (Browser, Page) {
     (browser, page)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_tenant_appears_live_and_search_filters() {
-    let Some(bin) = chromium() else {
+/// Chromium, or `None` after printing why the test skips (a panic when `CI=true`).
+fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = chromium();
+    if bin.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true and no chromium: install it (scripts/test.sh does) or set LITEFLEET_CHROMIUM");
         }
-        eprintln!("SKIP new_tenant_appears_live_and_search_filters: chromium not found (set LITEFLEET_CHROMIUM)");
-        return;
-    };
+        eprintln!("SKIP {test}: chromium not found (set LITEFLEET_CHROMIUM or install Debian's chromium)");
+    }
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_tenant_appears_live_and_search_filters() {
+    let Some(bin) = chromium_or_skip("new_tenant_appears_live_and_search_filters") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = Path::new("/data/clients");
     let storage_url = format!("file://{}", tmp.path().join("replicas").display());
@@ -246,6 +252,53 @@ async fn new_tenant_appears_live_and_search_filters() {
         std::fs::write(&docs, &png).unwrap();
         eprintln!("updated {}", docs.display());
     }
+    shutdown.cancel();
+}
+
+/// First paint of the dashboard with 10,000 tenants, from the browser's own timings,
+/// and the time from typing a search to the filtered table. Ignored by default
+/// (docs/benchmarks.md, "Dashboard and API"):
+/// `cargo test --release --test dashboard -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn first_paint_with_ten_thousand_tenants() {
+    let Some(bin) = chromium_or_skip("first_paint_with_ten_thousand_tenants") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Path::new("/data/clients");
+    let storage = Storage::from_url(&format!("file://{}", tmp.path().display()), &Options::default()).unwrap();
+    let board = Arc::new(Board::new(fleet::info(dir, "s3://saas-backups", "saas-backups")));
+    for i in 0..10_000 {
+        board.upsert(fleet::tenant(dir, "s3://saas-backups", &fleet::guid(i + 1), TenantState::Active));
+    }
+    board.set_ready(true);
+    let shutdown = CancellationToken::new();
+    let base = start_server(board.clone(), storage, shutdown.clone()).await;
+    let (_browser, mut page) = launch(&bin, &tmp.path().join("profile")).await;
+    for run in 0..3 {
+        page.call("Page.navigate", json!({ "url": format!("{base}/?run={run}") })).await;
+        page.wait_for(
+            "document.readyState === 'complete' && document.getElementById('live').textContent === 'live'",
+            "load",
+        )
+        .await;
+        let t = page
+            .eval(
+                "(() => { const n = performance.getEntriesByType('navigation')[0]; \
+                 const p = performance.getEntriesByName('first-contentful-paint')[0]; \
+                 return { ttfb: n.responseStart, response: n.responseEnd, dcl: n.domContentLoadedEventEnd, \
+                 fcp: p ? p.startTime : null, bytes: n.transferSize, rows: document.querySelectorAll('#tenants tbody tr').length, \
+                 total: document.getElementById('n-total').textContent }; })()",
+            )
+            .await;
+        eprintln!("run {run}: {t}");
+        assert_eq!(t["rows"], 50);
+        assert_eq!(t["total"], "10000");
+    }
+    let typed = Instant::now();
+    page.eval("document.getElementById('q').focus()").await;
+    page.call("Input.insertText", json!({ "text": &fleet::guid(7777)[..13] })).await;
+    page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 1", "the search").await;
+    eprintln!("search typed -> 1 row: {} ms (includes the 120 ms typing debounce)", typed.elapsed().as_millis());
     shutdown.cancel();
 }
 
