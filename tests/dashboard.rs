@@ -235,6 +235,24 @@ async fn new_tenant_appears_live_and_search_filters() {
     )
     .await;
 
+    // Following a tenant's link opens its page with the restore commands.
+    page.eval(&format!("document.querySelector('tr[data-id=\"{}\"] a').click()", fleet::BETA)).await;
+    page.wait_for(
+        &format!(
+            "location.pathname === '/tenants/{id}' && document.getElementById('cmd-litestream').textContent === \
+             'litestream restore -o {id}.db s3://saas-backups/databases/{id}'",
+            id = fleet::BETA
+        ),
+        "the tenant page",
+    )
+    .await;
+    let shot = page.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+    std::fs::write(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tenant.png"),
+        base64_decode(shot["data"].as_str().unwrap()),
+    )
+    .unwrap();
+
     // The screenshot of the whole fleet for the README.
     page.call("Page.navigate", json!({ "url": format!("{base}/") })).await;
     page.wait_for("document.getElementById('live').textContent === 'live'", "the reloaded page").await;

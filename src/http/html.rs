@@ -462,11 +462,16 @@ fn render_tenant(d: &ClientDetail) -> String {
         let _ = write!(out, "<p class=\"err\">Replica: {}</p>", esc(e));
     }
     let cmd = &d.commands;
+    let creds = if c.replica_url.starts_with("s3://") {
+        "<p>Both read S3 credentials from <code>AWS_ACCESS_KEY_ID</code> and <code>AWS_SECRET_ACCESS_KEY</code>.</p>"
+    } else {
+        ""
+    };
     let _ = write!(
         out,
         "<h3>Restore commands</h3><p>With litefleet:</p><pre><code id=\"cmd-litefleet\">{}</code></pre>\
          <p>With Litestream 0.5:</p><pre><code id=\"cmd-litestream\">{}</code></pre>\
-         <p>To a point in time:</p><pre><code>{}\n{}</code></pre>",
+         <p>To a point in time:</p><pre><code>{}\n{}</code></pre>{creds}",
         esc(&cmd.litefleet),
         esc(&cmd.litestream),
         esc(&cmd.litefleet_at_time),
