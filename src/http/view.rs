@@ -435,16 +435,36 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+/// The replica URL as Litestream 0.5 spells it: the same, except that its S3 query
+/// parameter for path-style addressing is `forcePathStyle` (litefleet's URLs say
+/// `force-path-style`).
+pub fn litestream_url(replica_url: &str) -> String {
+    match replica_url.split_once('?') {
+        Some((base, query)) if replica_url.starts_with("s3://") => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some(("force-path-style", v)) => format!("forcePathStyle={v}"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        _ => replica_url.to_owned(),
+    }
+}
+
 /// The restore commands for a replica URL, writing `<id>.db` in the current directory.
 pub fn commands(id: &str, replica_url: &str, example_time: Option<&str>) -> RestoreCommands {
     let url = shell_quote(replica_url);
+    let ls_url = shell_quote(&litestream_url(replica_url));
     let out = shell_quote(&format!("{id}.db"));
     let at = example_time.map(str::to_owned).unwrap_or_else(|| rfc3339(SystemTime::now()));
     RestoreCommands {
         litefleet: format!("litefleet restore {url} -o {out}"),
-        litestream: format!("litestream restore -o {out} {url}"),
+        litestream: format!("litestream restore -o {out} {ls_url}"),
         litefleet_at_time: format!("litefleet restore {url} -o {out} --timestamp {at}"),
-        litestream_at_time: format!("litestream restore -o {out} -timestamp {at} {url}"),
+        litestream_at_time: format!("litestream restore -o {out} -timestamp {at} {ls_url}"),
     }
 }
 
@@ -546,6 +566,22 @@ mod tests {
         for bad in ["", "..", ".hidden", "a/b", "a b", "<script>", "a%2fb", &"x".repeat(129)] {
             assert_eq!(parse_id(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn litestream_commands_spell_path_style_its_way() {
+        let url = "s3://bkt/databases/a?endpoint=http://127.0.0.1:9000&region=us-east-1&force-path-style=true";
+        let c = commands("a", url, Some("2026-01-02T03:04:05Z"));
+        assert_eq!(c.litefleet, format!("litefleet restore '{url}' -o a.db"));
+        assert_eq!(
+            c.litestream,
+            "litestream restore -o a.db 's3://bkt/databases/a?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true'"
+        );
+        assert_eq!(
+            c.litestream_at_time,
+            "litestream restore -o a.db -timestamp 2026-01-02T03:04:05Z 's3://bkt/databases/a?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true'"
+        );
+        assert_eq!(litestream_url("file:///r/databases/a"), "file:///r/databases/a");
     }
 
     #[test]
