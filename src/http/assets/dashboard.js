@@ -20,7 +20,7 @@
     status: params.get("status") || "",
     page: Math.max(1, parseInt(params.get("page") || "1", 10) || 1),
   };
-  let inflight = false, again = false, typing = null;
+  let inflight = false, again = false, stale = false, typing = null;
 
   function setLive(text, cls) { live.textContent = text; live.className = "live " + (cls || ""); }
 
@@ -239,7 +239,11 @@
       if (s.counts) counts(s.counts);
       const ready = document.getElementById("n-ready");
       if (ready && s.ready != null) ready.textContent = s.ready ? "done" : "running";
-      if (s.changes > 0) refresh(false);
+      // A hidden tab does not fetch; it catches up when shown again.
+      if (s.changes > 0) { if (document.hidden) stale = true; else refresh(false); }
     });
   }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && stale) { stale = false; refresh(false); }
+  });
 })();
