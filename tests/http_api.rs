@@ -284,6 +284,10 @@ async fn openapi_document_describes_the_api_and_docs_page_loads() {
     let (board, _) = fleet::populated(&f.dir, &f.storage_url, "b", 1);
     let cli = client(&f, board, None);
     let v = get_json(&cli, "/api/openapi.json").await;
+    // For an external validator: LITEFLEET_OPENAPI_OUT=/tmp/openapi.json.
+    if let Some(out) = std::env::var_os("LITEFLEET_OPENAPI_OUT") {
+        std::fs::write(out, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
     assert!(v["openapi"].as_str().unwrap().starts_with("3."), "{}", v["openapi"]);
     assert_eq!(v["info"]["title"], "litefleet");
     assert_eq!(v["servers"][0]["url"], "/api");
