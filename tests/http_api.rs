@@ -145,6 +145,10 @@ async fn clients_filter_search_and_page() {
     assert_eq!(v["clients"][0]["status"], "conflict");
     assert!(v["clients"][0]["conflictWith"].as_str().unwrap().ends_with(&format!("clients/{}.db", fleet::ACME)));
 
+    // The issue's own spelling, with every parameter empty, means "no filter".
+    let v = get_json(&cli, "/api/clients?status=&q=&page=").await;
+    assert_eq!((v["matching"].as_u64(), v["page"].as_u64()), (Some(125), Some(1)));
+
     let v = get_json(&cli, "/api/clients?per_page=500").await;
     assert_eq!(v["clients"].as_array().unwrap().len(), 125);
     for bad in ["/api/clients?status=happy", "/api/clients?page=0", "/api/clients?per_page=501", "/api/clients?page=x"]

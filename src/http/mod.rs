@@ -102,7 +102,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_err)?;
     let acceptor = TcpAcceptor::from_tokio(listener).map_err(bind_err)?;
     let local_addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(addr);
-    if cfg.token.is_none() && !local_addr.ip().is_loopback() {
+    if exposed_without_token(local_addr, cfg.token.as_ref()) {
         tracing::warn!(
             "http: listening on {local_addr} (not loopback) without a token: anyone who can reach it sees every tenant; set [http] token"
         );
@@ -128,6 +128,11 @@ pub async fn serve(
         }
     });
     Ok((Server { local_addr }, task))
+}
+
+/// Whether the server listens beyond this machine with no token (worth a warning).
+fn exposed_without_token(addr: SocketAddr, token: Option<&Secret>) -> bool {
+    token.is_none() && !addr.ip().is_loopback()
 }
 
 /// The whole application (also what tests drive with poem's test client).
@@ -185,8 +190,32 @@ fn presented_token(req: &Request) -> Option<String> {
         .map(|(_, v)| url::form_urlencoded::parse(format!("t={v}").as_bytes()).map(|(_, v)| v.into_owned()).collect())
 }
 
+/// Removes query parameters with an empty value (`?status=&q=&page=`), so they mean
+/// "not given" rather than failing to parse as an enum or a number.
+fn drop_empty_params(req: &mut Request) {
+    let Some(query) = req.uri().query() else { return };
+    if !query.split('&').any(|kv| kv.is_empty() || kv.ends_with('=') || !kv.contains('=')) {
+        return;
+    }
+    let kept: Vec<&str> =
+        query.split('&').filter(|kv| kv.split_once('=').is_some_and(|(_, v)| !v.is_empty())).collect();
+    let mut pq = req.uri().path().to_owned();
+    if !kept.is_empty() {
+        pq.push('?');
+        pq.push_str(&kept.join("&"));
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(p) = pq.parse() {
+        parts.path_and_query = Some(p);
+        if let Ok(uri) = poem::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 /// Token check and security headers around every endpoint.
-async fn guard<E: Endpoint>(ep: Arc<E>, req: Request, token: Option<&Secret>) -> poem::Result<Response> {
+async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request, token: Option<&Secret>) -> poem::Result<Response> {
+    drop_empty_params(&mut req);
     let path = req.uri().path().to_owned();
     if let Some(want) = token
         && path != "/healthz"
@@ -305,4 +334,43 @@ fn metrics_page(state: poem::web::Data<&State>) -> Response {
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(Body::from_string(crate::metrics::render(h, &state.board)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_reachable_address_without_a_token_is_exposed() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let token = Secret::new("t");
+        assert!(exposed_without_token(addr("0.0.0.0:8080"), None));
+        assert!(exposed_without_token(addr("[::]:8080"), None));
+        assert!(exposed_without_token(addr("192.168.1.5:8080"), None));
+        assert!(!exposed_without_token(addr("0.0.0.0:8080"), Some(&token)));
+        assert!(!exposed_without_token(addr("127.0.0.1:8080"), None));
+        assert!(!exposed_without_token(addr("[::1]:8080"), None));
+    }
+
+    #[test]
+    fn empty_query_parameters_are_dropped() {
+        let mut req = Request::builder().uri_str("/api/clients?status=&q=abc&page=").finish();
+        drop_empty_params(&mut req);
+        assert_eq!(req.uri().to_string(), "/api/clients?q=abc");
+        let mut req = Request::builder().uri_str("/api/clients?status=&page=").finish();
+        drop_empty_params(&mut req);
+        assert_eq!(req.uri().to_string(), "/api/clients");
+        let mut req = Request::builder().uri_str("/?q=a%26b").finish();
+        drop_empty_params(&mut req);
+        assert_eq!(req.uri().to_string(), "/?q=a%26b");
+    }
+
+    #[test]
+    fn token_comparison_needs_the_whole_token() {
+        let t = Secret::new("hunter2");
+        assert!(token_matches("hunter2", &t));
+        for wrong in ["", "hunter", "hunter22", "Hunter2"] {
+            assert!(!token_matches(wrong, &t), "{wrong}");
+        }
+    }
 }
