@@ -6,8 +6,10 @@
 # Environment knobs:
 #   LITEFLEET_VENV            venv for moto/boto3/litestream 0.5.17 (default: $PWD/.venv)
 #                             litestream 0.5.15 goes into "${LITEFLEET_VENV}-015"
-#   LITEFLEET_BROWSER_TESTS   set to 1 to install chromium (default 0 until the
-#                             dashboard browser test exists; then flip the default)
+#   LITEFLEET_BROWSER_TESTS   1 (default): install Debian's chromium when missing, for
+#                             tests/dashboard.rs; 0: skip installing (the test then
+#                             skips, or fails with CI=true)
+#   LITEFLEET_UPDATE_SCREENSHOT=1  the browser test rewrites docs/img/dashboard.png
 #   CARGO_TARGET_DIR          cargo target dir (default: /var/tmp/litefleet-target if present)
 #   CI=true                   missing tools are fatal instead of "tests skip"
 #   LITEFLEET_SETUP_ONLY=1    install/export the tools, then exit without testing
@@ -125,15 +127,17 @@ install_python_tools() {
 
 # ---------------------------------------------------------------- chromium
 APT_UPDATED=0
+SUDO=()
+if [[ "$(id -u)" != "0" ]] && command -v sudo >/dev/null 2>&1; then SUDO=(sudo -n); fi
 apt_update_once() {
   if (( APT_UPDATED == 0 )); then
-    apt-get update -qq
+    "${SUDO[@]}" apt-get update -qq
     APT_UPDATED=1
   fi
 }
 
 install_chromium() {
-  if [[ "${LITEFLEET_BROWSER_TESTS:-0}" == "0" ]]; then
+  if [[ "${LITEFLEET_BROWSER_TESTS:-1}" == "0" ]]; then
     echo "==> chromium: LITEFLEET_BROWSER_TESTS=0, skipping"
     return 0
   fi
@@ -142,7 +146,7 @@ install_chromium() {
     echo "    /usr/bin/chromium already installed"
   elif command -v apt-get >/dev/null 2>&1 \
       && apt_update_once \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+      && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
     echo "    installed chromium"
   else
     if in_ci; then

@@ -358,11 +358,14 @@ pub struct HttpConfig {
     /// Never printed.
     #[serde(deserialize_with = "de_opt_token")]
     pub token: Option<Secret>,
+    /// Label Prometheus series with the tenant id (one series per tenant per metric).
+    /// Off by default: with thousands of tenants that is a lot of series for a scraper.
+    pub per_tenant_metrics: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: DEFAULT_LISTEN, token: None }
+        HttpConfig { listen: DEFAULT_LISTEN, token: None, per_tenant_metrics: false }
     }
 }
 
@@ -1253,6 +1256,7 @@ poll = true
 [http]
 listen = "0.0.0.0:9090"
 token = "hunter2"
+per_tenant_metrics = true
 
 [log]
 format = "json"
@@ -1268,6 +1272,7 @@ format = "json"
         assert_eq!(c.fleet.non_guid, NonGuidPolicy::Stem);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.http.token.as_ref().map(Secret::expose), Some("hunter2"));
+        assert!(c.http.per_tenant_metrics);
 
         // Secrets never show, not in Debug, not in the summary.
         let debug = format!("{c:?}");
@@ -1352,6 +1357,12 @@ format = "json"
                 4,
                 "http.listen",
                 "prod.toml:4: http.listen: invalid socket address syntax",
+            ),
+            (
+                "[[watch]]\ndir = \"a\"\n[http]\nper_tenant_metrics = \"yes\"\n",
+                4,
+                "http.per_tenant_metrics",
+                "prod.toml:4: http.per_tenant_metrics: invalid type: string \"yes\", expected a boolean",
             ),
             (
                 "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"gs://bucket\"\n",

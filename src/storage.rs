@@ -7,7 +7,8 @@
 //!
 //! S3 objects carry `x-amz-meta-litestream-timestamp` (RFC 3339, the LTX header time);
 //! files get the header time as their mtime. Every call goes through opendal's retry
-//! (with backoff and jitter) and timeout layers. This module never interprets LTX bytes
+//! (with backoff and jitter) and timeout layers, and opendal's metrics layer (durations,
+//! bytes and errors per operation, in the shared `metrics` recorder). This module never interprets LTX bytes
 //! beyond file names, and never deletes anything on its own initiative.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{MetricsLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator, services};
 
 use crate::ltx::{self, TxId};
@@ -240,6 +241,9 @@ impl Storage {
                     .with_min_delay(Duration::from_millis(100))
                     .with_max_delay(Duration::from_secs(5)),
             );
+        // Outermost: one observation per call (retries included), into the global
+        // `metrics` recorder that `/metrics` renders (a no-op until one is installed).
+        let op = op.layer(MetricsLayer::default());
         Storage { op, layout, base, display, fs_root, counters: Arc::new(Counters::default()) }
     }
 

@@ -1,0 +1,347 @@
+//! The dashboard in a real browser: headless Chromium driven over the DevTools protocol,
+//! so the page's own script runs while the test changes the fleet.
+//!
+//! It opens the dashboard, registers a new tenant, asserts from the DOM that its row
+//! appears without a reload (and how long that took), types in the search box and
+//! asserts the table filters, then takes the screenshot shown in the README. The image
+//! goes to `$CARGO_TARGET_TMPDIR/dashboard.png`, and to `docs/img/dashboard.png` when
+//! `LITEFLEET_UPDATE_SCREENSHOT=1`.
+//!
+//! Chromium comes from `LITEFLEET_CHROMIUM` or `PATH` (`scripts/test.sh` installs
+//! Debian's `chromium`). Without it the test prints why and passes, unless `CI=true`.
+
+#[path = "support/fleet.rs"]
+mod fleet;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use litefleet::config::HttpConfig;
+use litefleet::status::{Board, TenantState};
+use litefleet::storage::{Options, Storage};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// Bound on every DevTools command and on each wait.
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The issue's promise: a new tenant shows within a second of its registration.
+const LIVE_UPDATE_BOUND: Duration = Duration::from_secs(1);
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LITEFLEET_CHROMIUM").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n))).find(|p| p.is_file())
+}
+
+/// The server under test, serving `board` on 127.0.0.1. Today: `http::serve` in this
+/// process. (After the fleet lands this can start the daemon binary instead.)
+async fn start_server(board: Arc<Board>, storage: Storage, shutdown: CancellationToken) -> String {
+    let cfg = HttpConfig { listen: "127.0.0.1:0".parse().unwrap(), ..HttpConfig::default() };
+    let metrics = Some(litefleet::metrics::install());
+    let (server, _task) = litefleet::http::serve(&cfg, board, storage, metrics, shutdown).await.unwrap();
+    format!("http://{}", server.local_addr)
+}
+
+/// A Chromium process, killed when dropped.
+struct Browser {
+    child: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A DevTools connection attached to one page.
+struct Page {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+    session: Option<String>,
+}
+
+impl Page {
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = &self.session {
+            msg["sessionId"] = json!(s);
+        }
+        self.ws.send(Message::Text(msg.to_string().into())).await.unwrap();
+        let reply = tokio::time::timeout(STEP_TIMEOUT, async {
+            loop {
+                let m = self.ws.next().await.expect("devtools closed").expect("devtools read");
+                let Message::Text(t) = m else { continue };
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["id"] == id {
+                    return v;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{method}: no answer within {STEP_TIMEOUT:?}"));
+        assert!(reply["error"].is_null(), "{method}: {}", reply["error"]);
+        reply["result"].clone()
+    }
+
+    /// Evaluates `expr` in the page and returns its value.
+    async fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true })).await;
+        assert!(r["exceptionDetails"].is_null(), "{expr}: {}", r["exceptionDetails"]);
+        r["result"]["value"].clone()
+    }
+
+    /// Polls `expr` until it is `true`; returns how long that took. Exceptions count
+    /// as "not yet" (the document may still be loading).
+    async fn wait_for(&mut self, expr: &str, what: &str) -> Duration {
+        let started = Instant::now();
+        let guarded = format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return false; }} }})()");
+        loop {
+            if self.eval(&guarded).await == json!(true) {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < STEP_TIMEOUT, "timed out waiting for {what} ({expr})");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+async fn launch(bin: &Path, profile: &Path) -> (Browser, Page) {
+    let child = Command::new(bin)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "--window-size=1600,1000",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let browser = Browser { child };
+    let port_file = profile.join("DevToolsActivePort");
+    let started = Instant::now();
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&port_file)
+            && t.lines().count() >= 2
+        {
+            break t;
+        }
+        assert!(started.elapsed() < STEP_TIMEOUT, "chromium wrote no DevToolsActivePort");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut lines = text.lines();
+    let (port, path) = (lines.next().unwrap().trim(), lines.next().unwrap().trim());
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}{path}")).await.unwrap();
+    let mut page = Page { ws, next_id: 0, session: None };
+    let target = page.call("Target.createTarget", json!({ "url": "about:blank" })).await;
+    let attached = page.call("Target.attachToTarget", json!({ "targetId": target["targetId"], "flatten": true })).await;
+    page.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
+    page.call("Page.enable", json!({})).await;
+    page.call("Runtime.enable", json!({})).await;
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1600, "height": 1000, "deviceScaleFactor": 1, "mobile": false }),
+    )
+    .await;
+    (browser, page)
+}
+
+/// Chromium, or `None` after printing why the test skips (a panic when `CI=true`).
+fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = chromium();
+    if bin.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true and no chromium: install it (scripts/test.sh does) or set LITEFLEET_CHROMIUM");
+        }
+        eprintln!("SKIP {test}: chromium not found (set LITEFLEET_CHROMIUM or install Debian's chromium)");
+    }
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_tenant_appears_live_and_search_filters() {
+    let Some(bin) = chromium_or_skip("new_tenant_appears_live_and_search_filters") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Path::new("/data/clients");
+    let storage_url = format!("file://{}", tmp.path().join("replicas").display());
+    let storage = Storage::from_url(&storage_url, &Options::default()).unwrap();
+    // A realistic small fleet: 7 + 5 tenants (one error, one lagging, one starting,
+    // one conflict) and one skipped file.
+    let (board, _) = fleet::populated(dir, "s3://saas-backups", "saas-backups", 7);
+    let shutdown = CancellationToken::new();
+    let base = start_server(board.clone(), storage, shutdown.clone()).await;
+
+    let profile = tmp.path().join("profile");
+    let (_browser, mut page) = launch(&bin, &profile).await;
+    page.call("Page.navigate", json!({ "url": format!("{base}/") })).await;
+    page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 12", "the first page").await;
+    page.wait_for("document.getElementById('live').textContent === 'live'", "the event stream").await;
+    assert_eq!(page.eval("document.getElementById('n-total').textContent").await, "12");
+    page.eval("window.__sameDocument = 42").await;
+
+    // A new tenant registers: its row and the new totals appear without a reload.
+    let new_id = "0badc0de-1111-4222-8333-444455556666";
+    board.upsert(fleet::tenant(dir, "s3://saas-backups", new_id, TenantState::Starting));
+    let took = page.wait_for(&format!("!!document.querySelector('tr[data-id=\"{new_id}\"]')"), "the new row").await;
+    eprintln!("new tenant row appeared {} ms after registration", took.as_millis());
+    assert!(took <= LIVE_UPDATE_BOUND, "row took {took:?}");
+    page.wait_for("document.getElementById('n-total').textContent === '13'", "the new total").await;
+    page.wait_for("document.getElementById('n-starting').textContent === '2'", "the starting count").await;
+    assert_eq!(page.eval("window.__sameDocument").await, 42, "the page reloaded");
+
+    // Typing in the search box filters to the one tenant.
+    page.eval("document.getElementById('q').focus()").await;
+    page.call("Input.insertText", json!({ "text": "0badc0de" })).await;
+    page.wait_for(
+        &format!(
+            "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
+             return r.length === 1 && r[0].dataset.id === '{new_id}'; }})()"
+        ),
+        "the search result",
+    )
+    .await;
+    assert_eq!(page.eval("document.getElementById('matching').textContent").await, "Showing 1–1 of 1 matching tenants");
+    assert_eq!(page.eval("location.search").await, "?page=1&q=0badc0de", "the search is in the URL");
+
+    // Searching a path fragment; then clear and filter by a total.
+    page.eval("const q = document.getElementById('q'); q.value = ''; q.dispatchEvent(new Event('input'))").await;
+    page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 13", "all rows back").await;
+    page.eval("document.querySelector('a.t-error').click()").await;
+    page.wait_for(
+        &format!(
+            "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
+             return r.length === 1 && r[0].dataset.id === '{}'; }})()",
+            fleet::BETA
+        ),
+        "the error filter",
+    )
+    .await;
+
+    // Following a tenant's link opens its page with the restore commands.
+    page.eval(&format!("document.querySelector('tr[data-id=\"{}\"] a').click()", fleet::BETA)).await;
+    page.wait_for(
+        &format!(
+            "location.pathname === '/tenants/{id}' && document.getElementById('cmd-litestream').textContent === \
+             'litestream restore -o {id}.db s3://saas-backups/databases/{id}'",
+            id = fleet::BETA
+        ),
+        "the tenant page",
+    )
+    .await;
+    let shot = page.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+    std::fs::write(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tenant.png"),
+        base64_decode(shot["data"].as_str().unwrap()),
+    )
+    .unwrap();
+
+    // The screenshot of the whole fleet for the README.
+    page.call("Page.navigate", json!({ "url": format!("{base}/") })).await;
+    page.wait_for("document.getElementById('live').textContent === 'live'", "the reloaded page").await;
+    board.remove(&dir.join(format!("{new_id}.db")));
+    page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 12", "the removal").await;
+    let shot = page.call("Page.captureScreenshot", json!({ "format": "png", "captureBeyondViewport": true })).await;
+    let png = base64_decode(shot["data"].as_str().unwrap());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&out, &png).unwrap();
+    eprintln!("screenshot: {} ({} bytes)", out.display(), png.len());
+    if std::env::var("LITEFLEET_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img/dashboard.png");
+        std::fs::create_dir_all(docs.parent().unwrap()).unwrap();
+        std::fs::write(&docs, &png).unwrap();
+        eprintln!("updated {}", docs.display());
+    }
+    shutdown.cancel();
+}
+
+/// First paint of the dashboard with 10,000 tenants, from the browser's own timings,
+/// and the time from typing a search to the filtered table. Ignored by default
+/// (docs/benchmarks.md, "Dashboard and API"):
+/// `cargo test --release --test dashboard -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn first_paint_with_ten_thousand_tenants() {
+    let Some(bin) = chromium_or_skip("first_paint_with_ten_thousand_tenants") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Path::new("/data/clients");
+    let storage = Storage::from_url(&format!("file://{}", tmp.path().display()), &Options::default()).unwrap();
+    let board = Arc::new(Board::new(fleet::info(dir, "s3://saas-backups", "saas-backups")));
+    for i in 0..10_000 {
+        board.upsert(fleet::tenant(dir, "s3://saas-backups", &fleet::guid(i + 1), TenantState::Active));
+    }
+    board.set_ready(true);
+    let shutdown = CancellationToken::new();
+    let base = start_server(board.clone(), storage, shutdown.clone()).await;
+    let (_browser, mut page) = launch(&bin, &tmp.path().join("profile")).await;
+    for run in 0..3 {
+        page.call("Page.navigate", json!({ "url": format!("{base}/?run={run}") })).await;
+        page.wait_for(
+            "document.readyState === 'complete' && document.getElementById('live').textContent === 'live'",
+            "load",
+        )
+        .await;
+        let t = page
+            .eval(
+                "(() => { const n = performance.getEntriesByType('navigation')[0]; \
+                 const p = performance.getEntriesByName('first-contentful-paint')[0]; \
+                 return { ttfb: n.responseStart, response: n.responseEnd, dcl: n.domContentLoadedEventEnd, \
+                 fcp: p ? p.startTime : null, bytes: n.transferSize, rows: document.querySelectorAll('#tenants tbody tr').length, \
+                 total: document.getElementById('n-total').textContent }; })()",
+            )
+            .await;
+        eprintln!("run {run}: {t}");
+        assert_eq!(t["rows"], 50);
+        assert_eq!(t["total"], "10000");
+    }
+    let typed = Instant::now();
+    page.eval("document.getElementById('q').focus()").await;
+    page.call("Input.insertText", json!({ "text": &fleet::guid(7777)[..13] })).await;
+    page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 1", "the search").await;
+    eprintln!("search typed -> 1 row: {} ms (includes the 120 ms typing debounce)", typed.elapsed().as_millis());
+    shutdown.cancel();
+}
+
+/// Standard base64 (DevTools returns screenshots in it).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|&c| u32::from(val(c))).collect();
+        let n = v.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (x << (18 - 6 * i)));
+        out.push((n >> 16) as u8);
+        if v.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if v.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    out
+}
