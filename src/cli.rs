@@ -423,7 +423,27 @@ pub fn flag_mode(args: &[String]) -> Option<FlagMode> {
 /// SIGINT/SIGTERM during the final syncs exits at once (status 130).
 async fn run_daemon(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let http_config = config.http.clone();
     let fleet = Fleet::start(config).await?;
+    let metrics = crate::metrics::install();
+    crate::metrics::set_per_tenant(http_config.per_tenant_metrics);
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let (_server, http_task) = match crate::http::serve(
+        &http_config,
+        fleet.board(),
+        fleet.storage().clone(),
+        Some(metrics),
+        http_stop.clone(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing has been replicated yet worth a final sync; stop cleanly.
+            fleet.shutdown().await;
+            return Err(e.into());
+        }
+    };
     let mut hup = signal(SignalKind::hangup())?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -455,7 +475,10 @@ async fn run_daemon(config: Config, config_path: Option<PathBuf>) -> anyhow::Res
         eprintln!("second signal: exiting without waiting for the final syncs");
         std::process::exit(130);
     });
+    // The dashboard's live streams end now; the final syncs need no dashboard.
+    http_stop.cancel();
     let report = fleet.shutdown().await;
+    let _ = http_task.await;
     tracing::info!(
         stopped = report.stopped,
         final_syncs = report.final_syncs,

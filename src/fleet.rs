@@ -916,11 +916,22 @@ impl TenantTask {
         self.due = None;
         let stamp = Stamp::of(&self.path);
         let waited_since = self.dirty_since.take();
-        self.last_attempt = Some(Instant::now());
+        if let Some(t) = waited_since {
+            crate::metrics::lag(&self.id, SystemTime::now().duration_since(t).unwrap_or_default());
+        }
+        let started = Instant::now();
+        self.last_attempt = Some(started);
         let result = self.replicator().sync().await;
         drop(startup);
         match result {
             Ok(rep) => {
+                crate::metrics::sync_ok(
+                    &self.id,
+                    rep.uploaded,
+                    rep.bytes,
+                    rep.snapshots.len() as u64,
+                    started.elapsed(),
+                );
                 self.succeeded(&rep, stamp);
                 if !self.is_hot() {
                     // An empty (touched) file: nothing is open.
@@ -970,6 +981,7 @@ impl TenantTask {
     }
 
     async fn failed(&mut self, error: String) {
+        crate::metrics::sync_failed(&self.id);
         self.backoff = (self.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
         self.due = Some(Instant::now() + self.backoff);
         self.idle_at = None;

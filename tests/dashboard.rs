@@ -345,3 +345,101 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// The real daemon: `litefleet daemon --config` on temp folders, its dashboard in the
+/// browser, and a new tenant database created on disk by a separate process. Its row
+/// must appear without a reload within a second of the file (plus the writer's own
+/// start-up), then the search finds it; a garbage `<GUID>.db` shows as an error and a
+/// non-GUID file as skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_dashboard_shows_a_new_tenant_database_live() {
+    let Some(bin) = chromium_or_skip("daemon_dashboard_shows_a_new_tenant_database_live") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let clients = tmp.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap();
+    let writer = env!("CARGO_BIN_EXE_litefleet-writer");
+    let make_db = |path: &Path| {
+        let script = tmp.path().join("script.txt");
+        std::fs::write(&script, format!("open {}\ninsert t 3 200\n", path.display())).unwrap();
+        let st = Command::new(writer).args(["--script", script.to_str().unwrap()]).stdout(Stdio::null()).status();
+        assert!(st.is_ok_and(|s| s.success()), "writer failed for {}", path.display());
+    };
+    for i in 1..=3 {
+        make_db(&clients.join(format!("{}.db", fleet::guid(i))));
+    }
+    std::fs::write(clients.join(format!("{}.db", fleet::guid(9))), b"this is not a database, it is text").unwrap();
+    std::fs::write(clients.join("regular-name.db"), b"").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = tmp.path().join("fleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[watch]]\ndir = {:?}\n[storage]\nurl = \"file://{}\"\n[replication]\nsync_interval = \"100ms\"\nstate_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            clients.display().to_string(),
+            tmp.path().join("replicas").display(),
+            tmp.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            if Instant::now() > deadline || daemon.try_wait().ok().flatten().is_some() {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let daemon_guard = Kill(daemon);
+    assert!(ready, "the daemon's dashboard never listened on {base}");
+
+    let profile = tmp.path().join("profile");
+    let (_browser, mut page) = launch(&bin, &profile).await;
+    page.call("Page.navigate", json!({ "url": format!("{base}/") })).await;
+    page.wait_for("document.getElementById('live').textContent === 'live'", "the event stream").await;
+    page.wait_for("document.getElementById('n-total').textContent === '4'", "four registered files").await;
+    page.wait_for("document.getElementById('n-error').textContent === '1'", "the garbage file as an error").await;
+    page.wait_for("document.getElementById('n-skipped').textContent === '1'", "the skipped file").await;
+    page.eval("window.__sameDocument = 7").await;
+
+    // A new tenant database, created on disk by a separate process.
+    let new_id = "0badc0de-1111-4222-8333-444455556666";
+    let created = Instant::now();
+    make_db(&clients.join(format!("{new_id}.db")));
+    let writer_took = created.elapsed();
+    let took = page.wait_for(&format!("!!document.querySelector('tr[data-id=\"{new_id}\"]')"), "the new row").await;
+    eprintln!("row appeared {} ms after the file (writer took {} ms)", took.as_millis(), writer_took.as_millis());
+    assert!(took <= LIVE_UPDATE_BOUND, "the row took {took:?} after the writer finished");
+    page.wait_for("document.getElementById('n-total').textContent === '5'", "the new total").await;
+    assert_eq!(page.eval("window.__sameDocument").await, 7, "the page reloaded");
+
+    // Search for it.
+    page.eval("document.getElementById('q').focus()").await;
+    page.call("Input.insertText", json!({ "text": "0badc0de" })).await;
+    page.wait_for(
+        &format!(
+            "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
+             return r.length === 1 && r[0].dataset.id === '{new_id}'; }})()"
+        ),
+        "the search result",
+    )
+    .await;
+    drop(daemon_guard);
+}
