@@ -117,13 +117,15 @@ impl Drop for Daemon {
 struct World {
     dir: tempfile::TempDir,
     s3: S3Server,
+    /// The dashboard/API port of the daemon under test.
+    port: u16,
 }
 
 impl World {
     fn new() -> World {
         let s3 = S3Server::start();
         s3.create_bucket(BUCKET);
-        World { dir: tempfile::tempdir().unwrap(), s3 }
+        World { dir: tempfile::tempdir().unwrap(), s3, port: free_port() }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -155,7 +157,7 @@ impl World {
             "[replication]\nsync_interval = \"100ms\"\nidle_after = \"3s\"\nstate_dir = {:?}\n",
             self.path("state").display().to_string()
         ));
-        t.push_str(&format!("[http]\nlisten = \"127.0.0.1:{}\"\n", free_port()));
+        t.push_str(&format!("[http]\nlisten = \"127.0.0.1:{}\"\n", self.port));
         t.push_str(extra);
         let p = self.path(name);
         std::fs::write(&p, t).unwrap();
@@ -170,6 +172,29 @@ impl World {
 
     fn wait_objects(&self, prefix: &str) {
         assert!(wait_until(WAIT, POLL, || !self.objects(prefix).is_empty()), "no replica under {prefix}");
+    }
+
+    /// `GET path` on the daemon's API, parsed as JSON.
+    fn api(&self, path: &str) -> serde_json::Value {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let r = http_request(addr, "GET", path, &[], b"", Duration::from_secs(10)).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// The seed's status of the client at `path` in `/api/status`.
+    fn status_of(&self, path: &Path) -> Option<String> {
+        let v = self.api("/api/status");
+        v["clients"]
+            .as_array()?
+            .iter()
+            .find(|c| c["databasePath"] == path.display().to_string())
+            .and_then(|c| c["status"].as_str().map(str::to_owned))
+    }
+
+    fn expect_status(&self, path: &Path, want: &str) {
+        let ok = wait_until(WAIT, POLL, || self.status_of(path).as_deref() == Some(want));
+        assert!(ok, "{} never {want}: {}", path.display(), self.api("/api/status"));
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -242,6 +267,15 @@ fn tenants_come_and_go_and_every_replica_restores() {
         w.wait_objects(&format!("databases/{id}"));
     }
     assert!(w.objects("databases/regular-name").is_empty());
+    // The seed's JSON: every registered tenant, its storage path, and the counts.
+    for id in [G1, G2, G3] {
+        w.expect_status(&db(&clients, id), "active");
+    }
+    let status = w.api("/api/status");
+    assert_eq!(status["bucket"], BUCKET, "{status}");
+    assert_eq!(status["totalClients"], 3, "{status}");
+    let c = status["clients"].as_array().unwrap().iter().find(|c| c["clientId"] == G1).cloned().unwrap();
+    assert_eq!(c["s3Path"], format!("databases/{G1}"), "{c}");
 
     // The seed's way to add a tenant: touch. Registered at once, shipped on first write.
     let g4 = db(&clients, G4);
@@ -273,6 +307,9 @@ fn tenants_come_and_go_and_every_replica_restores() {
     let g3_source = checkpointed_bytes(&db(&clients, G3));
     std::fs::rename(db(&clients, G3), outside.join(format!("{G3}.db"))).unwrap();
     d.expect(&format!("❌ Client unregistered: {G3}"));
+    assert!(w.status_of(&db(&clients, G2)).is_none() && w.status_of(&db(&clients, G3)).is_none());
+    w.expect_status(&db(&clients, G4), "active");
+    w.expect_status(&db(&clients, G5), "active");
 
     // More writes to a tenant that stays; they ship.
     writer.cmd("update t 3 300");
@@ -342,6 +379,8 @@ fn same_guid_in_two_directories_conflicts_until_prefixes_and_sighup_reloads() {
     assert!(line.contains(&db(&staging, G1).display().to_string()), "{line}");
     w.wait_objects(&format!("databases/{G1}"));
     assert!(w.objects(&format!("databases/staging/{G1}")).is_empty());
+    w.expect_status(&db(&prod, G1), "active");
+    w.expect_status(&db(&staging, G1), "conflict");
 
     // A typo: refused with file, line and key; the daemon keeps running.
     let good = std::fs::read_to_string(&config).unwrap();
@@ -415,6 +454,11 @@ fn bad_tenant_files_are_contained() {
         writer.cmd("insert t 20 500");
         std::thread::sleep(Duration::from_millis(150));
     }
+    w.expect_status(&db(&clients, G1), "error");
+    w.expect_status(&db(&clients, G2), "error");
+    w.expect_status(&db(&clients, G4), "active");
+    let skipped = w.api("/api/skipped").to_string();
+    assert!(skipped.contains(&db(&clients, G3).display().to_string()), "{skipped}");
     // Errors are retried with backoff (a second attempt is logged).
     d.expect_n(&format!("sync of {} failed", db(&clients, G1).display()), 2);
     std::thread::sleep(Duration::from_millis(400));

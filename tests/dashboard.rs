@@ -1,9 +1,10 @@
 //! The dashboard in a real browser: headless Chromium driven over the DevTools protocol,
 //! so the page's own script runs while the test changes the fleet.
 //!
-//! It opens the dashboard, registers a new tenant, asserts from the DOM that its row
-//! appears without a reload (and how long that took), types in the search box and
-//! asserts the table filters, then takes the screenshot shown in the README. The image
+//! Against the real daemon binary: a new tenant database created on disk appears as a
+//! row without a reload, within a second, and the search finds it. Against the HTTP
+//! layer over a filled board: every state, filters, the tenant page, and the
+//! screenshot shown in the README. The image
 //! goes to `$CARGO_TARGET_TMPDIR/dashboard.png`, and to `docs/img/dashboard.png` when
 //! `LITEFLEET_UPDATE_SCREENSHOT=1`.
 //!
@@ -39,8 +40,9 @@ fn chromium() -> Option<PathBuf> {
     std::env::split_paths(&path).flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n))).find(|p| p.is_file())
 }
 
-/// The server under test, serving `board` on 127.0.0.1. Today: `http::serve` in this
-/// process. (After the fleet lands this can start the daemon binary instead.)
+/// The server under test for the UI-detail test: `http::serve` in this process over a
+/// board the test fills (every state on one page, for the screenshot). The daemon
+/// binary itself is driven by `daemon_dashboard_shows_a_new_tenant_database_live`.
 async fn start_server(board: Arc<Board>, storage: Storage, shutdown: CancellationToken) -> String {
     let cfg = HttpConfig { listen: "127.0.0.1:0".parse().unwrap(), ..HttpConfig::default() };
     let metrics = Some(litefleet::metrics::install());
