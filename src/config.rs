@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::hooks::HooksConfig;
 use crate::tenant::{self, NonGuidPolicy};
 
 /// Replica location when the config names none: a `replicas` folder in the current
@@ -81,6 +82,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// A sandboxed WebAssembly hook called when tenants appear and go (`[hooks]`);
+    /// unset means no hook. See `crate::hooks` and docs/hooks.md.
+    pub hooks: Option<HooksConfig>,
     /// The seed's legacy single-database mode (`-dsn PATH [-db-name NAME]`); only the
     /// flag mode sets it, never the file.
     #[serde(skip)]
@@ -671,6 +675,14 @@ impl Config {
             self.log.format,
             self.log.level,
         ));
+        if let Some(h) = &self.hooks {
+            out.push_str(&format!(
+                " hooks={} on_error={:?} webhooks={}",
+                h.module.display(),
+                h.on_error,
+                h.webhooks.len()
+            ));
+        }
         out
     }
 
@@ -681,6 +693,7 @@ impl Config {
             .or_else(|| self.replication_problem())
             .or_else(|| self.fleet_problem())
             .or_else(|| self.log_problem())
+            .or_else(|| self.hooks_problem())
     }
 
     fn watch_problem(&self) -> Option<Problem> {
@@ -811,6 +824,11 @@ impl Config {
             return Some(problem("fleet.poll_interval", "must be longer than 0s"));
         }
         None
+    }
+
+    fn hooks_problem(&self) -> Option<Problem> {
+        let (key, message) = self.hooks.as_ref()?.problem()?;
+        Some(problem(format!("hooks.{key}"), message))
     }
 
     fn log_problem(&self) -> Option<Problem> {

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod hooks;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
