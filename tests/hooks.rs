@@ -516,3 +516,120 @@ async fn a_missing_header_variable_stops_the_start_without_its_value() {
     // And the URL (often a token) never shows in the config's Debug.
     assert!(!format!("{cfg:?}").contains("127.0.0.1:9"));
 }
+
+/// A committed example hook, built from `hooks/examples/<name>/` (see its README).
+fn example(name: &str) -> HooksConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("hooks/examples/{name}/{name}.wasm"));
+    let mut cfg = HooksConfig::new(path);
+    cfg.watch = false;
+    cfg
+}
+
+#[tokio::test]
+async fn example_shard_prefix_names_tenants_by_shard() {
+    let (hooks, _s) = start(&example("shard-prefix")).await;
+    let got = hooks.on_register(&tenant(GUID)).await;
+    let labels = BTreeMap::from([("shard".to_owned(), "ab".to_owned())]);
+    assert_eq!(
+        got,
+        Verdict { decision: Decision::Accept { prefix: format!("tenants/ab/{GUID}"), labels }, hook_error: None }
+    );
+    // A stem id keeps the default prefix.
+    let got = hooks.on_register(&tenant("legacy-system")).await;
+    assert_eq!(got, Verdict { decision: accepted("databases/legacy-system"), hook_error: None });
+    hooks.on_unregister(&tenant(GUID)).await;
+    assert_eq!(hooks.stats().failures, 0, "{:?}", hooks.stats());
+}
+
+#[tokio::test]
+async fn example_notify_posts_a_slack_message() {
+    let (url, seen) = receiver(1, false).await;
+    let mut cfg = example("notify");
+    cfg.webhooks.insert("tenants".into(), webhook(&url));
+    let (hooks, _s) = start(&cfg).await;
+    let got = hooks.on_register(&tenant(GUID)).await;
+    let labels = BTreeMap::from([("notified".to_owned(), "yes".to_owned())]);
+    assert_eq!(
+        got,
+        Verdict { decision: Decision::Accept { prefix: format!("databases/{GUID}"), labels }, hook_error: None }
+    );
+    eventually(Duration::from_secs(10), "the delivery", || hooks.stats().notifications.delivered == 1).await;
+    let body = seen.lock().unwrap().last().unwrap().body.clone();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let want = format!("New tenant {GUID} (/data/clients/{GUID}.db), replicated to databases/{GUID}");
+    assert_eq!(json, serde_json::json!({ "text": want }));
+
+    // Without the channel configured, notify returns false and the hook says so.
+    let (hooks, _s) = start(&example("notify")).await;
+    let got = hooks.on_register(&tenant(GUID)).await;
+    let labels = BTreeMap::from([("notified".to_owned(), "no".to_owned())]);
+    assert_eq!(got.decision, Decision::Accept { prefix: format!("databases/{GUID}"), labels });
+    hooks.on_unregister(&tenant(GUID)).await;
+    assert_eq!(hooks.stats().errors, 1, "unregister returned err: {:?}", hooks.stats());
+}
+
+#[tokio::test]
+async fn a_rust_guest_finds_no_files_environment_network_or_clock() {
+    // A listener the guest is told to connect to: the sandbox must refuse the socket
+    // before any connection reaches it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let db = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(db.path(), b"SQLite format 3\0").unwrap();
+    let (hooks, _s) = start(&example("sandbox-probe")).await;
+    let t = HookTenant {
+        id: GUID.into(),
+        database_path: db.path().to_path_buf(),
+        watch_dir: PathBuf::from(&addr),
+        default_prefix: format!("databases/{GUID}"),
+    };
+    let got = hooks.on_register(&t).await;
+    let Decision::Refuse { reason } = got.decision else { panic!("{got:?}") };
+    assert_eq!(reason, "fs=NotFound root=NotFound env=0 net=PermissionDenied clock=0 args=0");
+    let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(accepted.is_err(), "the guest reached the listener");
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_without_waiting() {
+    let (url, _seen) = receiver(0, true).await; // never answers: deliveries pile up
+    let (_dir, mut cfg) = setup(&Behaviour::Notify { channel: "ops".into(), payload: "x".into() });
+    cfg.queue = 1;
+    let mut ops = webhook(&url);
+    ops.timeout = Duration::from_secs(20);
+    cfg.webhooks.insert("ops".into(), ops);
+    let (hooks, _s) = start(&cfg).await;
+    let mut refused = 0;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let got = hooks.on_register(&tenant(GUID)).await;
+        assert!(started.elapsed() < Duration::from_millis(500), "notify waited for the queue");
+        if let Decision::Accept { labels, .. } = &got.decision
+            && labels.get("notified").map(String::as_str) == Some("no")
+        {
+            refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let n = hooks.stats().notifications;
+    assert!(n.dropped >= 1, "{n:?}");
+    assert_eq!((n.queued + n.dropped, n.dropped), (20, refused), "{n:?}");
+}
+
+#[test]
+fn hooks_can_be_shared_across_tasks() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Hooks>();
+    fn send<T: Send>(_: &T) {}
+    let (_dir, cfg) = setup(&Behaviour::AcceptDefault);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (hooks, _s) = start(&cfg).await;
+        let t = tenant(GUID);
+        let register = hooks.on_register(&t);
+        send(&register); // the fleet may spawn it
+        drop(register);
+        let spawned = tokio::spawn(async move { hooks.on_register(&tenant(GUID)).await });
+        assert_eq!(spawned.await.unwrap().hook_error, None);
+    });
+}
