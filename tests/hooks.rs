@@ -346,6 +346,23 @@ async fn replacing_the_module_renames_the_next_tenant_and_garbage_keeps_the_old(
     assert_eq!(hooks.stats().reloads, 2);
 }
 
+/// Regression: notify reports our own open of the module as an event; reacting to it
+/// made every reload trigger the next, reading the file every 150 ms forever.
+#[tokio::test]
+async fn the_watcher_does_not_react_to_its_own_reads() {
+    let (dir, mut cfg) = setup(&Behaviour::PrefixWithId { base: "v1".into() });
+    cfg.watch = true;
+    let (hooks, _s) = start(&cfg).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(hooks.stats().reload_checks, 0, "{:?}", hooks.stats());
+    replace(&dir.path().join("hook.wasm"), &component(&Behaviour::PrefixWithId { base: "v2".into() }));
+    eventually(Duration::from_secs(10), "the reload", || hooks.stats().reloads == 1).await;
+    let checks = hooks.stats().reload_checks;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hooks.stats().reload_checks, checks, "reads went on after the reload: {:?}", hooks.stats());
+    assert!(checks <= 2, "{checks} reads for one change");
+}
+
 #[tokio::test]
 async fn explicit_reload_reports_and_keeps_the_old_version() {
     let (dir, cfg) = setup(&Behaviour::PrefixWithId { base: "v1".into() });

@@ -241,3 +241,60 @@ fn default_webhook_retries() -> u32 {
 fn default_webhook_backoff() -> Duration {
     DEFAULT_WEBHOOK_BACKOFF
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_channels_headers_and_variables() {
+        for ok in ["ops", "slack.tenants", "a_b-c", &"x".repeat(64)] {
+            assert!(is_channel_name(ok), "{ok:?}");
+        }
+        for bad in ["", "a b", "ü", "a/b", &"x".repeat(65)] {
+            assert!(!is_channel_name(bad), "{bad:?}");
+        }
+        assert!(is_header_name("Authorization") && is_header_name("X-Api-Key"));
+        assert!(!is_header_name("") && !is_header_name("Bad Header") && !is_header_name("a:b"));
+        assert!(is_env_name("SLACK_AUTH") && is_env_name("_x1"));
+        assert!(!is_env_name("") && !is_env_name("1X") && !is_env_name("A-B") && !is_env_name("A B"));
+    }
+
+    #[test]
+    fn defaults_are_valid_and_limits_are_checked() {
+        let c = HooksConfig::new("h.wasm");
+        assert_eq!(c.problem(), None);
+        assert_eq!(c.max_memory_bytes(), 16 << 20);
+        let with = |f: &dyn Fn(&mut HooksConfig)| {
+            let mut c = HooksConfig::new("h.wasm");
+            f(&mut c);
+            c.problem().map(|(k, _)| k)
+        };
+        assert_eq!(with(&|c| c.module = PathBuf::new()), Some("module".into()));
+        assert_eq!(with(&|c| c.timeout = Duration::from_secs(11)), Some("timeout".into()));
+        assert_eq!(with(&|c| c.fuel = 0), Some("fuel".into()));
+        assert_eq!(with(&|c| c.max_memory_mib = 2048), Some("max_memory_mib".into()));
+        assert_eq!(with(&|c| c.queue = 0), Some("queue".into()));
+        let webhook = |f: &dyn Fn(&mut WebhookConfig)| {
+            with(&|c| {
+                let mut w: WebhookConfig = toml::from_str("url = \"https://example.com/x\"").unwrap();
+                f(&mut w);
+                c.webhooks.insert("ops".into(), w);
+            })
+        };
+        assert_eq!(webhook(&|_| {}), None);
+        assert_eq!(webhook(&|w| w.retries = 21), Some("webhooks.ops.retries".into()));
+        assert_eq!(webhook(&|w| w.timeout = Duration::ZERO), Some("webhooks.ops.timeout".into()));
+        assert_eq!(webhook(&|w| w.content_type = "a\nb".into()), Some("webhooks.ops.content_type".into()));
+    }
+
+    #[test]
+    fn url_errors_do_not_echo_the_url() {
+        for url in ["ftp://host/token123", "not a url token123", "https://"] {
+            // The message proper (config.rs shows it with the file's line, not the line's text).
+            let err = toml::from_str::<WebhookConfig>(&format!("url = {url:?}")).unwrap_err().message().to_owned();
+            assert!(!err.contains("token123"), "{err}");
+            assert!(err.contains("URL"), "{err}");
+        }
+    }
+}

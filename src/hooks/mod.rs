@@ -154,6 +154,8 @@ pub struct HookStats {
     pub reloads: u64,
     /// New versions refused (the old one kept running).
     pub reload_failures: u64,
+    /// Times the module file was read to look for a new version (changed or not).
+    pub reload_checks: u64,
     /// The latest failure or refused reload, with its time.
     pub last_error: Option<String>,
     /// The notification pipeline.
@@ -255,6 +257,7 @@ struct Counters {
     invalid: AtomicU64,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    reload_checks: AtomicU64,
 }
 
 impl Hooks {
@@ -359,6 +362,7 @@ impl Hooks {
             invalid: get(&c.invalid),
             reloads: get(&c.reloads),
             reload_failures: get(&c.reload_failures),
+            reload_checks: get(&c.reload_checks),
             last_error: self.inner.last_error.lock().map(|g| g.clone()).unwrap_or(None),
             notifications: self.inner.outbox.stats(),
         }
@@ -372,6 +376,7 @@ impl Hooks {
         let _one_at_a_time = self.inner.reloading.lock().await;
         let path = self.inner.module.clone();
         let result = async {
+            self.inner.counters.reload_checks.fetch_add(1, Ordering::Relaxed);
             let bytes = read_module(&path).await?;
             if bytes == self.current().bytes {
                 return Ok(false);
@@ -545,8 +550,14 @@ impl Hooks {
         let file_name = path.file_name().map(|n| n.to_os_string());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Opening and reading the file (our own reload does) is an Access event:
+            // reacting to it would reload forever.
             let relevant = match &event {
-                Ok(e) => e.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == file_name),
+                Ok(e) => {
+                    use notify::event::{AccessKind, AccessMode, EventKind};
+                    let ours = matches!(e.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write));
+                    !ours && e.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
+                }
                 Err(_) => true,
             };
             if relevant {
