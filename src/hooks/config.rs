@@ -19,8 +19,8 @@ use crate::config::Secret;
 /// Wall-clock budget of one hook call (the 100 ms).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// WebAssembly fuel per call: roughly one unit per instruction, so 50 M is some tens
-/// of milliseconds of pure compute — far more than naming a tenant needs (a Rust
-/// example hook uses about 10 k), far less than the wall-clock budget allows a loop.
+/// of milliseconds of pure compute — far more than naming a tenant needs (the Rust
+/// shard-prefix example needs 5–10 k per call), far less than a loop could burn.
 pub const DEFAULT_FUEL: u64 = 50_000_000;
 /// Linear memory a hook instance may grow to, in MiB (the 16 MiB).
 pub const DEFAULT_MAX_MEMORY_MIB: u32 = 16;

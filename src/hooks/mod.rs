@@ -31,7 +31,8 @@
 //! ```
 //!
 //! `Hooks` is `Clone + Send + Sync`; calls may run concurrently (each gets its own
-//! store and instance). A call takes at most the configured `timeout` (plus scheduling).
+//! store and instance). A looping call is stopped by epoch interruption just before its
+//! `timeout`; one stuck in a host call is abandoned 100 ms after it.
 
 pub mod config;
 mod sandbox;
