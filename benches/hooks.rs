@@ -4,6 +4,9 @@
 //!
 //!     cargo bench --bench hooks            # release profile; prints a Markdown table
 //!
+//! `cargo test --all-targets` runs it too (without `--bench`): then it only checks that
+//! it works, with 200 tenants, and its numbers mean nothing.
+//!
 //! Registrations run as the fleet runs them at start-up: `fleet.startup_concurrency`
 //! (32) at a time on a multi-threaded tokio runtime. "Without a hook" is what the
 //! fleet does for a tenant's naming when no hook is configured (default prefix and its
@@ -24,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 const TENANTS: usize = 10_000;
 const LATENCY_CALLS: usize = 2_000;
 const CONCURRENCY: usize = 32;
+/// Tenants in the smoke run of `cargo test`.
+const SMOKE_TENANTS: usize = 200;
 
-fn tenants() -> Vec<HookTenant> {
-    (0..TENANTS)
+fn tenants(n: usize) -> Vec<HookTenant> {
+    (0..n)
         .map(|i| {
             let id = format!("{:08x}-0000-4000-8000-{:012x}", (i as u32).wrapping_mul(2_654_435_761), i);
             HookTenant {
@@ -94,9 +99,11 @@ async fn rate(hooks: Option<&Hooks>, tenants: &[HookTenant]) -> f64 {
 }
 
 fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n = if benching { TENANTS } else { SMOKE_TENANTS };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let tenants = tenants();
+        let tenants = tenants(n);
         let dir = tempfile::tempdir().expect("tempdir");
         let wat = dir.path().join("wat-naming.wasm");
         std::fs::write(&wat, hook_wat::component(&hook_wat::Behaviour::PrefixWithId { base: "tenants".into() }))
@@ -117,7 +124,7 @@ fn main() {
         let rust_rate = rate(Some(&rust_hooks), &tenants).await;
 
         println!(
-            "| hook | load (compile + check) | on_register p50 | p99 | 10,000 registrations, {CONCURRENCY} at a time |"
+            "| hook | load (compile + check) | on_register p50 | p99 | {n} registrations, {CONCURRENCY} at a time |"
         );
         println!("|---|---|---|---|---|");
         println!("| none (default prefix) | – | – | – | {none_rate:.0}/s |");
