@@ -182,6 +182,23 @@ run_cargo_tests() {
   return "$status"
 }
 
+# ---------------------------------------------------------------- example hooks
+# The committed hooks/examples/*/*.wasm must be what their Rust source builds. Only
+# where the wasm32-wasip2 target is installed: CI must not depend on a wasm toolchain
+# (the hook tests themselves build their components from WAT text).
+check_hook_examples() {
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    echo "==> example hooks: wasm32-wasip2 not installed (rustup target add wasm32-wasip2);"
+    echo "    not rebuilding hooks/examples, the tests use the committed .wasm files"
+    return 0
+  fi
+  phase "example hooks: build and compare with the committed .wasm"
+  local status=0
+  bash scripts/build-hook-examples.sh --check || status=$?
+  phase_done "example hooks"
+  return "$status"
+}
+
 install_python_tools
 install_chromium
 choose_target_dir
@@ -192,6 +209,7 @@ if [[ "${LITEFLEET_SETUP_ONLY:-0}" == "1" ]]; then
 fi
 
 status=0
+check_hook_examples || status=$?
 run_cargo_tests "$@" || status=$?
 echo "==> total $(( $(date +%s) - T_START ))s, exit status $status"
 exit "$status"

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::hooks::HooksConfig;
 use crate::tenant::{self, NonGuidPolicy};
 
 /// Replica location when the config names none: a `replicas` folder in the current
@@ -83,6 +84,9 @@ pub struct Config {
     pub log: LogConfig,
     /// Compaction, snapshots and retention of every replica.
     pub lifecycle: LifecycleConfig,
+    /// A sandboxed WebAssembly hook called when tenants appear and go (`[hooks]`);
+    /// unset means no hook. See `crate::hooks` and docs/hooks.md.
+    pub hooks: Option<HooksConfig>,
     /// The seed's legacy single-database mode (`-dsn PATH [-db-name NAME]`); only the
     /// flag mode sets it, never the file.
     #[serde(skip)]
@@ -731,6 +735,14 @@ impl Config {
             self.log.format,
             self.log.level,
         ));
+        if let Some(h) = &self.hooks {
+            out.push_str(&format!(
+                " hooks={} on_error={:?} webhooks={}",
+                h.module.display(),
+                h.on_error,
+                h.webhooks.len()
+            ));
+        }
         out
     }
 
@@ -742,6 +754,7 @@ impl Config {
             .or_else(|| self.fleet_problem())
             .or_else(|| self.log_problem())
             .or_else(|| self.lifecycle_problem())
+            .or_else(|| self.hooks_problem())
     }
 
     fn watch_problem(&self) -> Option<Problem> {
@@ -902,6 +915,11 @@ impl Config {
             return Some(problem("lifecycle.concurrency", "must be at least 1"));
         }
         None
+    }
+
+    fn hooks_problem(&self) -> Option<Problem> {
+        let (key, message) = self.hooks.as_ref()?.problem()?;
+        Some(problem(format!("hooks.{key}"), message))
     }
 
     fn log_problem(&self) -> Option<Problem> {
@@ -1580,6 +1598,100 @@ format = "json"
             err.to_string(),
             "config: watch: no [[watch]] directory configured (add one: [[watch]] then dir = \"data/clients\")"
         );
+    }
+
+    const HOOKS: &str = "[[watch]]\ndir = \"a\"\n\n[hooks]\nmodule = \"hooks/examples/shard-prefix/shard-prefix.wasm\"\non_error = \"refuse\"\ntimeout = \"250ms\"\nfuel = 1000000\nmax_memory_mib = 32\nwatch = false\nqueue = 10\n\n[hooks.webhooks.ops]\nurl = \"https://hooks.example.com/T000/secret-token\"\nheaders_from_env = { Authorization = \"OPS_AUTH\" }\ntimeout = \"2s\"\nretries = 5\nbackoff = \"1s\"\n";
+
+    #[test]
+    fn hooks_table_parses() {
+        let c = Config::parse(HOOKS, "prod.toml").unwrap();
+        let h = c.hooks.expect("hooks");
+        assert_eq!(h.module, PathBuf::from("hooks/examples/shard-prefix/shard-prefix.wasm"));
+        assert_eq!(h.on_error, crate::hooks::OnError::Refuse);
+        assert_eq!(
+            (h.timeout, h.fuel, h.max_memory_mib, h.watch, h.queue),
+            (Duration::from_millis(250), 1_000_000, 32, false, 10)
+        );
+        let ops = &h.webhooks["ops"];
+        assert_eq!(ops.url.expose(), "https://hooks.example.com/T000/secret-token");
+        assert_eq!(ops.headers_from_env.get("Authorization").map(String::as_str), Some("OPS_AUTH"));
+        assert_eq!(ops.content_type, "application/json");
+        assert_eq!((ops.timeout, ops.retries, ops.backoff), (Duration::from_secs(2), 5, Duration::from_secs(1)));
+        // The webhook URL carries a token: never in Debug or the startup summary.
+        let c = Config::parse(HOOKS, "prod.toml").unwrap();
+        assert!(!format!("{c:?}").contains("secret-token"));
+        assert!(!c.redacted_summary().contains("secret-token"));
+        assert!(c.redacted_summary().contains("hooks=hooks/examples/shard-prefix/shard-prefix.wasm"));
+        // Defaults: only `module` is required.
+        let c = Config::parse("[[watch]]\ndir = \"a\"\n[hooks]\nmodule = \"h.wasm\"\n", "min.toml").unwrap();
+        assert_eq!(c.hooks, Some(crate::hooks::HooksConfig::new("h.wasm")));
+        assert_eq!(Config::parse(MINIMAL, "min.toml").unwrap().hooks, None);
+    }
+
+    #[test]
+    fn hooks_mistakes_name_line_and_key() {
+        let w = "[[watch]]\ndir = \"a\"\n[hooks]\nmodule = \"h.wasm\"\n";
+        let cases: Vec<(String, usize, &str, &str)> = vec![
+            (
+                "[[watch]]\ndir = \"a\"\n[hooks]\non_error = \"refuse\"\n".into(),
+                3,
+                "hooks",
+                "prod.toml:3: hooks: missing key \"module\"",
+            ),
+            (
+                format!("{w}timeout = \"0s\""),
+                5,
+                "hooks.timeout",
+                "prod.toml:5: hooks.timeout: must be longer than 0s and at most 10s",
+            ),
+            (
+                format!("{w}timeout = \"1 sek\""),
+                5,
+                "hooks.timeout",
+                "prod.toml:5: hooks.timeout: \"1 sek\" is not a duration (try \"1s\", or units like 500ms, 2m, 1h)",
+            ),
+            (
+                format!("{w}on_error = \"ignore\""),
+                5,
+                "hooks.on_error",
+                "prod.toml:5: hooks.on_error: \"ignore\" is not one of: default, refuse",
+            ),
+            (
+                format!("{w}max_memory_mib = 0"),
+                5,
+                "hooks.max_memory_mib",
+                "prod.toml:5: hooks.max_memory_mib: must be 1 to 1024",
+            ),
+            (
+                format!("{w}fule = 1"),
+                5,
+                "hooks.fule",
+                "prod.toml:5: unknown key \"fule\" in [hooks] (expected one of module, on_error, timeout, fuel, max_memory_mib, watch, queue, webhooks)",
+            ),
+            (
+                format!("{w}[hooks.webhooks.ops]\nurl = \"ftp://x/secret\"\n"),
+                6,
+                "hooks.webhooks.ops.url",
+                "prod.toml:6: hooks.webhooks.ops.url: must be an http:// or https:// URL with a host",
+            ),
+            (
+                format!(
+                    "{w}[hooks.webhooks.ops]\nurl = \"https://x\"\nheaders_from_env = {{ Authorization = \"not a var\" }}\n"
+                ),
+                7,
+                "hooks.webhooks.ops.headers_from_env",
+                "prod.toml:7: hooks.webhooks.ops.headers_from_env: Authorization: \"not a var\" is not an environment variable name (like \"SLACK_AUTH\")",
+            ),
+            (
+                format!("{w}[hooks.webhooks.\"a b\"]\nurl = \"https://x\"\n"),
+                5,
+                "hooks.webhooks.a b",
+                "prod.toml:5: hooks.webhooks.a b: channel name \"a b\" must be 1 to 64 of A-Z a-z 0-9 . _ -",
+            ),
+        ];
+        for (text, line, key, msg) in &cases {
+            assert_fails(text, *line, key, msg);
+        }
     }
 
     #[test]

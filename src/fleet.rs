@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, StorageUrl, WatchConfig};
+use crate::hooks::{Decision, HookTenant, Hooks, Verdict};
 use crate::lifecycle::{Policy, Scheduler};
 use crate::ltx::PageEncoding;
 use crate::replicate::{Replicator, Settings, SyncReport};
@@ -73,6 +74,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The hook module could not be loaded at start.
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
     /// The fleet has already stopped.
     #[error("the fleet has stopped")]
     Stopped,
@@ -125,6 +129,10 @@ impl Fleet {
             config.lifecycle.concurrency,
             shutdown.child_token(),
         );
+        let hooks = match &config.hooks {
+            Some(h) => Some(Hooks::start(h, shutdown.child_token()).await?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             board: board.clone(),
             storage: storage.clone(),
@@ -167,6 +175,10 @@ impl Fleet {
             task_paths: HashMap::new(),
             crashes: HashMap::new(),
             ready: false,
+            hooks,
+            deciding: JoinSet::new(),
+            pending: HashMap::new(),
+            generation: 0,
         };
         let supervisor = tokio::spawn(sup.run(events, command_rx));
         Ok(Fleet {
@@ -405,6 +417,17 @@ enum Entry {
     Active(Registered),
     /// Refused because `owner` replicates under the same prefix.
     Conflict { id: String },
+    /// Not replicated because the hook failed and `on_error = "refuse"`.
+    Refused { id: String },
+}
+
+/// A hook's answer about a new file, back in the supervisor.
+struct Decided {
+    path: PathBuf,
+    generation: u64,
+    id: String,
+    watch_dir: PathBuf,
+    verdict: Verdict,
 }
 
 struct Registered {
@@ -441,6 +464,14 @@ struct Supervisor {
     /// Panics per path, for the restart backoff.
     crashes: HashMap<PathBuf, u32>,
     ready: bool,
+    /// The tenant hook, if configured.
+    hooks: Option<Hooks>,
+    /// Hook calls in flight for new files.
+    deciding: JoinSet<Decided>,
+    /// Files waiting for their hook's answer, with the generation of the request (a
+    /// `Gone` in between, or a newer `Present`, makes an answer stale).
+    pending: HashMap<PathBuf, u64>,
+    generation: u64,
 }
 
 impl Supervisor {
@@ -456,6 +487,10 @@ impl Supervisor {
                     }
                 },
                 Some(res) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_task_end(res),
+                Some(done) = self.deciding.join_next(), if !self.deciding.is_empty() => match done {
+                    Ok(d) => self.on_decided(d),
+                    Err(e) => tracing::error!("hook call task failed: {e}"),
+                },
                 cmd = commands.recv() => match cmd {
                     Some(Command::Reload(config, reply)) => {
                         let r = self.reload(*config).await;
@@ -509,7 +544,7 @@ impl Supervisor {
     }
 
     fn on_present(&mut self, path: PathBuf, dir: usize) {
-        if self.entries.contains_key(&path) {
+        if self.entries.contains_key(&path) || self.pending.contains_key(&path) {
             return;
         }
         let (id, prefix, watch_dir) = if let Some(single) = &self.single {
@@ -540,9 +575,75 @@ impl Supervisor {
         if self.ready {
             tracing::info!("📁 Database created: {}", path.display());
         }
+        if let Some(hooks) = &self.hooks {
+            // The hook decides the prefix (or refuses); its answer comes back through
+            // `deciding`, so a slow hook never holds up the watcher or other tenants.
+            self.generation += 1;
+            let generation = self.generation;
+            self.pending.insert(path.clone(), generation);
+            let (hooks, t) = (
+                hooks.clone(),
+                HookTenant {
+                    id: id.clone(),
+                    database_path: path.clone(),
+                    watch_dir: watch_dir.clone(),
+                    default_prefix: prefix,
+                },
+            );
+            self.deciding.spawn(async move {
+                let verdict = hooks.on_register(&t).await;
+                Decided { path: t.database_path, generation, id: t.id, watch_dir: t.watch_dir, verdict }
+            });
+            return;
+        }
+        self.register(path, id, prefix, watch_dir, BTreeMap::new());
+    }
+
+    fn on_decided(&mut self, d: Decided) {
+        if self.pending.get(&d.path) != Some(&d.generation) {
+            return; // gone (or replaced) while the hook ran
+        }
+        self.pending.remove(&d.path);
+        let Decided { path, id, watch_dir, verdict, .. } = d;
+        match verdict.decision {
+            Decision::Accept { prefix, labels } => {
+                if let Some(e) = &verdict.hook_error {
+                    tracing::warn!(tenant = %id, "hook failed, using the default prefix (on_error = \"default\"): {e}");
+                }
+                self.register(path, id, prefix, watch_dir, labels);
+            }
+            Decision::Refuse { reason } => match verdict.hook_error {
+                Some(e) => {
+                    tracing::error!(tenant = %id, "hook failed, not replicating {} (on_error = \"refuse\"): {e}", path.display());
+                    let mut status = TenantStatus::new(&id, &path, &watch_dir, "", "");
+                    status.state = TenantState::Error;
+                    status.last_error = Some(format!("hook failed: {e}"));
+                    self.shared.board.upsert(status);
+                    self.entries.insert(path, Entry::Refused { id });
+                }
+                None => {
+                    let reason = format!("refused by the hook: {reason}");
+                    tracing::warn!("⏭️  Skipped {}: {reason}", path.display());
+                    self.skipped.insert(path.clone());
+                    self.shared.board.skip(&path, &reason);
+                }
+            },
+        }
+    }
+
+    /// Registers `path` under `prefix` (or records a conflict with the prefix's owner).
+    fn register(
+        &mut self,
+        path: PathBuf,
+        id: String,
+        prefix: String,
+        watch_dir: PathBuf,
+        labels: BTreeMap<String, String>,
+    ) {
         let replica = self.shared.storage.replica(&prefix);
         let shown = replica_shown(&replica);
         let mut status = TenantStatus::new(&id, &path, &watch_dir, &prefix, &replica.url());
+        status.labels = labels;
         if let Some(owner) = self.owners.get(&prefix).filter(|o| **o != path) {
             let reason = format!(
                 "{} and {} would both replicate to {shown}; only the first replicates (give their watch directories their own `prefix`)",
@@ -578,6 +679,7 @@ impl Supervisor {
         if self.skipped.remove(path) {
             self.shared.board.unskip(path);
         }
+        self.pending.remove(path);
         let Some(entry) = self.entries.remove(path) else { return };
         tracing::info!("🗑️  Database removed: {}", path.display());
         self.shared.board.remove(path);
@@ -588,8 +690,21 @@ impl Supervisor {
                     self.owners.remove(&r.prefix);
                 }
                 tracing::info!("❌ Client unregistered: {}", r.id);
+                if let Some(hooks) = &self.hooks {
+                    let (hooks, t) = (
+                        hooks.clone(),
+                        HookTenant {
+                            id: r.id.clone(),
+                            database_path: path.to_path_buf(),
+                            watch_dir: PathBuf::new(),
+                            default_prefix: r.prefix.clone(),
+                        },
+                    );
+                    tokio::spawn(async move { hooks.on_unregister(&t).await });
+                }
             }
             Entry::Conflict { id } => tracing::info!("❌ Client unregistered: {id} (was in conflict)"),
+            Entry::Refused { id } => tracing::info!("❌ Client unregistered: {id} (was refused)"),
         }
     }
 
@@ -640,6 +755,13 @@ impl Supervisor {
         if old.log != config.log {
             restart.push("log".to_owned());
         }
+        if old.hooks != config.hooks {
+            restart.push("hooks".to_owned());
+        } else if let Some(h) = &self.hooks
+            && let Err(e) = h.reload().await
+        {
+            tracing::warn!("hook reload failed, the running hook stays: {e}");
+        }
         let f = (&old.fleet, &config.fleet);
         if f.0.rescan_interval != f.1.rescan_interval
             || f.0.poll != f.1.poll
@@ -684,6 +806,7 @@ impl Supervisor {
         next.replication = self.config.replication.clone();
         next.http = self.config.http.clone();
         next.log = self.config.log.clone();
+        next.hooks = self.config.hooks.clone();
         next.single = self.config.single.clone();
         self.config = next;
         Ok(restart)

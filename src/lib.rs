@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod config;
 pub mod fleet;
+pub mod hooks;
 pub mod http;
 pub mod lifecycle;
 pub mod ltx;

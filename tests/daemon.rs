@@ -5,6 +5,8 @@
 //! and comparing the bytes with the checkpointed source.
 
 mod common;
+#[path = "hook_wat/mod.rs"]
+mod hook_wat;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -586,4 +588,58 @@ fn the_seeds_flag_mode() {
     d.stop();
     writer.quit();
     w.assert_restores("databases/legacy-system", &source);
+}
+
+/// Hooks in the daemon: the committed shard-prefix example names tenants
+/// `tenants/<xx>/<GUID>` (and they restore from there); a hook that loops is stopped
+/// and, with `on_error = "refuse"`, that tenant is `error` while the others replicate;
+/// replacing the module under the running daemon renames the next tenant, and garbage
+/// keeps the running hook.
+#[test]
+fn hooks_name_refuse_and_reload_under_the_running_daemon() {
+    use hook_wat::{Behaviour, component};
+    let w = World::new();
+    let clients = w.mkdir("data/clients");
+    let module = w.path("hook.wasm");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/examples/shard-prefix/shard-prefix.wasm");
+    std::fs::copy(&example, &module).unwrap();
+    make_db(&db(&clients, G1), 4);
+    let hooks = format!("[hooks]\nmodule = {:?}\non_error = \"refuse\"\n", module.display().to_string());
+    let config = w.write_config("fleet.toml", &[("data/clients", None)], &hooks);
+    let d = Daemon::config(&config, w.dir.path());
+    let shard = |id: &str| format!("tenants/{}/{id}", &id[..2]);
+    d.expect(&format!("✅ Client registered: {G1} -> s3://{BUCKET}/{}/", shard(G1)));
+    w.wait_objects(&shard(G1));
+    let status = w.api("/api/status");
+    assert_eq!(status["clients"][0]["s3Path"], shard(G1), "{status}");
+
+    // A hook that loops for G2's first digit and names the others `<base>/<id>`.
+    let looping = component(&Behaviour::Split {
+        first: G2.as_bytes()[0],
+        bad: Box::new(Behaviour::Loop),
+        good: Box::new(Behaviour::PrefixWithId { base: "named".into() }),
+    });
+    let tmp = w.path("hook.wasm.new");
+    std::fs::write(&tmp, &looping).unwrap();
+    std::fs::rename(&tmp, &module).unwrap();
+    d.expect("reload");
+    std::thread::sleep(Duration::from_millis(500));
+    make_db(&db(&clients, G2), 3);
+    make_db(&db(&clients, G3), 3);
+    d.expect(&format!("✅ Client registered: {G3} -> s3://{BUCKET}/named/{G3}/"));
+    w.expect_status(&db(&clients, G2), "error");
+    let api = w.api("/api/status").to_string();
+    assert!(w.objects(&format!("named/{G2}")).is_empty() && w.objects(&format!("databases/{G2}")).is_empty(), "{api}");
+    w.wait_objects(&format!("named/{G3}"));
+
+    // Garbage keeps the running hook: the next tenant is still named by it.
+    std::fs::write(&tmp, b"not a component").unwrap();
+    std::fs::rename(&tmp, &module).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    make_db(&db(&clients, G4), 3);
+    d.expect(&format!("✅ Client registered: {G4} -> s3://{BUCKET}/named/{G4}/"));
+    w.wait_objects(&format!("named/{G4}"));
+    d.stop();
+    w.assert_restores(&shard(G1), &checkpointed_bytes(&db(&clients, G1)));
+    w.assert_restores(&format!("named/{G3}"), &checkpointed_bytes(&db(&clients, G3)));
 }
