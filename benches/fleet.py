@@ -167,7 +167,7 @@ def run_tool(tool, n, tenants_src, work, args, moto):
         storage = (f'url = "s3://bench/{tool}-{n}"\nendpoint = "{moto.endpoint}"\nforce_path_style = true\n'
                    if moto else f'url = "file://{replicas}"\n')
         with open(cfg, "w") as f:
-            lifecycle = '[lifecycle]\nlevels = ["5s", "10s"]\n' if args.short_levels else ""
+            lifecycle = '[lifecycle]\nlevels = ["5s", "10s"]\nl0_retention = "5s"\n' if args.short_levels else ""
             f.write(f'[[watch]]\ndir = "{clients}"\n[storage]\n{storage}[replication]\nstate_dir = "{run}/state"\n'
                     f'[http]\nlisten = "127.0.0.1:{free_port()}"\n[log]\nlevel = "warn"\n{lifecycle}')
         cmd = [LITEFLEET, "daemon", "--config", cfg]
@@ -178,7 +178,7 @@ def run_tool(tool, n, tenants_src, work, args, moto):
                    f"      region: us-east-1\n      force-path-style: true\n" if moto
                    else f"      type: file\n      path: {replicas}\n")
         with open(cfg, "w") as f:
-            levels = "levels:\n  - interval: 5s\n  - interval: 10s\n" if args.short_levels else ""
+            levels = "levels:\n  - interval: 5s\n  - interval: 10s\nl0-retention: 5s\n" if args.short_levels else ""
             f.write(f"logging:\n  level: warn\n{levels}dbs:\n  - dir: {clients}\n    pattern: \"*.db\"\n    watch: true\n"
                     f"    replica:\n{replica}")
         cmd = [LITESTREAM, "replicate", "-config", cfg]
@@ -209,6 +209,17 @@ def run_tool(tool, n, tenants_src, work, args, moto):
     result["replicated"] = done
     if "crashed" not in result:
         time.sleep(args.settle)
+        if moto:
+            # Start-up through S3 takes a while (moto is a Python server): wait until the
+            # tool has sent nothing for 20 s, or --settle-max, so the window measures idle.
+            quiet_since, last = time.time(), moto.requests()
+            limit = time.time() + args.settle_max
+            while time.time() < limit and time.time() - quiet_since < 20:
+                time.sleep(2)
+                now_reqs = moto.requests()
+                if now_reqs != last:
+                    quiet_since, last = time.time(), now_reqs
+            result["settled_s"] = time.time() - t0
         if proc.poll() is not None:
             result["crashed"] = f"exited {proc.returncode}"
         else:
@@ -251,6 +262,8 @@ def main():
     ap.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
     ap.add_argument("--settle", type=float, default=35.0, help="wait after start-up before the idle window")
     ap.add_argument("--startup-timeout", type=float, default=900.0)
+    ap.add_argument("--settle-max", type=float, default=300.0,
+                    help="with --s3: longest wait for the tool to go quiet before the idle window")
     ap.add_argument("--s3", action="store_true", help="replicate to moto_server and count idle requests")
     ap.add_argument("--short-levels", action="store_true",
                     help="compaction levels 5s/10s for both tools, so every tenant settles before the idle window "
@@ -298,7 +311,8 @@ def main():
             continue
         print(f"| {r['tool']} | {r['n']} | {fmt(r['startup_s'], '{:.1f}')} | {fmt(r.get('peak_rss_mb'), '{:.0f}')} "
               f"| {fmt(r.get('idle_cpu_s'))} | {fmt(r.get('idle_cpu_pct'))} | {fmt(r.get('rss_mb'), '{:.0f}')} "
-              f"| {r.get('fds')} | {r.get('threads')} | {fmt(r.get('req_per_tenant_hour'), '{:.1f}')} |")
+              f"| {r.get('fds')} | {r.get('threads')} | {fmt(r.get('req_per_tenant_hour'), '{:.1f}')} |"
+              + (f" (window opened {r['settled_s']:.0f} s after start)" if r.get("settled_s") else ""))
 
 
 if __name__ == "__main__":

@@ -141,6 +141,19 @@ async fn accelerated_lifecycle_keeps_replicas_small_and_every_point_in_the_windo
     assert!(exact >= compacted, "only {exact} of {} boundaries restorable; files {:?}", points.len(), keys(&files));
     let got = ours(&replica, &out, None).await.unwrap();
     assert!(got == copies[&newest]);
+    // The latest plan reads few files: the snapshot, then the longest compacted files.
+    let plan: Vec<(u32, TxId, TxId)> = restore::plan(&replica, &Target::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| (s.file.level, s.file.min_txid, s.file.max_txid))
+        .collect();
+    let chain: Vec<(u32, TxId, TxId)> =
+        cat.chain().unwrap().iter().map(|f| (f.level, f.min_txid, f.max_txid)).collect();
+    assert_eq!(plan, chain, "the restore plan is the lifecycle's chain");
+    assert_eq!(plan[0].0, 9, "the plan starts at a snapshot: {plan:?}");
+    assert!(plan.len() <= 6, "a plan of {} files for {newest} transactions: {plan:?}", plan.len());
+    assert!(plan.iter().any(|p| p.0 == 2), "the plan uses level 2: {plan:?}");
     w.quit();
 }
 
