@@ -142,6 +142,7 @@ impl Fleet {
             hot_slots: Arc::new(Semaphore::new(config.replication.max_open_tenants.max(1))),
             startup_slots: Arc::new(Semaphore::new(config.fleet.startup_concurrency.max(1))),
             waiting: AtomicUsize::new(0),
+            slot_wanted: Notify::new(),
             shutdown,
             lifecycle,
         });
@@ -405,6 +406,9 @@ struct Shared {
     startup_slots: Arc<Semaphore>,
     /// Tasks waiting for a hot slot: holders release right after their next sync.
     waiting: AtomicUsize,
+    /// Signalled when a task starts waiting for a hot slot: idle holders (hot, nothing
+    /// scheduled) release theirs at once instead of at `idle_after`.
+    slot_wanted: Notify,
     /// Fleet shutdown: every task makes its final sync and ends.
     shutdown: CancellationToken,
     /// Compaction, snapshots and retention, told about every upload.
@@ -755,6 +759,9 @@ impl Supervisor {
         if old.log != config.log {
             restart.push("log".to_owned());
         }
+        if old.lifecycle != config.lifecycle {
+            restart.push("lifecycle".to_owned());
+        }
         if old.hooks != config.hooks {
             restart.push("hooks".to_owned());
         } else if let Some(h) = &self.hooks
@@ -807,6 +814,7 @@ impl Supervisor {
         next.http = self.config.http.clone();
         next.log = self.config.log.clone();
         next.hooks = self.config.hooks.clone();
+        next.lifecycle = self.config.lifecycle.clone();
         next.single = self.config.single.clone();
         self.config = next;
         Ok(restart)
@@ -952,6 +960,7 @@ impl TenantTask {
         self.r = Some(Replicator::new(&self.path, replica, self.shared.settings.clone()));
         self.due = Some(Instant::now());
         self.dirty_since = Some(SystemTime::now());
+        let shared = self.shared.clone();
         loop {
             let far = Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
@@ -960,6 +969,10 @@ impl TenantTask {
                 _ = wake.notified() => self.on_wake(),
                 _ = tokio::time::sleep_until(self.due.unwrap_or(far)), if self.due.is_some() => self.sync_now(&stop).await,
                 _ = tokio::time::sleep_until(self.idle_at.unwrap_or(far)), if self.idle_at.is_some() && self.due.is_none() => {
+                    self.go_idle().await;
+                }
+                _ = shared.slot_wanted.notified(), if self.permit.is_some() && self.due.is_none() => {
+                    // Another tenant needs a connection slot and this one is idle.
                     self.go_idle().await;
                 }
             }
@@ -1011,6 +1024,7 @@ impl TenantTask {
             return true;
         }
         self.shared.waiting.fetch_add(1, Ordering::AcqRel);
+        self.shared.slot_wanted.notify_waiters();
         let got = match stop {
             Some(stop) => tokio::select! {
                 p = slots.acquire_owned() => p.ok(),
@@ -1399,6 +1413,19 @@ mod tests {
             max_hot = max_hot.max(board.counts().hot);
         }
         assert!(max_hot <= 1, "{max_hot} tenants were hot at once with max_open_tenants = 1");
+        // One tenant hot and idle (idle_after is 30 s), another written: the idle holder
+        // gives up its slot at once instead of after idle_after.
+        write(&dbs[0], 1);
+        wait("a hot, idle tenant", || dbs.iter().all(|d| synced(&board, d)) && board.counts().hot == 1).await;
+        let cold = dbs.iter().find(|d| board.get(d).is_some_and(|s| !s.hot)).cloned().unwrap_or_default();
+        let before = board.get(&cold).and_then(|s| s.txid);
+        let asked = std::time::Instant::now();
+        write(&cold, 1);
+        wait("the cold tenant's write to ship", || {
+            board.get(&cold).is_some_and(|s| s.txid > before && s.pending_since.is_none())
+        })
+        .await;
+        assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
         let report = fleet.shutdown().await;
         assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
     }
