@@ -231,11 +231,9 @@ impl Fleet {
 pub fn open_storage(config: &Config) -> Result<Storage, storage::Error> {
     let s = &config.storage;
     let url = match &s.url {
-        StorageUrl::File { path } => format!("file://{}", path.display()),
-        StorageUrl::S3 { bucket, path } if path.is_empty() => format!("s3://{bucket}"),
-        StorageUrl::S3 { bucket, path } => format!("s3://{bucket}/{path}"),
         // One process-wide store per daemon: tests run several fleets in one process.
         StorageUrl::Memory => format!("memory://fleet-{}", std::process::id()),
+        other => other.to_string(),
     };
     let opts = storage::Options {
         endpoint: s.endpoint.clone(),

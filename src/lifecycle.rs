@@ -152,28 +152,9 @@ impl Catalog {
     /// contiguous file with the greatest `max` (Litestream's `CalcRestorePlan`).
     /// `None` if no chain starts at TXID 1.
     pub fn chain(&self) -> Option<Vec<FileInfo>> {
-        let mut chain = Vec::new();
-        let mut cur = 0;
-        if let Some(s) = self.level(ltx::SNAPSHOT_LEVEL).iter().filter(|f| f.min_txid == 1).max_by_key(|f| f.max_txid) {
-            cur = s.max_txid;
-            chain.push(s.clone());
-        }
-        loop {
-            let best = self
-                .files()
-                .filter(|f| f.level < ltx::SNAPSHOT_LEVEL && ltx::is_contiguous(cur, f.min_txid, f.max_txid))
-                .max_by(|a, b| {
-                    a.max_txid.cmp(&b.max_txid).then(b.min_txid.cmp(&a.min_txid)).then(a.level.cmp(&b.level))
-                });
-            match best {
-                Some(f) => {
-                    cur = f.max_txid;
-                    chain.push(f.clone());
-                }
-                None => break,
-            }
-        }
-        (chain.first().is_some_and(|f| f.min_txid == 1)).then_some(chain)
+        let files: Vec<FileInfo> = self.files().cloned().collect();
+        let chain = crate::restore::chain(&files);
+        chain.first().is_some_and(|f| f.min_txid == 1).then_some(chain)
     }
 }
 

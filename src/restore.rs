@@ -99,6 +99,35 @@ pub struct Summary {
     pub timestamp_ms: i64,
 }
 
+/// Litestream's `CalcRestorePlan` chain over `files`: the newest snapshot (level 9,
+/// `min = 1`), then repeatedly the file at any lower level that is contiguous with the
+/// chain and reaches the highest TXID (ties: lower `min`, then higher level). The
+/// caller checks that it starts at TXID 1 and reaches far enough.
+pub fn chain(files: &[FileInfo]) -> Vec<FileInfo> {
+    let mut chain: Vec<FileInfo> = Vec::new();
+    let mut cur: TxId = 0;
+    if let Some(snap) =
+        files.iter().filter(|f| f.level == ltx::SNAPSHOT_LEVEL && f.min_txid == 1).max_by_key(|f| f.max_txid)
+    {
+        cur = snap.max_txid;
+        chain.push(snap.clone());
+    }
+    loop {
+        let best = files
+            .iter()
+            .filter(|f| f.level < ltx::SNAPSHOT_LEVEL && ltx::is_contiguous(cur, f.min_txid, f.max_txid))
+            .max_by(|a, b| a.max_txid.cmp(&b.max_txid).then(b.min_txid.cmp(&a.min_txid)).then(a.level.cmp(&b.level)));
+        match best {
+            Some(f) => {
+                cur = f.max_txid;
+                chain.push(f.clone());
+            }
+            None => break,
+        }
+    }
+    chain
+}
+
 /// Computes the restore plan (see the module doc). Lists every level once; with a
 /// timestamp bound it also reads each candidate's header for its time.
 pub async fn plan(replica: &Replica, target: &Target) -> Result<Vec<Step>> {
@@ -128,27 +157,8 @@ pub async fn plan(replica: &Replica, target: &Target) -> Result<Vec<Step>> {
     if let Some(t) = target.txid {
         files.retain(|f| f.max_txid <= t);
     }
-    let mut chain: Vec<FileInfo> = Vec::new();
-    let mut cur: TxId = 0;
-    if let Some(snap) =
-        files.iter().filter(|f| f.level == ltx::SNAPSHOT_LEVEL && f.min_txid == 1).max_by_key(|f| f.max_txid)
-    {
-        cur = snap.max_txid;
-        chain.push(snap.clone());
-    }
-    loop {
-        let best = files
-            .iter()
-            .filter(|f| f.level < ltx::SNAPSHOT_LEVEL && f.min_txid <= cur + 1 && f.max_txid > cur)
-            .max_by(|a, b| a.max_txid.cmp(&b.max_txid).then(b.min_txid.cmp(&a.min_txid)).then(a.level.cmp(&b.level)));
-        match best {
-            Some(f) => {
-                cur = f.max_txid;
-                chain.push(f.clone());
-            }
-            None => break,
-        }
-    }
+    let chain = chain(&files);
+    let cur: TxId = chain.last().map_or(0, |f| f.max_txid);
     let Some(first) = chain.first() else {
         let first = files.iter().map(|f| f.min_txid).min().unwrap_or(0);
         return Err(Error::NoStart { replica: url, first });

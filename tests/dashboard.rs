@@ -50,6 +50,20 @@ async fn start_server(board: Arc<Board>, storage: Storage, shutdown: Cancellatio
     format!("http://{}", server.local_addr)
 }
 
+/// Types `text` into the search box and waits until the table shows only tenant `id`.
+async fn search_finds_only(page: &mut Page, text: &str, id: &str) {
+    page.eval("document.getElementById('q').focus()").await;
+    page.call("Input.insertText", json!({ "text": text })).await;
+    page.wait_for(
+        &format!(
+            "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
+             return r.length === 1 && r[0].dataset.id === '{id}'; }})()"
+        ),
+        "the search result",
+    )
+    .await;
+}
+
 /// A Chromium process, killed when dropped.
 struct Browser {
     child: Child,
@@ -210,16 +224,7 @@ async fn new_tenant_appears_live_and_search_filters() {
     assert_eq!(page.eval("window.__sameDocument").await, 42, "the page reloaded");
 
     // Typing in the search box filters to the one tenant.
-    page.eval("document.getElementById('q').focus()").await;
-    page.call("Input.insertText", json!({ "text": "0badc0de" })).await;
-    page.wait_for(
-        &format!(
-            "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
-             return r.length === 1 && r[0].dataset.id === '{new_id}'; }})()"
-        ),
-        "the search result",
-    )
-    .await;
+    search_finds_only(&mut page, "0badc0de", new_id).await;
     assert_eq!(page.eval("document.getElementById('matching').textContent").await, "Showing 1–1 of 1 matching tenants");
     assert_eq!(page.eval("location.search").await, "?page=1&q=0badc0de", "the search is in the URL");
 
@@ -433,15 +438,6 @@ async fn daemon_dashboard_shows_a_new_tenant_database_live() {
     assert_eq!(page.eval("window.__sameDocument").await, 7, "the page reloaded");
 
     // Search for it.
-    page.eval("document.getElementById('q').focus()").await;
-    page.call("Input.insertText", json!({ "text": "0badc0de" })).await;
-    page.wait_for(
-        &format!(
-            "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
-             return r.length === 1 && r[0].dataset.id === '{new_id}'; }})()"
-        ),
-        "the search result",
-    )
-    .await;
+    search_finds_only(&mut page, "0badc0de", new_id).await;
     drop(daemon_guard);
 }
