@@ -84,6 +84,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Compaction, snapshots and retention of every replica.
     pub lifecycle: LifecycleConfig,
+    /// Periodic restore validation (`[validation]`), off by default.
+    pub validation: ValidationConfig,
     /// A sandboxed WebAssembly hook called when tenants appear and go (`[hooks]`);
     /// unset means no hook. See `crate::hooks` and docs/hooks.md.
     pub hooks: Option<HooksConfig>,
@@ -410,6 +412,43 @@ impl Default for LifecycleConfig {
 
 /// Lifecycle passes at once across the fleet.
 pub const DEFAULT_LIFECYCLE_CONCURRENCY: usize = 4;
+
+/// Periodic restore validation (`[validation]`): every `interval`, up to `tenants`
+/// tenants (those validated longest ago first) have their replica restored at the TXID
+/// the live database is at, and the two are compared page by page.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Off by default: a validation reads the whole live database and downloads the
+    /// replica's restore plan.
+    pub enabled: bool,
+    /// Time between validation rounds.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Tenants validated per round.
+    pub tenants: usize,
+    /// Restores running at once.
+    pub concurrency: usize,
+    /// Where restored copies are written (and removed); the system temp dir when unset.
+    pub temp_dir: Option<PathBuf>,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            enabled: false,
+            interval: DEFAULT_VALIDATION_INTERVAL,
+            tenants: DEFAULT_VALIDATION_TENANTS,
+            concurrency: 1,
+            temp_dir: None,
+        }
+    }
+}
+
+/// Time between validation rounds.
+pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(600);
+/// Tenants validated per round: 10 every 10 minutes is 1,440 a day.
+pub const DEFAULT_VALIDATION_TENANTS: usize = 10;
 
 /// `["30s", "5m"]` ⇄ `Vec<Duration>`.
 mod humantime_serde_vec {
@@ -754,6 +793,7 @@ impl Config {
             .or_else(|| self.fleet_problem())
             .or_else(|| self.log_problem())
             .or_else(|| self.lifecycle_problem())
+            .or_else(|| self.validation_problem())
             .or_else(|| self.hooks_problem())
     }
 
@@ -913,6 +953,23 @@ impl Config {
         }
         if l.concurrency == 0 {
             return Some(problem("lifecycle.concurrency", "must be at least 1"));
+        }
+        None
+    }
+
+    fn validation_problem(&self) -> Option<Problem> {
+        let v = &self.validation;
+        if v.interval < Duration::from_secs(1) {
+            return Some(problem("validation.interval", "must be at least 1s"));
+        }
+        if v.tenants == 0 {
+            return Some(problem("validation.tenants", "must be at least 1"));
+        }
+        if v.concurrency == 0 {
+            return Some(problem("validation.concurrency", "must be at least 1"));
+        }
+        if v.temp_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Some(problem("validation.temp_dir", "is empty (leave it out for the system temp dir)"));
         }
         None
     }
@@ -1550,6 +1607,12 @@ format = "json"
                 4,
                 "fleet.poll_interval",
                 "prod.toml:4: fleet.poll_interval: must be longer than 0s",
+            ),
+            (
+                "[[watch]]\ndir = \"a\"\n[validation]\nenabled = true\ntenants = 0\n",
+                5,
+                "validation.tenants",
+                "prod.toml:5: validation.tenants: must be at least 1",
             ),
             (
                 "[[watch]]\ndir = \"a\"\n[log]\nlevel = \" \"\n",

@@ -45,6 +45,7 @@ use crate::replicate::{Replicator, Settings, SyncReport};
 use crate::status::{Board, FleetInfo, TenantState, TenantStatus};
 use crate::storage::{self, Storage};
 use crate::tenant::{self, Classified};
+use crate::validate::{self, Outcome, Validation};
 use crate::watch::{self, WatchDir, WatchEvent, WatchHandle, WatchOptions};
 
 /// Longest wait between retries of a failing tenant.
@@ -53,6 +54,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Watch events buffered between the watcher and the supervisor.
 const EVENT_BUFFER: usize = 4096;
+/// Sync / open a read transaction / sync rounds a validation tries before giving up on
+/// a tenant that keeps committing.
+const PIN_ATTEMPTS: usize = 5;
 
 /// Why the fleet could not start, reload or finish.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +149,10 @@ impl Fleet {
             slot_wanted: Notify::new(),
             shutdown,
             lifecycle,
+            validation: config.validation.enabled.then(|| Validator {
+                temp_dir: config.validation.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+                slots: Arc::new(Semaphore::new(config.validation.concurrency.max(1))),
+            }),
         });
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let watch_token = CancellationToken::new();
@@ -180,6 +188,8 @@ impl Fleet {
             deciding: JoinSet::new(),
             pending: HashMap::new(),
             generation: 0,
+            validated: HashMap::new(),
+            round: 0,
         };
         let supervisor = tokio::spawn(sup.run(events, command_rx));
         Ok(Fleet {
@@ -411,6 +421,15 @@ struct Shared {
     shutdown: CancellationToken,
     /// Compaction, snapshots and retention, told about every upload.
     lifecycle: Scheduler,
+    /// Restore validation (`[validation] enabled`).
+    validation: Option<Validator>,
+}
+
+/// What tenant tasks need to validate their replica.
+struct Validator {
+    temp_dir: PathBuf,
+    /// Restores running at once (`[validation] concurrency`).
+    slots: Arc<Semaphore>,
 }
 
 /// A registered database file.
@@ -436,6 +455,8 @@ struct Registered {
     id: String,
     prefix: String,
     wake: Arc<Notify>,
+    /// Asks the task to validate its replica.
+    validate: Arc<Notify>,
     stop: CancellationToken,
 }
 
@@ -474,13 +495,25 @@ struct Supervisor {
     /// `Gone` in between, or a newer `Present`, makes an answer stale).
     pending: HashMap<PathBuf, u64>,
     generation: u64,
+    /// Restore validation: the round in which each tenant was last asked to validate.
+    validated: HashMap<PathBuf, u64>,
+    round: u64,
 }
 
 impl Supervisor {
     async fn run(mut self, mut events: mpsc::Receiver<WatchEvent>, mut commands: mpsc::Receiver<Command>) {
         let mut watching = true;
+        let mut rounds = self.shared.validation.as_ref().map(|_| {
+            let every = self.config.validation.interval;
+            let mut i = tokio::time::interval_at(Instant::now() + every, every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         loop {
             tokio::select! {
+                _ = async { rounds.as_mut().unwrap_or_else(|| unreachable!()).tick().await }, if rounds.is_some() => {
+                    self.request_validations();
+                }
                 ev = events.recv(), if watching => match ev {
                     Some(ev) => self.on_event(ev),
                     None => {
@@ -511,6 +544,36 @@ impl Supervisor {
                     }
                 },
             }
+        }
+    }
+
+    /// Asks the `[validation] tenants` replicating tenants validated longest ago (never
+    /// first) to validate their replica.
+    fn request_validations(&mut self) {
+        self.round += 1;
+        let mut due: Vec<(u64, &PathBuf, &Registered)> = self
+            .entries
+            .iter()
+            .filter_map(|(p, e)| match e {
+                Entry::Active(r) => Some((self.validated.get(p).copied().unwrap_or(0), p, r)),
+                _ => None,
+            })
+            .collect();
+        let n = self.config.validation.tenants.min(due.len());
+        if n == 0 {
+            return;
+        }
+        due.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let chosen: Vec<PathBuf> = due[..n]
+            .iter()
+            .map(|(_, p, r)| {
+                r.validate.notify_one();
+                (*p).clone()
+            })
+            .collect();
+        tracing::debug!(round = self.round, tenants = n, "validation round");
+        for p in chosen {
+            self.validated.insert(p, self.round);
         }
     }
 
@@ -669,12 +732,13 @@ impl Supervisor {
 
     fn spawn(&mut self, path: PathBuf, id: String, prefix: String, delay: Duration) -> Registered {
         let wake = Arc::new(Notify::new());
+        let validate = Arc::new(Notify::new());
         let stop = self.shared.shutdown.child_token();
         let lock = self.locks.entry(prefix.clone()).or_default().clone();
         let task = TenantTask::new(self.shared.clone(), path.clone(), id.clone(), prefix.clone());
-        let handle = self.tasks.spawn(task.run(wake.clone(), stop.clone(), lock, delay));
+        let handle = self.tasks.spawn(task.run(wake.clone(), validate.clone(), stop.clone(), lock, delay));
         self.task_paths.insert(handle.id(), (path, id.clone()));
-        Registered { id, prefix, wake, stop }
+        Registered { id, prefix, wake, validate, stop }
     }
 
     fn on_gone(&mut self, path: &Path) {
@@ -682,6 +746,7 @@ impl Supervisor {
             self.shared.board.unskip(path);
         }
         self.pending.remove(path);
+        self.validated.remove(path);
         let Some(entry) = self.entries.remove(path) else { return };
         tracing::info!("🗑️  Database removed: {}", path.display());
         self.shared.board.remove(path);
@@ -759,6 +824,9 @@ impl Supervisor {
         }
         if old.lifecycle != config.lifecycle {
             restart.push("lifecycle".to_owned());
+        }
+        if old.validation != config.validation {
+            restart.push("validation".to_owned());
         }
         if old.hooks != config.hooks {
             restart.push("hooks".to_owned());
@@ -938,6 +1006,7 @@ impl TenantTask {
     async fn run(
         mut self,
         wake: Arc<Notify>,
+        validate: Arc<Notify>,
         stop: CancellationToken,
         lock: Arc<tokio::sync::Mutex<()>>,
         delay: Duration,
@@ -973,6 +1042,7 @@ impl TenantTask {
                     // Another tenant needs a connection slot and this one is idle.
                     self.go_idle().await;
                 }
+                _ = validate.notified() => self.validate(&stop).await,
             }
         }
         let result = self.finish().await;
@@ -1048,6 +1118,15 @@ impl TenantTask {
         if !self.take_slot(Some(stop)).await {
             return;
         }
+        let result = self.sync_once().await;
+        drop(startup);
+        if result.is_ok() {
+            self.after_sync().await;
+        }
+    }
+
+    /// One sync with a slot held: ships everything committed, records the outcome.
+    async fn sync_once(&mut self) -> Result<SyncReport, String> {
         self.due = None;
         let stamp = Stamp::of(&self.path);
         let waited_since = self.dirty_since.take();
@@ -1056,9 +1135,7 @@ impl TenantTask {
         }
         let started = Instant::now();
         self.last_attempt = Some(started);
-        let result = self.replicator().sync().await;
-        drop(startup);
-        match result {
+        match self.replicator().sync().await {
             Ok(rep) => {
                 crate::metrics::sync_ok(
                     &self.id,
@@ -1068,25 +1145,94 @@ impl TenantTask {
                     started.elapsed(),
                 );
                 self.succeeded(&rep, stamp);
-                if !self.is_hot() {
-                    // An empty (touched) file: nothing is open.
-                    self.permit = None;
-                    self.idle_at = None;
-                } else if self.shared.waiting.load(Ordering::Acquire) > 0 {
-                    // Others wait for a connection slot: go cold now.
-                    self.go_idle().await;
-                } else {
-                    self.idle_at = Some(Instant::now() + self.shared.idle_after);
-                }
+                Ok(rep)
             }
             Err(e) => {
                 self.dirty_since = match (waited_since, self.dirty_since) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                self.failed(e.to_string()).await;
+                let message = e.to_string();
+                self.failed(message.clone()).await;
+                Err(message)
             }
         }
+    }
+
+    /// After a successful sync: keep the connection for `idle_after`, or give it up.
+    async fn after_sync(&mut self) {
+        if !self.is_hot() {
+            // An empty (touched) file: nothing is open.
+            self.permit = None;
+            self.idle_at = None;
+        } else if self.shared.waiting.load(Ordering::Acquire) > 0 {
+            // Others wait for a connection slot: go cold now.
+            self.go_idle().await;
+        } else {
+            self.idle_at = Some(Instant::now() + self.shared.idle_after);
+        }
+    }
+
+    /// Restore validation: pins the live database at the replica's newest TXID (see
+    /// `validate`), then restores and compares off this task so replication goes on.
+    async fn validate(&mut self, stop: &CancellationToken) {
+        let Some(v) = &self.shared.validation else { return };
+        let slots = v.slots.clone();
+        if !self.path.exists() || !self.take_slot(Some(stop)).await {
+            return;
+        }
+        let pinned = self.pin().await;
+        if self.backoff.is_zero() {
+            self.after_sync().await;
+        }
+        let image = match pinned {
+            Ok(image) => image,
+            Err(why) => return record_validation(&self.shared, &self.path, &self.id, Validation::skipped(why)),
+        };
+        let (shared, path, id) = (self.shared.clone(), self.path.clone(), self.id.clone());
+        let replica = self.replicator().replica().clone();
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else { return };
+            let Some(temp_dir) = shared.validation.as_ref().map(|v| v.temp_dir.clone()) else { return };
+            let result = tokio::select! {
+                r = validate::check(&replica, &image, &temp_dir) => r,
+                _ = shared.shutdown.cancelled() => return,
+            };
+            let v = result.unwrap_or_else(|e| {
+                tracing::error!(tenant = %id, "restore validation could not run: {e}");
+                Validation { txid: Some(image.txid), ..Validation::skipped(e.to_string()) }
+            });
+            record_validation(&shared, &path, &id, v);
+        });
+    }
+
+    /// Syncs, opens a read transaction, syncs again: when the second sync ships nothing,
+    /// the read transaction sees exactly the state at the replica's newest TXID.
+    async fn pin(&mut self) -> Result<validate::Image, String> {
+        let busy = self.shared.settings.busy_timeout;
+        for _ in 0..PIN_ATTEMPTS {
+            self.sync_once().await.map_err(|e| format!("sync failed: {e}"))?;
+            let path = self.path.clone();
+            let snap = tokio::task::spawn_blocking(move || validate::Snapshot::open(&path, busy))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let second = self.sync_once().await;
+            match second {
+                Ok(rep) if rep.uploaded == 0 => {
+                    let Some(txid) = self.r.as_ref().and_then(|r| r.remote_txid()).filter(|t| *t > 0) else {
+                        return Err("nothing to validate: the database is empty".into());
+                    };
+                    return tokio::task::spawn_blocking(move || snap.read(txid))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("sync failed: {e}")),
+            }
+        }
+        Err(format!("the database kept changing through {PIN_ATTEMPTS} attempts to pin a TXID"))
     }
 
     fn succeeded(&mut self, rep: &SyncReport, stamp: Stamp) {
@@ -1182,6 +1328,17 @@ impl TenantTask {
     }
 }
 
+/// Records a validation's outcome: board, metric, log (a failure loudly).
+fn record_validation(shared: &Shared, path: &Path, id: &str, v: Validation) {
+    crate::metrics::validation(id, v.outcome);
+    match v.outcome {
+        Outcome::Passed => tracing::info!(tenant = %id, took = ?v.took, "🔍 validation passed: {}", v.detail),
+        Outcome::Failed => tracing::error!(tenant = %id, "❌ validation FAILED for {}: {}", path.display(), v.detail),
+        Outcome::Skipped => tracing::info!(tenant = %id, "🔍 validation skipped: {}", v.detail),
+    }
+    shared.board.update(path, |s| s.validation = Some(v));
+}
+
 /// One replica found in storage by [`inventory`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -1217,7 +1374,7 @@ pub struct StoredTenant {
 pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
     let storage = open_storage(config)?;
     let local = local_prefixes(config);
-    let tree = storage.list_tree(&config.storage.root).await?;
+    let tree = storage.list_tree(search_root(config)).await?;
     let mut out = Vec::with_capacity(tree.len());
     for (prefix, files) in tree {
         let newest = files.iter().max_by_key(|f| (f.max_txid, f.level));
@@ -1237,24 +1394,65 @@ pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
     Ok(out)
 }
 
-/// The replica of tenant `id` under the config's storage: its prefix if exactly one
-/// replica's last segment is `id`. Errors list the candidates when there are several
-/// (the same GUID under `prod/` and `staging/`) and say where it looked when none.
+/// Where [`inventory`] and [`find_tenant`] look: the storage root, or the whole storage
+/// when a hook may name prefixes outside it.
+fn search_root(config: &Config) -> &str {
+    if config.hooks.is_some() { "" } else { &config.storage.root }
+}
+
+/// The replica of tenant `id` under the config's storage and naming: the replicas whose
+/// last segment is `id`, plus, with a hook, the prefix the hook gives `id` in each watch
+/// directory (when that replica exists). Errors list the candidates when there are
+/// several (the same GUID under `prod/` and `staging/`) and say where it looked when none.
 pub async fn find_tenant(config: &Config, id: &str) -> Result<String, FindError> {
     let storage = open_storage(config).map_err(Error::from)?;
     let id = tenant::TenantId::from_stem(id).map_err(|e| FindError::BadId(e.to_string()))?;
-    let found: Vec<String> = storage
-        .discover(&config.storage.root)
+    let mut found: BTreeSet<String> = storage
+        .discover(search_root(config))
         .await
         .map_err(Error::from)?
         .into_iter()
         .filter(|p| p.rsplit('/').next() == Some(id.as_str()))
         .collect();
+    if let Some(h) = &config.hooks {
+        let token = CancellationToken::new();
+        match Hooks::start(h, token.clone()).await {
+            Ok(hooks) => found.extend(hook_prefixes(config, &storage, &hooks, &id).await?),
+            // The listing above still finds replicas named `…/<id>`.
+            Err(e) => tracing::warn!("cannot ask the hook for the tenant's prefix: {e}"),
+        }
+        token.cancel();
+    }
     match found.len() {
         1 => Ok(found.into_iter().next().unwrap_or_default()),
         0 => Err(FindError::NotFound { id: id.as_str().to_owned(), place: storage.url().to_owned() }),
-        _ => Err(FindError::Ambiguous { id: id.as_str().to_owned(), prefixes: found }),
+        _ => Err(FindError::Ambiguous { id: id.as_str().to_owned(), prefixes: found.into_iter().collect() }),
     }
+}
+
+/// The prefixes `hooks` gives tenant `id` in each watch directory that hold a replica.
+async fn hook_prefixes(
+    config: &Config,
+    storage: &Storage,
+    hooks: &Hooks,
+    id: &tenant::TenantId,
+) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for w in &config.watch {
+        let ext = w.extensions.first().map_or("db", String::as_str);
+        let t = HookTenant {
+            id: id.as_str().to_owned(),
+            database_path: w.dir.join(format!("{}.{ext}", id.as_str())),
+            watch_dir: w.dir.clone(),
+            default_prefix: tenant::default_prefix(&config.storage.root, w.prefix.as_deref(), id),
+        };
+        if let Decision::Accept { prefix, .. } = hooks.on_register(&t).await.decision
+            && !storage.replica(&prefix).list_all().await?.is_empty()
+        {
+            out.push(prefix);
+        }
+    }
+    Ok(out)
 }
 
 /// Why [`find_tenant`] found no single replica.
@@ -1456,6 +1654,78 @@ mod tests {
         write(&db, 1);
         wait("the next write ships", || board.get(&db).is_some_and(|s| s.txid > txid && s.pending_since.is_none()))
             .await;
+        let report = fleet.shutdown().await;
+        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn validation_passes_while_writing_and_fails_loudly_on_a_damaged_replica() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let clients = dir.path().join("clients");
+        std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+        let replicas = dir.path().join("replicas");
+        let mut config = test_config(dir.path(), &replicas);
+        // Keep every L0 file where it is: the test damages one.
+        config.lifecycle.levels.clear();
+        config.lifecycle.snapshot_interval = Duration::ZERO;
+        config.validation.enabled = true;
+        config.validation.interval = Duration::from_secs(1);
+        config.validation.tenants = 2;
+        config.validation.temp_dir = Some(dir.path().join("tmp"));
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap_or_else(|e| panic!("{e}"));
+        let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+        let board = fleet.board();
+        let clients = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}"));
+        let (busy, quiet) = (clients.join(format!("{GA}.db")), clients.join(format!("{GB}.db")));
+        write(&quiet, 20);
+        write(&busy, 1);
+        // A writer commits to `busy` every 150 ms while validations run.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (stop, busy) = (stop.clone(), busy.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    write(&busy, 1);
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            })
+        };
+        let passed = |db: &Path| {
+            board.get(db).and_then(|s| s.validation).is_some_and(|v| v.outcome == Outcome::Passed && v.txid.is_some())
+        };
+        wait("both tenants validated", || passed(&busy) && passed(&quiet)).await;
+        let v = board.get(&busy).and_then(|s| s.validation).unwrap_or_else(|| unreachable!());
+        assert!(v.detail.contains("equal to the live database"), "{}", v.detail);
+        // No restored copy is left behind.
+        wait("temporary copies removed", || {
+            std::fs::read_dir(dir.path().join("tmp")).map(|d| d.count() == 0).unwrap_or(false)
+        })
+        .await;
+
+        // Damage the quiet tenant's newest L0 file: the next validation fails, loudly.
+        let l0 = replicas.join(format!("databases/{GB}/ltx/0"));
+        let newest = std::fs::read_dir(&l0)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .max()
+            .unwrap_or_else(|| panic!("no L0 file"));
+        let mut bytes = std::fs::read(&newest).unwrap_or_else(|e| panic!("{e}"));
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&newest, bytes).unwrap_or_else(|e| panic!("{e}"));
+        wait("the damage found", || {
+            board.get(&quiet).is_some_and(|s| s.validation.is_some_and(|v| v.outcome == Outcome::Failed))
+        })
+        .await;
+        let s = board.get(&quiet).unwrap_or_else(|| unreachable!());
+        assert_eq!(s.state_at(SystemTime::now(), Duration::from_secs(10)), TenantState::Error);
+        let shown = s.error_shown().unwrap_or_default();
+        assert!(shown.starts_with("validation failed: the replica does not restore at TXID"), "{shown}");
+        assert!(shown.contains(&newest.file_name().unwrap_or_default().to_string_lossy().to_string()), "{shown}");
+        // The busy tenant is unaffected.
+        assert!(passed(&busy));
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap_or_else(|_| panic!("writer panicked"));
         let report = fleet.shutdown().await;
         assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
     }

@@ -22,5 +22,6 @@ pub mod restore;
 pub mod status;
 pub mod storage;
 pub mod tenant;
+pub mod validate;
 pub mod wal;
 pub mod watch;

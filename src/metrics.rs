@@ -45,6 +45,9 @@ pub const HOT: &str = "litefleet_hot_tenants";
 pub const READY: &str = "litefleet_ready";
 /// Seconds since the daemon started (gauge, from the board).
 pub const UPTIME: &str = "litefleet_uptime_seconds";
+/// Restore validations by `result` (`passed`, `failed`, `skipped`) (counter; `tenant`
+/// label when per-tenant metrics are on).
+pub const VALIDATIONS: &str = "litefleet_validations_total";
 /// Dashboard/API requests refused for a missing or wrong token (counter).
 pub const HTTP_UNAUTHORIZED: &str = "litefleet_http_unauthorized_total";
 
@@ -89,6 +92,7 @@ fn describe() {
     describe_counter!(SYNCS, "Successful syncs (WAL read, LTX files uploaded).");
     describe_counter!(SYNC_ERRORS, "Failed syncs (retried with backoff).");
     describe_counter!(FILES_SHIPPED, "LTX files uploaded.");
+    describe_counter!(VALIDATIONS, "Restore validations by result (passed, failed, skipped).");
     describe_counter!(BYTES_SHIPPED, Unit::Bytes, "Bytes of LTX files uploaded.");
     describe_counter!(SNAPSHOTS_SHIPPED, "Full-page snapshot files among the uploads.");
     describe_histogram!(SYNC_DURATION, Unit::Seconds, "Duration of successful syncs.");
@@ -136,6 +140,13 @@ pub fn sync_failed(tenant: &str) {
 /// The oldest unshipped change of `tenant` had waited `lag` when its sync started.
 pub fn lag(tenant: &str, lag: Duration) {
     histogram!(LAG, &labels(tenant)).record(lag.as_secs_f64());
+}
+
+/// A restore validation of `tenant` ended with `outcome`.
+pub fn validation(tenant: &str, outcome: crate::validate::Outcome) {
+    let mut l = labels(tenant);
+    l.push(("result", outcome.as_str().to_owned()));
+    counter!(VALIDATIONS, &l).increment(1);
 }
 
 /// A dashboard or API request was refused for its token.

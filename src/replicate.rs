@@ -898,7 +898,7 @@ fn read_page(db: &File, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
 
 /// Asks SQLite to keep the `-wal` file when our connection is the last to close, so a
 /// released tenant's WAL generation survives and the next attach can continue it.
-fn persist_wal(conn: &Connection) {
+pub(crate) fn persist_wal(conn: &Connection) {
     let mut on: std::ffi::c_int = 1;
     // SAFETY: `conn.handle()` is a valid open connection for the duration of the call,
     // "main" is NUL-terminated, and SQLITE_FCNTL_PERSIST_WAL reads and writes one int.

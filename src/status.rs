@@ -104,6 +104,8 @@ pub struct TenantStatus {
     pub hot: bool,
     /// Labels set by a hook, shown on the dashboard.
     pub labels: BTreeMap<String, String>,
+    /// Its last restore validation (`[validation]`), if any ran.
+    pub validation: Option<crate::validate::Validation>,
 }
 
 impl TenantStatus {
@@ -129,6 +131,7 @@ impl TenantStatus {
             conflict_with: None,
             hot: false,
             labels: BTreeMap::new(),
+            validation: None,
         }
     }
 
@@ -138,12 +141,31 @@ impl TenantStatus {
     }
 
     /// The state at `now`: `Active` and `Starting` become `Lagging` when a change has
-    /// waited longer than `threshold`.
+    /// waited longer than `threshold`; a failed restore validation is an `Error` until a
+    /// later validation passes.
     pub fn state_at(&self, now: SystemTime, threshold: Duration) -> TenantState {
         match self.state {
+            TenantState::Active | TenantState::Starting | TenantState::Lagging if self.validation_failed() => {
+                TenantState::Error
+            }
             TenantState::Active | TenantState::Starting if self.lag_at(now) > threshold => TenantState::Lagging,
             s => s,
         }
+    }
+
+    /// Whether its last restore validation failed.
+    pub fn validation_failed(&self) -> bool {
+        self.validation.as_ref().is_some_and(|v| v.outcome == crate::validate::Outcome::Failed)
+    }
+
+    /// The error to show: the last sync's, else a failed validation's.
+    pub fn error_shown(&self) -> Option<String> {
+        self.last_error.clone().or_else(|| {
+            self.validation
+                .as_ref()
+                .filter(|_| self.validation_failed())
+                .map(|v| format!("validation failed: {}", v.detail))
+        })
     }
 }
 

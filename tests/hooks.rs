@@ -650,3 +650,39 @@ fn hooks_can_be_shared_across_tasks() {
         assert_eq!(spawned.await.unwrap().hook_error, None);
     });
 }
+
+/// `restore --config <GUID>` goes through the hook's naming: a replica under a prefix the
+/// hook gives (not ending in the id, outside the storage root) is found by id; a broken
+/// module leaves only the listing, which cannot know that prefix.
+#[tokio::test]
+async fn a_tenant_is_found_by_id_under_the_prefix_its_hook_gives() {
+    use litefleet::config::{Config, StorageUrl, WatchConfig};
+    use litefleet::fleet::{FindError, find_tenant, open_storage};
+
+    const ID: &str = "0badcafe-1111-2222-3333-444455556666";
+    let (dir, mut hook) =
+        setup(&Behaviour::Prefix { prefix: "special/tenant-db".into(), labels: vec![("k".into(), "v".into())] });
+    hook.watch = false;
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap();
+    let mut config = Config { watch: vec![WatchConfig::new(clients.clone())], ..Config::default() };
+    config.storage.url = StorageUrl::File { path: dir.path().join("replicas") };
+    config.hooks = Some(hook.clone());
+
+    let err = find_tenant(&config, ID).await.err().unwrap();
+    assert!(matches!(err, FindError::NotFound { .. }), "{err}");
+
+    // Replicate the tenant where the hook names it.
+    let db = clients.join(format!("{ID}.db"));
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v); INSERT INTO t VALUES (1);").unwrap();
+    let replica = open_storage(&config).unwrap().replica("special/tenant-db");
+    let mut r = litefleet::replicate::Replicator::new(&db, replica, litefleet::replicate::Settings::default());
+    r.shutdown().await.unwrap();
+    assert_eq!(find_tenant(&config, ID).await.unwrap(), "special/tenant-db");
+
+    // A module that does not load: a warning, and the listing alone finds nothing.
+    std::fs::write(&hook.module, b"not a component").unwrap();
+    let err = find_tenant(&config, ID).await.err().unwrap();
+    assert!(matches!(err, FindError::NotFound { .. }), "{err}");
+}

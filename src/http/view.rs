@@ -164,7 +164,8 @@ pub struct Client {
     pub syncs: u64,
     /// Failed syncs.
     pub errors: u64,
-    /// Why the last sync failed (cleared by the next success).
+    /// Why the last sync failed (cleared by the next success), else why its last restore
+    /// validation failed.
     pub last_error: Option<String>,
     /// For `conflict`: the database file that owns the prefix.
     pub conflict_with: Option<String>,
@@ -172,6 +173,37 @@ pub struct Client {
     pub hot: bool,
     /// Labels set by a hook.
     pub labels: BTreeMap<String, String>,
+    /// Its last restore validation, when `[validation]` is on and one has run.
+    pub validation: Option<ValidationView>,
+}
+
+/// The last restore validation of a tenant.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ValidationView {
+    /// `passed`, `failed` (the restore differs from the live database or does not
+    /// restore) or `skipped` (no TXID could be pinned: the tenant kept writing).
+    pub outcome: String,
+    /// When it finished (RFC 3339).
+    pub at: String,
+    /// The TXID compared.
+    pub txid: Option<u64>,
+    /// What was compared, or what differs.
+    pub detail: String,
+    /// Seconds the restore and comparison took.
+    pub took_seconds: f64,
+}
+
+impl From<&crate::validate::Validation> for ValidationView {
+    fn from(v: &crate::validate::Validation) -> Self {
+        ValidationView {
+            outcome: v.outcome.as_str().to_owned(),
+            at: rfc3339(v.at),
+            txid: v.txid,
+            detail: v.detail.clone(),
+            took_seconds: secs(v.took),
+        }
+    }
 }
 
 impl Client {
@@ -194,10 +226,11 @@ impl Client {
             snapshots_shipped: t.snapshots_shipped,
             syncs: t.syncs,
             errors: t.errors,
-            last_error: t.last_error.clone(),
+            last_error: t.error_shown(),
             conflict_with: t.conflict_with.as_ref().map(|p| p.display().to_string()),
             hot: t.hot,
             labels: t.labels.clone(),
+            validation: t.validation.as_ref().map(ValidationView::from),
         }
     }
 }

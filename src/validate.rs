@@ -1,0 +1,347 @@
+//! Restore validation: prove that a tenant's replica restores to what the live database
+//! holds, at the same TXID.
+//!
+//! The fleet (see `fleet::TenantTask::validate`) pins a TXID like this: sync, open a
+//! read transaction on the live database ([`Snapshot::open`]), sync again. When the
+//! second sync ships nothing, no transaction committed between the end of the first
+//! sync and the start of the second, so the read transaction — which began in between —
+//! sees exactly the state at the replica's newest TXID. The live pages are then read
+//! through SQLite's `sqlite_dbpage` table inside that transaction (so WAL frames are
+//! applied exactly as SQLite applies them, independently of our own WAL reader) and
+//! hashed page by page ([`Snapshot::read`]). The connection is closed before the slow
+//! part: [`check`] restores the replica at that TXID into a temporary file, through the
+//! same plan `litefleet restore` and `litestream restore` use, and compares every page.
+//!
+//! Page hashes are LTX's page checksums (CRC-64/GO-ISO of page number and content), and
+//! the database checksum shown in logs is their XOR, as in an LTX trailer. SQLite's lock
+//! page (the page holding byte offset 1 GiB) is never written by SQLite nor by LTX and is
+//! left out on both sides.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use crate::ltx::checksum_page;
+use crate::restore::{self, IntegrityCheck, Options, Target};
+use crate::storage::Replica;
+
+/// Byte offset of SQLite's lock page.
+const PENDING_BYTE: u64 = 0x4000_0000;
+/// How many differing pages a failure names.
+const SHOWN_PAGES: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the live database {path}: {source}")]
+    Live { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "cannot read the live database {path}: this build's SQLite has no sqlite_dbpage table \
+         (build with LIBSQLITE3_FLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB, as .cargo/config.toml does)"
+    )]
+    NoDbPage { path: PathBuf },
+    #[error("cannot use the temporary directory {dir}: {source}")]
+    Temp { dir: PathBuf, source: std::io::Error },
+    #[error("reading the restored copy: {0}")]
+    Read(std::io::Error),
+}
+
+/// What a validation concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The restore equals the live database at the same TXID.
+    Passed,
+    /// The restore differs from the live database, or the replica cannot be restored.
+    Failed,
+    /// No TXID could be pinned (the tenant kept committing, or its sync failed); nothing
+    /// is known about the replica.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// The last validation of a tenant, as the board keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Validation {
+    pub outcome: Outcome,
+    /// When it finished.
+    pub at: SystemTime,
+    /// The TXID compared (when one was pinned).
+    pub txid: Option<u64>,
+    /// What was compared, or what differs.
+    pub detail: String,
+    /// How long the restore and comparison took.
+    pub took: Duration,
+}
+
+impl Validation {
+    pub fn skipped(detail: impl Into<String>) -> Validation {
+        Validation {
+            outcome: Outcome::Skipped,
+            at: SystemTime::now(),
+            txid: None,
+            detail: detail.into(),
+            took: Duration::ZERO,
+        }
+    }
+}
+
+/// The live database at a pinned TXID: one checksum per page (0 for the lock page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub txid: u64,
+    pub page_size: u32,
+    pub pages: Vec<u64>,
+}
+
+impl Image {
+    /// The database checksum (XOR of the page checksums, as in an LTX trailer).
+    pub fn checksum(&self) -> u64 {
+        self.pages.iter().fold(0, |a, p| a ^ p)
+    }
+}
+
+/// An open read transaction on a live database.
+pub struct Snapshot {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Snapshot {
+    /// Opens `db` and starts a read transaction (its snapshot is taken here). Closing
+    /// the connection neither checkpoints nor deletes the WAL.
+    pub fn open(db: &Path, busy_timeout: Duration) -> Result<Snapshot, Error> {
+        let err = |source| Error::Live { path: db.to_path_buf(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(db, flags).map_err(err)?;
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(err)?;
+        crate::replicate::persist_wal(&conn);
+        conn.busy_timeout(busy_timeout).map_err(err)?;
+        conn.execute_batch("PRAGMA query_only = 1; BEGIN").map_err(err)?;
+        // The snapshot is taken by the first read, not by BEGIN.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)).map_err(err)?;
+        Ok(Snapshot { conn, path: db.to_path_buf() })
+    }
+
+    /// Hashes every page of the snapshot; `txid` is the TXID it was pinned at.
+    pub fn read(self, txid: u64) -> Result<Image, Error> {
+        let path = self.path.clone();
+        let err = |source| Error::Live { path: path.clone(), source };
+        let page_size: u32 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(err)?;
+        let lock_page = (PENDING_BYTE / u64::from(page_size) + 1) as u32;
+        let mut stmt = match self.conn.prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno") {
+            Ok(s) => s,
+            Err(e) if e.to_string().contains("no such table") => return Err(Error::NoDbPage { path }),
+            Err(e) => return Err(err(e)),
+        };
+        let mut rows = stmt.query([]).map_err(err)?;
+        let mut pages = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let pgno: u32 = row.get(0).map_err(err)?;
+            let data = row.get_ref(1).map_err(err)?.as_blob_or_null().map_err(|e| err(e.into()))?;
+            pages.resize(pgno as usize, 0);
+            if pgno != lock_page {
+                pages[pgno as usize - 1] = checksum_page(pgno, data.unwrap_or(&[]));
+            }
+        }
+        drop(rows);
+        drop(stmt);
+        let _ = self.conn.execute_batch("COMMIT");
+        Ok(Image { txid, page_size, pages })
+    }
+}
+
+/// Restores `replica` at `image.txid` into a temporary file under `temp_dir`, compares it
+/// with `image` page by page and removes it.
+pub async fn check(replica: &Replica, image: &Image, temp_dir: &Path) -> Result<Validation, Error> {
+    let started = Instant::now();
+    let out = temp_dir.join(format!("litefleet-validate-{}.db", uuid::Uuid::new_v4()));
+    // Remove the copy however this ends (error, cancellation, panic).
+    let _cleanup = RemoveOnDrop(out.clone());
+    let opts = Options {
+        target: Target { txid: Some(image.txid), timestamp: None },
+        integrity: IntegrityCheck::None,
+        force: false,
+        progress: false,
+    };
+    let done = |outcome, detail: String| Validation {
+        outcome,
+        at: SystemTime::now(),
+        txid: Some(image.txid),
+        detail,
+        took: started.elapsed(),
+    };
+    let summary = match restore::restore(replica, &out, &opts).await {
+        Ok(s) => s,
+        // Writing the copy failed (missing directory, disk full): not the replica's fault.
+        Err(restore::Error::Io { path, source }) if path == out => {
+            return Err(Error::Temp { dir: temp_dir.to_path_buf(), source });
+        }
+        Err(e) => {
+            return Ok(done(Outcome::Failed, format!("the replica does not restore at TXID {}: {e}", image.txid)));
+        }
+    };
+    if summary.txid != image.txid {
+        return Ok(done(
+            Outcome::Failed,
+            format!("the restore stopped at TXID {} instead of {}", summary.txid, image.txid),
+        ));
+    }
+    let compared = {
+        let out = out.clone();
+        let image = image.clone();
+        tokio::task::spawn_blocking(move || compare(&out, &image))
+            .await
+            .map_err(|e| Error::Read(std::io::Error::other(e.to_string())))??
+    };
+    Ok(match compared {
+        None => done(
+            Outcome::Passed,
+            format!(
+                "restored {} pages from {} files at TXID {}, equal to the live database (checksum {:016x})",
+                image.pages.len(),
+                summary.files,
+                image.txid,
+                image.checksum()
+            ),
+        ),
+        Some(diff) => {
+            done(Outcome::Failed, format!("restore at TXID {} differs from the live database: {diff}", image.txid))
+        }
+    })
+}
+
+/// Compares a restored file with the live image; `None` when equal, else what differs.
+pub fn compare(restored: &Path, image: &Image) -> Result<Option<String>, Error> {
+    let f = File::open(restored).map_err(Error::Read)?;
+    let len = f.metadata().map_err(Error::Read)?.len();
+    let ps = u64::from(image.page_size);
+    let restored_pages = len / ps;
+    let lock_page = (PENDING_BYTE / ps + 1) as u32;
+    let mut buf = vec![0u8; image.page_size as usize];
+    let mut differ = Vec::new();
+    let mut count = 0usize;
+    let (mut live_sum, mut restored_sum) = (0u64, 0u64);
+    for (i, live) in image.pages.iter().enumerate().take(restored_pages as usize) {
+        let pgno = i as u32 + 1;
+        if pgno == lock_page {
+            continue;
+        }
+        f.read_exact_at(&mut buf, i as u64 * ps).map_err(Error::Read)?;
+        let got = checksum_page(pgno, &buf);
+        live_sum ^= live;
+        restored_sum ^= got;
+        if got != *live {
+            count += 1;
+            if differ.len() < SHOWN_PAGES {
+                differ.push(pgno.to_string());
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    if len % ps != 0 || restored_pages != image.pages.len() as u64 {
+        problems.push(format!(
+            "size {len} bytes, the live database has {} pages of {ps} bytes ({} bytes)",
+            image.pages.len(),
+            image.pages.len() as u64 * ps
+        ));
+    }
+    if count > 0 {
+        let more = if count > differ.len() { format!(" and {} more", count - differ.len()) } else { String::new() };
+        problems.push(format!(
+            "{count} page(s) differ: {}{more} (checksum of the compared pages {restored_sum:016x}, live {live_sum:016x})",
+            differ.join(", ")
+        ));
+    }
+    Ok(if problems.is_empty() { None } else { Some(problems.join("; ")) })
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_with_rows(path: &Path, rows: usize) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)").unwrap();
+        for _ in 0..rows {
+            c.execute("INSERT INTO t(v) VALUES (randomblob(300))", []).unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn the_snapshot_sees_the_state_when_it_began_including_wal_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let writer = db_with_rows(&db, 50);
+        // The state S, checkpointed into a copy: copy the db and its WAL, then
+        // checkpoint the copy (that is what a restore produces).
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&db, &copy).unwrap();
+        std::fs::copy(dir.path().join("a.db-wal"), dir.path().join("copy.db-wal")).unwrap();
+        Connection::open(&copy).unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+
+        let snap = Snapshot::open(&db, Duration::from_secs(1)).unwrap();
+        // Committed after the snapshot began: not part of it.
+        writer.execute("INSERT INTO t(v) VALUES (randomblob(3000))", []).unwrap();
+        let image = snap.read(7).unwrap();
+        assert_eq!(image.txid, 7);
+        assert_eq!(compare(&copy, &image).unwrap(), None);
+        // The newer state is different, and seen by a newer snapshot.
+        let newer = Snapshot::open(&db, Duration::from_secs(1)).unwrap().read(8).unwrap();
+        assert!(compare(&copy, &newer).unwrap().is_some());
+        // Closing the snapshot's connection neither deleted nor checkpointed the WAL.
+        assert!(std::fs::metadata(dir.path().join("a.db-wal")).unwrap().len() > 0);
+    }
+
+    #[test]
+    fn a_difference_names_the_pages_and_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let writer = db_with_rows(&db, 200);
+        writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        let image = Snapshot::open(&db, Duration::from_secs(1)).unwrap().read(1).unwrap();
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&db, &copy).unwrap();
+        assert_eq!(compare(&copy, &image).unwrap(), None);
+
+        let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+        f.write_all_at(b"flipped", 2 * u64::from(image.page_size) + 100).unwrap();
+        let diff = compare(&copy, &image).unwrap().expect("a difference");
+        assert!(diff.starts_with("1 page(s) differ: 3 (checksum"), "{diff}");
+
+        f.set_len(u64::from(image.page_size) * 2).unwrap();
+        let diff = compare(&copy, &image).unwrap().expect("a difference");
+        assert!(diff.starts_with(&format!("size {} bytes", image.page_size * 2)), "{diff}");
+    }
+
+    #[test]
+    fn this_build_has_sqlite_dbpage() {
+        // .cargo/config.toml enables it; without it validation fails with `NoDbPage`.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let _w = db_with_rows(&db, 1);
+        assert!(Snapshot::open(&db, Duration::from_secs(1)).unwrap().read(1).is_ok());
+    }
+}
