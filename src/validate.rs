@@ -184,7 +184,14 @@ pub async fn check(replica: &Replica, image: &Image, temp_dir: &Path) -> Result<
         detail,
         took: started.elapsed(),
     };
-    let summary = match restore::restore(replica, &out, &opts).await {
+    // A lifecycle pass may delete a file between the plan and its download (an L0 file
+    // that a new L1 file covers): a failed restore is planned and tried once more.
+    let mut result = restore::restore(replica, &out, &opts).await;
+    if result.as_ref().is_err_and(|e| !matches!(e, restore::Error::Io { path, .. } if *path == out)) {
+        let _ = std::fs::remove_file(&out);
+        result = restore::restore(replica, &out, &opts).await;
+    }
+    let summary = match result {
         Ok(s) => s,
         // Writing the copy failed (missing directory, disk full): not the replica's fault.
         Err(restore::Error::Io { path, source }) if path == out => {

@@ -178,10 +178,14 @@ impl World {
 
     /// `GET path` on the daemon's API, parsed as JSON.
     fn api(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.text(path)).unwrap()
+    }
+
+    fn text(&self, path: &str) -> String {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         let r = http_request(addr, "GET", path, &[], b"", Duration::from_secs(10)).unwrap();
         assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
-        serde_json::from_slice(&r.body).unwrap()
+        String::from_utf8_lossy(&r.body).into_owned()
     }
 
     /// The seed's status of the client at `path` in `/api/status`.
@@ -258,7 +262,9 @@ fn tenants_come_and_go_and_every_replica_restores() {
     // An accelerated lifecycle: the replicas restored below hold L1, L2 and L9 files
     // written by the daemon, and L0 files deleted by its retention.
     let lifecycle = "[lifecycle]\nlevels = [\"1s\", \"2s\"]\nsnapshot_interval = \"3s\"\nl0_retention = \"1s\"\n";
-    let config = w.write_config("fleet.toml", &[("data/clients", None)], lifecycle);
+    // Restore validation every second, while the lifecycle compacts and deletes.
+    let lifecycle = format!("{lifecycle}[validation]\nenabled = true\ninterval = \"1s\"\ntenants = 5\n");
+    let config = w.write_config("fleet.toml", &[("data/clients", None)], &lifecycle);
     let d = Daemon::config(&config, w.dir.path());
     d.expect("🎯 Monitoring 3 clients across 1 directories");
     assert_eq!(d.count("✅ Client registered"), 3, "{}", d.log());
@@ -322,6 +328,18 @@ fn tenants_come_and_go_and_every_replica_restores() {
     };
     // Let the lifecycle run a few passes (levels of 1 s and 2 s, snapshots every 3 s).
     std::thread::sleep(Duration::from_secs(4));
+    // Validation has proved the replicas against the live databases, through S3, while
+    // files were compacted and deleted: passed, never failed.
+    d.expect("🔍 validation passed");
+    let clients_json = w.api("/api/clients");
+    let validated: Vec<&serde_json::Value> =
+        clients_json["clients"].as_array().unwrap().iter().filter(|c| c["validation"]["outcome"] == "passed").collect();
+    assert!(!validated.is_empty(), "{clients_json}");
+    assert!(validated[0]["validation"]["detail"].as_str().unwrap().contains("equal to the live database"));
+    let metrics = w.text("/metrics");
+    assert!(metrics.contains("litefleet_validations_total{result=\"passed\"}"), "{metrics}");
+    assert!(!metrics.contains("result=\"failed\""), "{metrics}\n{}", d.log());
+    assert!(!d.log().contains("validation FAILED"), "{}", d.log());
     let log = d.stop();
     assert!(log.contains("👋 stopped"), "{log}");
     writer.quit();
