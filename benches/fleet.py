@@ -254,6 +254,9 @@ def run_tool(tool, n, tenants_src, work, args, moto):
             r0 = moto.requests() if moto else None
             time.sleep(args.idle)
             s1 = proc_stats(proc.pid)
+            if proc.poll() is not None:
+                # an exited child not yet reaped still has a /proc entry (a zombie: no RSS, no fds)
+                result["crashed"] = f"exited {proc.returncode} during the idle window"
             result.update({
                 "idle_cpu_s": s1["cpu"] - s0["cpu"],
                 "idle_cpu_pct": 100 * (s1["cpu"] - s0["cpu"]) / args.idle,
@@ -274,7 +277,11 @@ def run_tool(tool, n, tenants_src, work, args, moto):
         proc.kill()
         proc.wait()
     errlog.close()
-    shutil.rmtree(run, ignore_errors=True)
+    if "crashed" in result:
+        with open(os.path.join(run, "stderr.log"), errors="replace") as f:
+            result["stderr_tail"] = f.read()[-2000:]
+    if os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(run, ignore_errors=True)
     return result
 
 
