@@ -4,6 +4,8 @@
     python3 benches/fleet.py                        # N = 100, 1000 for both tools, 10000 for litefleet
     python3 benches/fleet.py --tenants 1000 --idle 120 --s3
     python3 benches/fleet.py --tenants 100000 --tools litefleet
+    python3 benches/fleet.py --active                # lag under sporadic writers (N = 1000, 20 tx/s, 120 s)
+    python3 benches/fleet.py --tenants 100,1000 --json out.json   # results for benches/plot.py
 
 For each tool and each N, side by side on the same machine:
   1. N existing tenant databases (<GUID>.db, WAL mode, one table, one small row; made
@@ -17,6 +19,12 @@ For each tool and each N, side by side on the same machine:
      S3 requests the tool sends during the idle window are counted from moto's access
      log and reported per tenant-hour. --short-levels gives both tools compaction levels
      of 5 s and 10 s so the start-up's compactions are done before the window opens.
+
+--active (docs/benchmarks.md §5): instead of start-up/idle, a separate writer process commits
+one small row per transaction to random tenants at --rate per second for --window seconds,
+after a warm-up commit per tenant and the settle; per commit the lag from the end of COMMIT
+to an L0 file with a higher max TXID in that tenant's replica (polled every --poll s), and
+the tool's CPU seconds per MB of L0 files shipped in the window.
 
 Both tools use their defaults (litefleet: config.example.toml's values; Litestream:
 `dbs: - dir/pattern/watch: true`). Prints Markdown tables for docs/benchmarks.md.
