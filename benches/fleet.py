@@ -4,6 +4,8 @@
     python3 benches/fleet.py                        # N = 100, 1000 for both tools, 10000 for litefleet
     python3 benches/fleet.py --tenants 1000 --idle 120 --s3
     python3 benches/fleet.py --tenants 100000 --tools litefleet
+    python3 benches/fleet.py --active                # lag under sporadic writers (N = 1000, 20 tx/s, 120 s)
+    python3 benches/fleet.py --tenants 100,1000 --json out.json   # results for benches/plot.py
 
 For each tool and each N, side by side on the same machine:
   1. N existing tenant databases (<GUID>.db, WAL mode, one table, one small row; made
@@ -18,6 +20,12 @@ For each tool and each N, side by side on the same machine:
      log and reported per tenant-hour. --short-levels gives both tools compaction levels
      of 5 s and 10 s so the start-up's compactions are done before the window opens.
 
+--active (docs/benchmarks.md §5): instead of start-up/idle, a separate writer process commits
+one small row per transaction to random tenants at --rate per second for --window seconds,
+after a warm-up commit per tenant and the settle; per commit the lag from the end of COMMIT
+to an L0 file with a higher max TXID in that tenant's replica (polled every --poll s), and
+the tool's CPU seconds per MB of L0 files shipped in the window.
+
 Both tools use their defaults (litefleet: config.example.toml's values; Litestream:
 `dbs: - dir/pattern/watch: true`). Prints Markdown tables for docs/benchmarks.md.
 
@@ -27,6 +35,7 @@ BENCH_TMP [a temp dir under /var/tmp, removed at exit unless BENCH_KEEP=1].
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -158,7 +167,10 @@ class Moto:
         self.proc.wait(timeout=10)
 
 
-def run_tool(tool, n, tenants_src, work, args, moto):
+def prepare_tool(tool, n, tenants_src, work, args, moto):
+    """Copies the tenants into a fresh run folder and writes the tool's config (its defaults).
+    With --interval, both tools' sync (and Litestream's monitor) interval is set to it.
+    Returns (cmd, env, run, clients, replicas, layout, ids, errlog)."""
     run = os.path.join(work, f"{tool}-{n}")
     shutil.rmtree(run, ignore_errors=True)
     os.makedirs(run)
@@ -178,7 +190,8 @@ def run_tool(tool, n, tenants_src, work, args, moto):
         with open(cfg, "w") as f:
             hook = f'[hooks]\nmodule = "{os.path.abspath(args.hook)}"\n' if args.hook else ""
             lifecycle = '[lifecycle]\nlevels = ["5s", "10s"]\nl0_retention = "5s"\n' if args.short_levels else ""
-            f.write(f'[[watch]]\ndir = "{clients}"\n[storage]\n{storage}[replication]\nstate_dir = "{run}/state"\n'
+            sync = f'sync_interval = "{args.interval}"\n' if getattr(args, "interval", None) else ""
+            f.write(f'[[watch]]\ndir = "{clients}"\n[storage]\n{storage}[replication]\nstate_dir = "{run}/state"\n{sync}'
                     f'[http]\nlisten = "127.0.0.1:{free_port()}"\n[log]\nlevel = "warn"\n{lifecycle}{hook}')
         cmd = [LITEFLEET, "daemon", "--config", cfg]
         layout = "ours"
@@ -189,10 +202,19 @@ def run_tool(tool, n, tenants_src, work, args, moto):
                    else f"      type: file\n      path: {replicas}\n")
         with open(cfg, "w") as f:
             levels = "levels:\n  - interval: 5s\n  - interval: 10s\nl0-retention: 5s\n" if args.short_levels else ""
+            iv = getattr(args, "interval", None)
+            monitor = f"    monitor-interval: {iv}\n" if iv else ""
+            if iv:
+                replica += f"      sync-interval: {iv}\n"
             f.write(f"logging:\n  level: warn\n{levels}dbs:\n  - dir: {clients}\n    pattern: \"*.db\"\n    watch: true\n"
-                    f"    replica:\n{replica}")
+                    f"{monitor}    replica:\n{replica}")
         cmd = [LITESTREAM, "replicate", "-config", cfg]
         layout = "litestream"
+    return cmd, env, run, clients, replicas, layout, ids, errlog
+
+
+def run_tool(tool, n, tenants_src, work, args, moto):
+    cmd, env, run, clients, replicas, layout, ids, errlog = prepare_tool(tool, n, tenants_src, work, args, moto)
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, env=env, cwd=run)
     result = {"tool": tool, "n": n}
@@ -240,6 +262,9 @@ def run_tool(tool, n, tenants_src, work, args, moto):
             r0 = moto.requests() if moto else None
             time.sleep(args.idle)
             s1 = proc_stats(proc.pid)
+            if proc.poll() is not None:
+                # an exited child not yet reaped still has a /proc entry (a zombie: no RSS, no fds)
+                result["crashed"] = f"exited {proc.returncode} during the idle window"
             result.update({
                 "idle_cpu_s": s1["cpu"] - s0["cpu"],
                 "idle_cpu_pct": 100 * (s1["cpu"] - s0["cpu"]) / args.idle,
@@ -252,6 +277,7 @@ def run_tool(tool, n, tenants_src, work, args, moto):
                 reqs = moto.requests() - r0
                 result["idle_requests"] = reqs
                 result["req_per_tenant_hour"] = reqs / n * 3600 / args.idle
+    result["loadavg"] = open("/proc/loadavg").read().split()[:3]
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=120)
@@ -259,8 +285,249 @@ def run_tool(tool, n, tenants_src, work, args, moto):
         proc.kill()
         proc.wait()
     errlog.close()
-    shutil.rmtree(run, ignore_errors=True)
+    if "crashed" in result:
+        with open(os.path.join(run, "stderr.log"), errors="replace") as f:
+            result["stderr_tail"] = f.read()[-2000:]
+    if os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(run, ignore_errors=True)
     return result
+
+
+# ------------------------------------------------------------------ --active
+# The writer: a separate Python process holding one connection per tenant (an application
+# server with a connection per database). It reads a tenant index per line, commits one row
+# of --row-bytes random bytes in that tenant's database and answers
+# "<index> <start> <end>" (time.monotonic(), which is CLOCK_MONOTONIC: comparable across
+# processes on Linux).
+WRITER_PY = r"""
+import os, sqlite3, sys, time
+folder, n, nbytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import uuid
+conns = []
+for i in range(n):
+    c = sqlite3.connect(os.path.join(folder, f"{uuid.UUID(int=i + 1)}.db"), isolation_level=None, timeout=10)
+    c.execute("pragma synchronous=NORMAL")
+    c.execute("select count(*) from t").fetchone()
+    conns.append(c)
+sys.stdout.write("ready\n"); sys.stdout.flush()
+for line in sys.stdin:
+    i = int(line)
+    c = conns[i]
+    t0 = time.monotonic()
+    c.execute("begin immediate")
+    c.execute("insert into t(v) values (randomblob(?))", (nbytes,))
+    c.execute("commit")
+    t1 = time.monotonic()
+    sys.stdout.write(f"{i} {t0:.6f} {t1:.6f}\n"); sys.stdout.flush()
+"""
+
+
+def l0_dir(replicas, layout, tenant_id):
+    return (os.path.join(replicas, "databases", tenant_id, "ltx", "0") if layout == "ours"
+            else os.path.join(replicas, f"{tenant_id}.db", "ltx", "0"))
+
+
+def l0_files(d):
+    """{name: size} of the LTX files (<min>-<max>.ltx, 16 hex digits each) in one L0 folder."""
+    out = {}
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                if len(e.name) == 37 and e.name.endswith(".ltx"):
+                    out[e.name] = e
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def max_txid(d):
+    m = 0
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                if len(e.name) == 37 and e.name.endswith(".ltx"):
+                    m = max(m, int(e.name[17:33], 16))
+    except FileNotFoundError:
+        pass
+    return m
+
+
+def pct(sorted_vals, p):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_vals:
+        return None
+    k = max(0, min(len(sorted_vals) - 1, int(-(-p * len(sorted_vals) // 100)) - 1))
+    return sorted_vals[k]
+
+
+def run_active(tool, n, tenants_src, work, args):
+    """Steady sporadic writes over n tenants: lag from commit to the replica's L0 file."""
+    import random
+    import select
+    cmd, env, run, clients, replicas, layout, ids, errlog = prepare_tool(tool, n, tenants_src, work, args, None)
+    dirs = [l0_dir(replicas, layout, i) for i in ids]
+    result = {"mode": "active", "tool": tool, "n": n, "rate": args.rate, "window_s": args.window,
+              "row_bytes": args.row_bytes, "interval": args.interval or "default",
+              "wal": "empty at start" if args.fresh_wal else "warmed"}
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, env=env, cwd=run)
+    writer = None
+    try:
+        while count_replicated(replicas, layout, n, ids) < n:
+            if proc.poll() is not None or time.time() - t0 > args.startup_timeout:
+                result["crashed"] = f"start-up failed (exit {proc.poll()})"
+                return result
+            time.sleep(0.25)
+        result["startup_s"] = time.time() - t0
+        writer = subprocess.Popen([sys.executable, "-c", WRITER_PY, clients, str(n), str(args.row_bytes)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        if writer.stdout.readline().strip() != b"ready":
+            result["crashed"] = "writer failed to start"
+            return result
+        log(f"{tool}: all {n} replicated after {result['startup_s']:.1f} s")
+        if not args.fresh_wal:
+            # Warm-up: one commit per tenant, so every WAL holds frames before the window (the
+            # steady state of a database in use). Without it the window's first commit to each
+            # tenant goes into an empty WAL, a different case (see --fresh-wal).
+            base = [max_txid(d) for d in dirs]
+            writer.stdin.write("".join(f"{k}\n" for k in range(n)).encode())
+            for _ in range(n):
+                writer.stdout.readline()
+            pending = set(range(n))
+            limit = time.time() + 120
+            while pending and time.time() < limit:
+                pending = {k for k in pending if max_txid(dirs[k]) <= base[k]}
+                time.sleep(0.1)
+            if pending:
+                result["crashed"] = f"warm-up: {len(pending)} tenants not replicated after 120 s"
+                return result
+            log(f"{tool}: warm-up commit to every tenant replicated")
+        log(f"{tool}: settling {args.settle:.0f} s")
+        time.sleep(args.settle)
+        before = {}
+        for k, d in enumerate(dirs):
+            for name in l0_files(d):
+                before[(k, name)] = True
+        rng = random.Random(7)
+        interval = 1.0 / args.rate
+        # tenant index -> [baseline max TXID, commit end (monotonic) or None, sent at, gap]; gap = time since
+        # this tenant's previous commit was sent (a tool may rate-limit a tenant that ships often)
+        outstanding = {}
+        last_sent = {}
+        lags, missed, commit_s = [], 0, []  # lags: (lag, gap)
+        buf = b""
+        wfd = writer.stdout.fileno()
+        cpu0 = proc_stats(proc.pid)["cpu"]
+        self0 = os.times()
+        start = time.monotonic()
+        end = start + args.window
+        next_send, next_poll = start, start
+        sent = 0
+        while True:
+            now = time.monotonic()
+            if now >= end and not outstanding:
+                break
+            if now > end + args.lag_timeout:
+                missed += len(outstanding)
+                break
+            if now < end and now >= next_send:
+                k = rng.randrange(n)
+                while k in outstanding:
+                    k = rng.randrange(n)
+                outstanding[k] = [max_txid(dirs[k]), None, now, now - last_sent.get(k, -1e9)]
+                last_sent[k] = now
+                writer.stdin.write(f"{k}\n".encode())
+                sent += 1
+                next_send += interval
+            r, _, _ = select.select([wfd], [], [], 0)
+            if r:
+                chunk = os.read(wfd, 65536)
+                if not chunk:
+                    result["crashed"] = "writer exited"
+                    return result
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    k, a, b = line.split()
+                    outstanding[int(k)][1] = float(b)
+                    commit_s.append(float(b) - float(a))
+            if now >= next_poll:
+                for k in [k for k, o in outstanding.items() if o[1] is not None]:
+                    if max_txid(dirs[k]) > outstanding[k][0]:
+                        o = outstanding.pop(k)
+                        lags.append((time.monotonic() - o[1], o[3]))
+                    elif time.monotonic() - outstanding[k][1] > args.lag_timeout:
+                        outstanding.pop(k)
+                        missed += 1
+                next_poll = now + args.poll
+            wake = min(next_poll, next_send if now < end else next_poll)
+            time.sleep(max(0.0, min(0.005, wake - time.monotonic())))
+        elapsed = time.monotonic() - start
+        st = proc_stats(proc.pid)
+        self1 = os.times()
+        shipped, files = 0, 0
+        for k, d in enumerate(dirs):
+            for name, e in l0_files(d).items():
+                if (k, name) not in before:
+                    shipped += e.stat().st_size
+                    files += 1
+        lags.sort()
+        commit_s.sort()
+        gap_cut = args.gap_cut
+        cold = [lag for lag, gap in lags if gap >= gap_cut]
+        result["raw_lags"] = [[round(lag, 4), round(min(gap, 1e6), 3)] for lag, gap in lags]  # (lag, gap) for the JSON
+        lags = [lag for lag, _ in lags]
+        cpu = st["cpu"] - cpu0
+        result.update({
+            "commits": sent, "replicated": len(lags), "missed": missed, "elapsed_s": elapsed,
+            "lag_p50_s": pct(lags, 50), "lag_p99_s": pct(lags, 99), "lag_max_s": lags[-1] if lags else None,
+            "lag_mean_s": sum(lags) / len(lags) if lags else None,
+            "gap_cut_s": gap_cut, "n_cold": len(cold), "cold_p50_s": pct(cold, 50), "cold_p99_s": pct(cold, 99),
+            "cold_max_s": cold[-1] if cold else None,
+            "commit_p99_s": pct(commit_s, 99), "commit_max_s": commit_s[-1] if commit_s else None,
+            "cpu_s": cpu, "cpu_pct": 100 * cpu / elapsed, "l0_files": files, "l0_mb": shipped / 1e6,
+            "cpu_s_per_mb": cpu / (shipped / 1e6) if shipped else None,
+            "cpu_ms_per_commit": 1000 * cpu / sent if sent else None,
+            "rss_mb": st["rss_mb"], "peak_rss_mb": st["hwm_mb"],
+            "harness_cpu_s": (self1.user + self1.system) - (self0.user + self0.system),
+            "loadavg": open("/proc/loadavg").read().split()[:3],
+        })
+        return result
+    finally:
+        if writer:
+            writer.stdin.close()
+            writer.wait(timeout=30)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errlog.close()
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def print_active(results):
+    print("| tool | settings | WAL before the window | N | commits | replicated | lag p50 (ms) | p99 (ms) | max (ms) | CPU (s) "
+          "| L0 MB shipped | CPU s per MB | CPU ms per commit | writer commit p99 (ms) "
+          "| commits after a quiet gap: n / lag p50 / p99 / max (ms) | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ms = lambda v: "—" if v is None else f"{1000 * v:.0f}"
+    for r in results:
+        if "crashed" in r:
+            print(f"| {r['tool']} | {r['interval']} | {r['wal']} | {r['n']} | {r['crashed']} ||||||||||||")
+            continue
+        print(f"| {r['tool']} | {r['interval']} | {r['wal']} | {r['n']} | {r['commits']} | {r['replicated']} "
+              f"| {ms(r['lag_p50_s'])} | {ms(r['lag_p99_s'])} | {ms(r['lag_max_s'])} | {r['cpu_s']:.2f} "
+              f"| {r['l0_mb']:.2f} | {fmt(r['cpu_s_per_mb'], '{:.3f}')} | {fmt(r['cpu_ms_per_commit'], '{:.2f}')} "
+              f"| {ms(r['commit_p99_s'])} | {r['n_cold']} / {ms(r['cold_p50_s'])} / {ms(r['cold_p99_s'])} "
+              f"/ {ms(r['cold_max_s'])} | {' '.join(r['loadavg'])} |")
+
+
+def machine():
+    return {"nproc": os.cpu_count(), "loadavg": open("/proc/loadavg").read().split()[:3],
+            "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "kernel": os.uname().release}
 
 
 def fmt(v, f="{:.2f}"):
@@ -269,7 +536,7 @@ def fmt(v, f="{:.2f}"):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tenants", default="100,1000,10000", help="comma-separated N")
+    ap.add_argument("--tenants", default=None, help="comma-separated N [100,1000,10000; 1000 with --active]")
     ap.add_argument("--litestream-max", type=int, default=1000, help="largest N given to Litestream")
     ap.add_argument("--tools", default="litefleet,litestream")
     ap.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
@@ -282,7 +549,25 @@ def main():
     ap.add_argument("--short-levels", action="store_true",
                     help="compaction levels 5s/10s for both tools, so every tenant settles before the idle window "
                          "(with the defaults, L2/L3 compactions of the start-up writes are still due for up to 1 h)")
+    ap.add_argument("--active", action="store_true",
+                    help="active workload instead of start-up/idle: a writer process commits --rate small "
+                         "transactions per second to random tenants for --window seconds; lag to the replica")
+    ap.add_argument("--rate", type=float, default=20.0, help="--active: transactions per second, all tenants")
+    ap.add_argument("--window", type=float, default=120.0, help="--active: measured window, seconds")
+    ap.add_argument("--row-bytes", type=int, default=150, help="--active: random bytes per row (one row per tx)")
+    ap.add_argument("--poll", type=float, default=0.01, help="--active: replica poll interval, seconds")
+    ap.add_argument("--lag-timeout", type=float, default=30.0, help="--active: a commit not replicated by then is missed")
+    ap.add_argument("--interval", help="--active: set both tools' sync interval (and Litestream's monitor-interval), "
+                                       "e.g. 100ms; default: each tool's default")
+    ap.add_argument("--fresh-wal", action="store_true",
+                    help="--active: no warm-up commit, so each tenant's first commit in the window goes into an "
+                         "empty WAL (the tenants are created with a truncated WAL)")
+    ap.add_argument("--gap-cut", type=float, default=2.0,
+                    help="--active: also report the lag of commits to a tenant not written for this long (s)")
+    ap.add_argument("--json", help="also write the results (a list of objects) to this file")
     args = ap.parse_args()
+    if args.tenants is None:
+        args.tenants = "1000" if args.active else "100,1000,10000"
     tools = args.tools.split(",")
     if "litefleet" in tools and not os.path.exists(LITEFLEET):
         log(f"building {LITEFLEET}")
@@ -301,31 +586,41 @@ def main():
             for tool in tools:
                 if tool == "litestream" and n > args.litestream_max:
                     continue
-                moto = Moto(work) if args.s3 else None
+                moto = Moto(work) if args.s3 and not args.active else None
                 try:
                     log(f"{tool}, N = {n}")
-                    r = run_tool(tool, n, src, work, args, moto)
+                    r = run_active(tool, n, src, work, args) if args.active else run_tool(tool, n, src, work, args, moto)
                 finally:
                     if moto:
                         moto.stop()
-                log(r)
+                log({k: v for k, v in r.items() if k != "raw_lags"})
                 results.append(r)
             shutil.rmtree(src, ignore_errors=True)
     finally:
         if os.environ.get("BENCH_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"argv": sys.argv[1:], "machine": machine(), "results": results}, f, indent=1)
+    if args.active:
+        print(f"\nactive: {args.rate:g} tx/s over N tenants for {args.window:.0f} s, one {args.row_bytes}-byte row "
+              f"per transaction, replica polled every {1000 * args.poll:.0f} ms; quiet gap = the tenant's previous "
+              f"commit was at least {args.gap_cut:g} s earlier\n")
+        print_active(results)
+        return
     print(f"\nidle window {args.idle:.0f} s after {args.settle:.0f} s settle; "
           f"storage {'moto_server (S3)' if args.s3 else 'local folder'}\n")
     print("| tool | N | start-up to all replicated (s) | peak RSS (MB) | idle CPU (s) | idle CPU (% of a core) "
-          "| RSS (MB) | fds | threads | idle S3 requests per tenant-hour |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| RSS (MB) | fds | threads | idle S3 requests per tenant-hour | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "crashed" in r:
             print(f"| {r['tool']} | {r['n']} | {r['crashed']} (replicated {r['replicated']}) |||||||")
             continue
         print(f"| {r['tool']} | {r['n']} | {fmt(r['startup_s'], '{:.1f}')} | {fmt(r.get('peak_rss_mb'), '{:.0f}')} "
               f"| {fmt(r.get('idle_cpu_s'))} | {fmt(r.get('idle_cpu_pct'))} | {fmt(r.get('rss_mb'), '{:.0f}')} "
-              f"| {r.get('fds')} | {r.get('threads')} | {fmt(r.get('req_per_tenant_hour'), '{:.1f}')} |"
+              f"| {r.get('fds')} | {r.get('threads')} | {fmt(r.get('req_per_tenant_hour'), '{:.1f}')} "
+              f"| {' '.join(r.get('loadavg', []))} |"
               + (f" (window opened {r['settled_s']:.0f} s after start)" if r.get("settled_s") else ""))
 
 

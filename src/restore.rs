@@ -2,10 +2,11 @@
 //!
 //! The plan is Litestream's: the newest level-9 snapshot within the bound, then,
 //! repeatedly across levels, the file contiguous with what the plan holds that reaches
-//! the highest TXID. Files are downloaded in order, verified (checksums, TXID
-//! continuity, page size), and applied page by page to `<out>.tmp`, which is truncated
-//! to the final commit, fsynced, checked with SQLite if asked, renamed over `<out>`, and
-//! the directory is fsynced. Any failure removes the temporary file: no partial output.
+//! the highest TXID. Files are streamed in order (ranged reads of 8 MiB, a few ahead
+//! of the decoder, so no file is held whole in memory), verified (checksums, TXID
+//! continuity, page size), and applied to `<out>.tmp` (runs of consecutive pages in
+//! one write), which is truncated to the final commit, fsynced, checked with SQLite if
+//! asked, renamed over `<out>`, and the directory is fsynced. Any failure removes the temporary file: no partial output.
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -244,62 +245,147 @@ fn tmp_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Bytes per ranged read of an LTX file: files are streamed, never held whole.
+const CHUNK: u64 = 8 << 20;
+/// Chunks downloaded ahead of the decoder.
+const AHEAD: usize = 4;
+/// Consecutive pages gathered into one write.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// What the download task hands the decoder: the bytes of the current file in order,
+/// then `End` once per file.
+enum Piece {
+    Data(Vec<u8>),
+    End,
+}
+
 async fn apply(replica: &Replica, steps: &[Step], tmp: &Path, opts: &Options) -> Result<Summary> {
+    // The download runs ahead (at most AHEAD chunks) while a blocking thread decodes
+    // and writes; both stop when the other side goes away.
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    let download = tokio::spawn(download(replica.clone(), steps.iter().map(|s| s.file.clone()).collect(), tx));
+    let show = opts.progress && std::io::stderr().is_terminal();
+    let (r, st, out) = (replica.clone(), steps.to_vec(), tmp.to_path_buf());
+    let result = tokio::task::spawn_blocking(move || apply_blocking(&r, &st, &out, show, rx)).await;
+    download.abort();
+    result.map_err(|e| Error::Inconsistent { file: replica.url(), reason: e.to_string() })?
+}
+
+async fn download(replica: Replica, files: Vec<FileInfo>, tx: tokio::sync::mpsc::Sender<Result<Piece>>) {
+    for f in files {
+        if f.size == 0 {
+            // Size unknown from the listing: one read of the whole file.
+            let r = replica.read(&f).await.map(Piece::Data).map_err(Error::from);
+            let failed = r.is_err();
+            if tx.send(r).await.is_err() || failed {
+                return;
+            }
+        } else {
+            let mut at = 0;
+            while at < f.size {
+                let end = (at + CHUNK).min(f.size);
+                let r = replica.read_range(&f, at..end).await.map(Piece::Data).map_err(Error::from);
+                let failed = r.is_err();
+                if tx.send(r).await.is_err() || failed {
+                    return;
+                }
+                at = end;
+            }
+        }
+        if tx.send(Ok(Piece::End)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `Read` over one file's chunks as the download task delivers them.
+struct Feed {
+    rx: tokio::sync::mpsc::Receiver<Result<Piece>>,
+    cur: Vec<u8>,
+    pos: usize,
+    at_end: bool,
+    bytes: u64,
+    /// A download error, reported instead of the decoder's resulting I/O error.
+    failed: Option<Error>,
+}
+
+impl Feed {
+    /// Starts the next file.
+    fn next_file(&mut self) {
+        self.cur.clear();
+        self.pos = 0;
+        self.at_end = false;
+    }
+
+    /// Skips what the decoder did not read of the current file (nothing, for a
+    /// well-formed file) up to its end.
+    fn drain(&mut self) -> std::io::Result<()> {
+        let mut sink = [0u8; 4096];
+        while std::io::Read::read(self, &mut sink)? > 0 {}
+        Ok(())
+    }
+}
+
+impl std::io::Read for Feed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.at_end {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(Piece::Data(v))) => {
+                    self.bytes += v.len() as u64;
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Some(Ok(Piece::End)) => self.at_end = true,
+                Some(Err(e)) => {
+                    let msg = e.to_string();
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+                None => return Err(std::io::Error::other("download stopped")),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn apply_blocking(
+    replica: &Replica,
+    steps: &[Step],
+    tmp: &Path,
+    show: bool,
+    rx: tokio::sync::mpsc::Receiver<Result<Piece>>,
+) -> Result<Summary> {
     let io = |source| Error::Io { path: tmp.to_path_buf(), source };
     let f = File::create(tmp).map_err(io)?;
     let mut page_size: Option<u32> = None;
     let mut prev_max: TxId = 0;
     let mut commit = 0u32;
     let mut pages = 0u64;
-    let mut downloaded = 0u64;
     let mut timestamp_ms = 0;
-    let show = opts.progress && std::io::stderr().is_terminal();
-    // Download the next file while the current one is applied.
-    let mut next = steps.first().map(|s| fetch(replica, s.file.clone()));
+    let mut feed = Feed { rx, cur: Vec::new(), pos: 0, at_end: false, bytes: 0, failed: None };
+    let mut batch = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let data = match next.take() {
-            Some(h) => h.await.map_err(|e| Error::Inconsistent {
-                file: replica.describe_file(&step.file),
-                reason: e.to_string(),
-            })??,
-            None => break,
-        };
-        next = steps.get(i + 1).map(|s| fetch(replica, s.file.clone()));
+        feed.next_file();
         let name = replica.describe_file(&step.file);
-        downloaded += data.len() as u64;
-        let bad = |source| Error::BadFile { file: name.clone(), source };
-        let mut dec = ltx::Decoder::new(&data[..]).map_err(bad)?;
-        let h = dec.header().clone();
-        if (h.min_txid, h.max_txid) != (step.file.min_txid, step.file.max_txid) {
-            return Err(Error::Inconsistent {
-                file: name,
-                reason: format!("header TXIDs {:016x}-{:016x} do not match the file name", h.min_txid, h.max_txid),
-            });
+        let r = apply_one(&mut feed, step, i, &f, &mut batch, &mut page_size, prev_max, &name, tmp);
+        if let Some(e) = feed.failed.take() {
+            return Err(e);
         }
-        if i > 0 && !(h.min_txid <= prev_max + 1 && h.max_txid > prev_max) {
-            return Err(Error::Inconsistent {
-                file: name,
-                reason: format!("not contiguous with TXID {prev_max:016x}"),
-            });
-        }
-        if *page_size.get_or_insert(h.page_size) != h.page_size {
-            return Err(Error::Inconsistent {
-                file: name,
-                reason: format!("page size {} differs from {}", h.page_size, page_size.unwrap_or(0)),
-            });
-        }
-        let mut buf = vec![0u8; h.page_size as usize];
-        let data_pages = apply_file(&mut dec, &f, &mut buf).map_err(|e| match e {
-            ApplyError::Ltx(source) => Error::BadFile { file: name.clone(), source },
-            ApplyError::Io(source) => Error::Io { path: tmp.to_path_buf(), source },
-        })?;
-        dec.finish().map_err(bad)?;
-        pages += data_pages;
+        let h = r?;
+        feed.drain().map_err(|e| feed.failed.take().unwrap_or(Error::Io { path: tmp.to_path_buf(), source: e }))?;
+        pages += h.1;
+        let h = h.0;
         prev_max = h.max_txid;
         commit = h.commit;
         timestamp_ms = h.timestamp_ms;
         if show {
-            eprint!("\rrestoring: {}/{} files, {} MB downloaded", i + 1, steps.len(), downloaded >> 20);
+            eprint!("\rrestoring: {}/{} files, {} MB downloaded", i + 1, steps.len(), feed.bytes >> 20);
         }
     }
     if show {
@@ -312,15 +398,52 @@ async fn apply(replica: &Replica, steps: &[Step], tmp: &Path, opts: &Options) ->
         txid: prev_max,
         files: steps.len(),
         pages,
-        bytes_downloaded: downloaded,
+        bytes_downloaded: feed.bytes,
         elapsed: Default::default(),
         timestamp_ms,
     })
 }
 
-fn fetch(replica: &Replica, f: FileInfo) -> tokio::task::JoinHandle<Result<Vec<u8>>> {
-    let r = replica.clone();
-    tokio::spawn(async move { Ok(r.read(&f).await?) })
+/// Verifies and applies one file of the plan; returns its header and the pages written.
+#[allow(clippy::too_many_arguments)]
+fn apply_one(
+    feed: &mut Feed,
+    step: &Step,
+    i: usize,
+    out: &File,
+    batch: &mut Vec<u8>,
+    page_size: &mut Option<u32>,
+    prev_max: TxId,
+    name: &str,
+    tmp: &Path,
+) -> Result<(ltx::Header, u64)> {
+    let bad = |source| Error::BadFile { file: name.to_string(), source };
+    let mut dec = ltx::Decoder::new(&mut *feed).map_err(bad)?;
+    let h = dec.header().clone();
+    if (h.min_txid, h.max_txid) != (step.file.min_txid, step.file.max_txid) {
+        return Err(Error::Inconsistent {
+            file: name.to_string(),
+            reason: format!("header TXIDs {:016x}-{:016x} do not match the file name", h.min_txid, h.max_txid),
+        });
+    }
+    if i > 0 && !(h.min_txid <= prev_max + 1 && h.max_txid > prev_max) {
+        return Err(Error::Inconsistent {
+            file: name.to_string(),
+            reason: format!("not contiguous with TXID {prev_max:016x}"),
+        });
+    }
+    if *page_size.get_or_insert(h.page_size) != h.page_size {
+        return Err(Error::Inconsistent {
+            file: name.to_string(),
+            reason: format!("page size {} differs from {}", h.page_size, page_size.unwrap_or(0)),
+        });
+    }
+    let n = apply_file(&mut dec, out, h.page_size as usize, batch).map_err(|e| match e {
+        ApplyError::Ltx(source) => Error::BadFile { file: name.to_string(), source },
+        ApplyError::Io(source) => Error::Io { path: tmp.to_path_buf(), source },
+    })?;
+    dec.finish().map_err(bad)?;
+    Ok((h, n))
 }
 
 enum ApplyError {
@@ -328,15 +451,42 @@ enum ApplyError {
     Io(std::io::Error),
 }
 
+/// Decodes every page of a file into `out`, one write per run of consecutive pages
+/// (up to WRITE_BATCH bytes). Pages of a file come in ascending order.
 fn apply_file<R: std::io::Read>(
     dec: &mut ltx::Decoder<R>,
     out: &File,
-    buf: &mut [u8],
+    ps: usize,
+    batch: &mut Vec<u8>,
 ) -> std::result::Result<u64, ApplyError> {
     let mut n = 0;
-    while let Some(pgno) = dec.decode_page(buf).map_err(ApplyError::Ltx)? {
-        out.write_all_at(buf, u64::from(pgno - 1) * buf.len() as u64).map_err(ApplyError::Io)?;
+    let mut first: u32 = 0; // page number of batch[0..ps]
+    batch.clear();
+    let flush = |batch: &[u8], first: u32| out.write_all_at(batch, u64::from(first - 1) * ps as u64);
+    loop {
+        let len = batch.len();
+        batch.resize(len + ps, 0);
+        let Some(pgno) = dec.decode_page(&mut batch[len..]).map_err(ApplyError::Ltx)? else {
+            batch.truncate(len);
+            break;
+        };
         n += 1;
+        if len == 0 {
+            first = pgno;
+        } else if u64::from(pgno) != u64::from(first) + (len / ps) as u64 {
+            flush(&batch[..len], first).map_err(ApplyError::Io)?;
+            batch.copy_within(len.., 0);
+            batch.truncate(ps);
+            first = pgno;
+        }
+        if batch.len() >= WRITE_BATCH {
+            flush(batch, first).map_err(ApplyError::Io)?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        flush(batch, first).map_err(ApplyError::Io)?;
+        batch.clear();
     }
     Ok(n)
 }
