@@ -986,7 +986,11 @@ struct TenantTask {
     /// When the idle hot connection is released (`None`: cold, no timer).
     idle_at: Option<Instant>,
     backoff: Duration,
-    last_attempt: Option<Instant>,
+    /// When the last sync that uploaded something started: the next one waits
+    /// `sync_interval` after it (bursts coalesce into one upload per interval), while a
+    /// sync that found nothing to ship (it ran before the commit was complete) delays
+    /// nothing.
+    last_shipped: Option<Instant>,
     /// Stamp taken before the last successful sync.
     stamp: Option<Stamp>,
     synced_once: bool,
@@ -1005,7 +1009,7 @@ impl TenantTask {
             due: None,
             idle_at: None,
             backoff: Duration::ZERO,
-            last_attempt: None,
+            last_shipped: None,
             stamp: None,
             synced_once: false,
         }
@@ -1093,7 +1097,7 @@ impl TenantTask {
             self.shared.board.update(&self.path, |s| s.pending_since = Some(t));
         }
         if self.backoff.is_zero() {
-            let earliest = self.last_attempt.map_or(now, |l| (l + self.shared.sync_interval).max(now));
+            let earliest = self.last_shipped.map_or(now, |l| (l + self.shared.sync_interval).max(now));
             if self.due.is_none_or(|d| d > earliest) {
                 self.due = Some(earliest);
             }
@@ -1162,9 +1166,11 @@ impl TenantTask {
             crate::metrics::lag(&self.id, SystemTime::now().duration_since(t).unwrap_or_default());
         }
         let started = Instant::now();
-        self.last_attempt = Some(started);
         match self.replicator().sync().await {
             Ok(rep) => {
+                if rep.uploaded > 0 {
+                    self.last_shipped = Some(started);
+                }
                 crate::metrics::sync_ok(
                     &self.id,
                     rep.uploaded,
@@ -1784,6 +1790,53 @@ mod tests {
         assert!(passed(&busy));
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap_or_else(|_| panic!("writer panicked"));
+        let report = fleet.shutdown().await;
+        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+    }
+
+    /// A wake-up can come before the commit is complete (the writer's first WAL frames):
+    /// that sync finds nothing, and the commit itself must then ship at once, not one
+    /// `sync_interval` later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_that_found_nothing_does_not_delay_the_commit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let clients = dir.path().join("clients");
+        std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = test_config(dir.path(), &dir.path().join("replicas"));
+        config.replication.sync_interval = Duration::from_secs(3);
+        config.replication.idle_after = Duration::from_millis(300);
+        config.lifecycle.levels.clear();
+        config.lifecycle.snapshot_interval = Duration::ZERO;
+        let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+        let board = fleet.board();
+        let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
+        write(&db, 3);
+        // Everything written has shipped and the tenant is cold (its writes may have been
+        // shipped by more than one sync: wait until nothing moves).
+        let mut last = None;
+        wait("synced, cold and settled", || {
+            let now = board.get(&db).filter(|s| !s.hot && s.pending_since.is_none()).map(|s| (s.syncs, s.txid));
+            let settled = now.is_some() && now == last;
+            last = now;
+            settled
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (syncs, txid) = board.get(&db).map(|s| (s.syncs, s.txid)).unwrap_or_default();
+        assert_eq!(last, Some((syncs, txid)), "still syncing");
+        // A transaction bigger than a one-page cache spills frames into the WAL before
+        // its commit: the tenant wakes and syncs, finding no commit.
+        let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA cache_size = 1; BEGIN; INSERT INTO t SELECT randomblob(4000) FROM (SELECT 1 UNION SELECT 2 UNION SELECT 3 UNION SELECT 4);")
+            .unwrap_or_else(|e| panic!("{e}"));
+        wait("a sync that finds nothing", || board.get(&db).is_some_and(|s| s.syncs > syncs)).await;
+        assert_eq!(board.get(&db).and_then(|s| s.txid), txid, "nothing was committed yet");
+        let committed = std::time::Instant::now();
+        c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+        wait("the commit shipped", || board.get(&db).is_some_and(|s| s.txid > txid)).await;
+        let took = committed.elapsed();
+        assert!(took < Duration::from_millis(1500), "the commit waited {took:?} (sync_interval is 3 s)");
+        drop(c);
         let report = fleet.shutdown().await;
         assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
     }

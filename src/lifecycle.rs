@@ -201,8 +201,14 @@ pub fn next_due(cat: &Catalog, policy: &Policy, now: SystemTime) -> Option<Syste
     }
     if !policy.snapshot_interval.is_zero() && cat.newest().unwrap_or(0) > cat.max_txid(ltx::SNAPSHOT_LEVEL).unwrap_or(0)
     {
+        // The first snapshot waits for the next boundary, as Litestream's snapshot ticker
+        // does: a new replica starts with a full-page L0 file anyway, and a start-up of
+        // 100,000 new tenants would otherwise snapshot every one of them at once.
         let due = boundary(now, policy.snapshot_interval);
-        let written = last_write(cat, ltx::SNAPSHOT_LEVEL).is_some_and(|w| w >= due);
+        let written = match last_write(cat, ltx::SNAPSHOT_LEVEL) {
+            Some(w) => w >= due,
+            None => cat.files().filter_map(|f| f.created).min().is_some_and(|first| first >= due),
+        };
         at(if written { due + policy.snapshot_interval } else { now });
     }
     if policy.retention {
@@ -576,6 +582,19 @@ mod tests {
 
     fn f(level: u32, min: TxId, max: TxId) -> FileInfo {
         FileInfo { level, min_txid: min, max_txid: max, size: 1, created: Some(UNIX_EPOCH) }
+    }
+
+    #[test]
+    fn a_new_replica_gets_its_first_snapshot_at_the_next_boundary() {
+        let day = Duration::from_secs(86_400);
+        let policy = Policy { levels: Vec::new(), snapshot_interval: day, ..Policy::default() };
+        let born = UNIX_EPOCH + day * 100 + Duration::from_secs(3_600);
+        let cat = Catalog::new([FileInfo { created: Some(born), ..f(0, 1, 1) }]);
+        // Born after today's boundary: tomorrow's boundary, not now.
+        assert_eq!(next_due(&cat, &policy, born + Duration::from_secs(60)), Some(UNIX_EPOCH + day * 101));
+        // Once a boundary has passed since it was born: due at once.
+        let later = UNIX_EPOCH + day * 101 + Duration::from_secs(5);
+        assert_eq!(next_due(&cat, &policy, later), Some(later));
     }
 
     #[test]
