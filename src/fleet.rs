@@ -986,11 +986,13 @@ struct TenantTask {
     /// When the idle hot connection is released (`None`: cold, no timer).
     idle_at: Option<Instant>,
     backoff: Duration,
-    /// When the last sync that uploaded something started: the next one waits
-    /// `sync_interval` after it (bursts coalesce into one upload per interval), while a
-    /// sync that found nothing to ship (it ran before the commit was complete) delays
-    /// nothing.
-    last_shipped: Option<Instant>,
+    /// Upload pacing (a GCRA): the theoretical time of the next upload. A sync may run
+    /// from `paced_until - sync_interval` on, and each one that uploads something moves
+    /// it `sync_interval` on — at most one upload per interval on average, with bursts
+    /// of two, so a tenant's second commit within a second ships at once too while a
+    /// continuously written one is coalesced. A sync that found nothing to ship (it
+    /// ran before the commit was complete) moves nothing.
+    paced_until: Option<Instant>,
     /// Stamp taken before the last successful sync.
     stamp: Option<Stamp>,
     synced_once: bool,
@@ -1009,7 +1011,7 @@ impl TenantTask {
             due: None,
             idle_at: None,
             backoff: Duration::ZERO,
-            last_shipped: None,
+            paced_until: None,
             stamp: None,
             synced_once: false,
         }
@@ -1097,7 +1099,8 @@ impl TenantTask {
             self.shared.board.update(&self.path, |s| s.pending_since = Some(t));
         }
         if self.backoff.is_zero() {
-            let earliest = self.last_shipped.map_or(now, |l| (l + self.shared.sync_interval).max(now));
+            let interval = self.shared.sync_interval;
+            let earliest = self.paced_until.and_then(|t| t.checked_sub(interval)).map_or(now, |t| t.max(now));
             if self.due.is_none_or(|d| d > earliest) {
                 self.due = Some(earliest);
             }
@@ -1169,7 +1172,8 @@ impl TenantTask {
         match self.replicator().sync().await {
             Ok(rep) => {
                 if rep.uploaded > 0 {
-                    self.last_shipped = Some(started);
+                    let from = self.paced_until.map_or(started, |t| t.max(started));
+                    self.paced_until = Some(from + self.shared.sync_interval);
                 }
                 crate::metrics::sync_ok(
                     &self.id,
@@ -1810,7 +1814,12 @@ mod tests {
         let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
         let board = fleet.board();
         let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
-        write(&db, 3);
+        // One application connection for the whole test: closing the last connection
+        // would checkpoint and delete the WAL, and the next sync would then (rightly)
+        // ship a full-page file instead of nothing.
+        let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB); INSERT INTO t VALUES (randomblob(300));")
+            .unwrap_or_else(|e| panic!("{e}"));
         // Everything written has shipped and the tenant is cold (its writes may have been
         // shipped by more than one sync: wait until nothing moves).
         let mut last = None;
@@ -1826,16 +1835,49 @@ mod tests {
         assert_eq!(last, Some((syncs, txid)), "still syncing");
         // A transaction bigger than a one-page cache spills frames into the WAL before
         // its commit: the tenant wakes and syncs, finding no commit.
-        let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
         c.execute_batch("PRAGMA cache_size = 1; BEGIN; INSERT INTO t SELECT randomblob(4000) FROM (SELECT 1 UNION SELECT 2 UNION SELECT 3 UNION SELECT 4);")
             .unwrap_or_else(|e| panic!("{e}"));
         wait("a sync that finds nothing", || board.get(&db).is_some_and(|s| s.syncs > syncs)).await;
-        assert_eq!(board.get(&db).and_then(|s| s.txid), txid, "nothing was committed yet");
+        assert_eq!(board.get(&db).and_then(|s| s.txid), txid, "nothing was committed yet: {:?}", board.get(&db));
         let committed = std::time::Instant::now();
         c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
         wait("the commit shipped", || board.get(&db).is_some_and(|s| s.txid > txid)).await;
         let took = committed.elapsed();
         assert!(took < Duration::from_millis(1500), "the commit waited {took:?} (sync_interval is 3 s)");
+        drop(c);
+        let report = fleet.shutdown().await;
+        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+    }
+
+    /// Upload pacing: two commits in a row both ship at once (burst of two), the third
+    /// waits for the interval: one upload per `sync_interval` on average.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_are_paced_with_bursts_of_two() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let clients = dir.path().join("clients");
+        std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = test_config(dir.path(), &dir.path().join("replicas"));
+        config.replication.sync_interval = Duration::from_secs(4);
+        config.lifecycle.levels.clear();
+        config.lifecycle.snapshot_interval = Duration::ZERO;
+        let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+        let board = fleet.board();
+        let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GA}.db"));
+        let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB);").unwrap_or_else(|e| panic!("{e}"));
+        wait("first sync", || synced(&board, &db)).await;
+        // Let the pacing of the first sync run out.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let mut lags = Vec::new();
+        for _ in 0..3 {
+            let before = board.get(&db).and_then(|s| s.txid);
+            let t = std::time::Instant::now();
+            c.execute("INSERT INTO t VALUES (randomblob(100))", []).unwrap_or_else(|e| panic!("{e}"));
+            wait("shipped", || board.get(&db).is_some_and(|s| s.txid > before)).await;
+            lags.push(t.elapsed());
+        }
+        assert!(lags[0] < Duration::from_secs(2) && lags[1] < Duration::from_secs(2), "{lags:?}");
+        assert!(lags[2] > Duration::from_secs(2), "the third upload in a row was not paced: {lags:?}");
         drop(c);
         let report = fleet.shutdown().await;
         assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");

@@ -187,14 +187,17 @@ pub async fn check(replica: &Replica, image: &Image, temp_dir: &Path) -> Result<
     // A lifecycle pass may delete a file between the plan and its download (an L0 file
     // that a new L1 file covers): a failed restore is planned and tried once more.
     let mut result = restore::restore(replica, &out, &opts).await;
-    if result.as_ref().is_err_and(|e| !matches!(e, restore::Error::Io { path, .. } if *path == out)) {
+    // The restore writes `<out>.tmp` then renames it: an I/O error on a path in
+    // `temp_dir` is the temporary directory's fault, not the replica's.
+    let ours = |e: &restore::Error| matches!(e, restore::Error::Io { path, .. } if path.parent() == Some(temp_dir));
+    if result.as_ref().is_err_and(|e| !ours(e)) {
         let _ = std::fs::remove_file(&out);
         result = restore::restore(replica, &out, &opts).await;
     }
     let summary = match result {
         Ok(s) => s,
         // Writing the copy failed (missing directory, disk full): not the replica's fault.
-        Err(restore::Error::Io { path, source }) if path == out => {
+        Err(restore::Error::Io { path, source }) if path.parent() == Some(temp_dir) => {
             return Err(Error::Temp { dir: temp_dir.to_path_buf(), source });
         }
         Err(e) => {
@@ -341,6 +344,26 @@ mod tests {
         f.set_len(u64::from(image.page_size) * 2).unwrap();
         let diff = compare(&copy, &image).unwrap().expect("a difference");
         assert!(diff.starts_with(&format!("size {} bytes", image.page_size * 2)), "{diff}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_temp_dir_is_its_own_error_not_a_failed_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let _w = db_with_rows(&db, 3);
+        let storage = crate::storage::Storage::from_url(
+            &format!("file://{}", dir.path().join("r").display()),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut r = crate::replicate::Replicator::new(&db, storage.replica(""), Default::default());
+        r.shutdown().await.unwrap();
+        let txid = r.remote_txid().unwrap();
+        let image = Snapshot::open(&db, Duration::from_secs(1)).unwrap().read(txid).unwrap();
+        let ok = check(&storage.replica(""), &image, dir.path()).await.unwrap();
+        assert_eq!(ok.outcome, Outcome::Passed, "{}", ok.detail);
+        let err = check(&storage.replica(""), &image, &dir.path().join("missing")).await.err().unwrap();
+        assert!(matches!(err, Error::Temp { .. }), "{err}");
     }
 
     #[test]
