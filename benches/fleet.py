@@ -190,6 +190,8 @@ def prepare_tool(tool, n, tenants_src, work, args, moto):
         with open(cfg, "w") as f:
             hook = f'[hooks]\nmodule = "{os.path.abspath(args.hook)}"\n' if args.hook else ""
             lifecycle = '[lifecycle]\nlevels = ["5s", "10s"]\nl0_retention = "5s"\n' if args.short_levels else ""
+            if args.rescan:
+                lifecycle += f'[fleet]\nrescan_interval = "{args.rescan}"\n'
             sync = f'sync_interval = "{args.interval}"\n' if getattr(args, "interval", None) else ""
             f.write(f'[[watch]]\ndir = "{clients}"\n[storage]\n{storage}[replication]\nstate_dir = "{run}/state"\n{sync}'
                     f'[http]\nlisten = "127.0.0.1:{free_port()}"\n[log]\nlevel = "warn"\n{lifecycle}{hook}')
@@ -555,6 +557,7 @@ def main():
     ap.add_argument("--settle-max", type=float, default=300.0,
                     help="with --s3: longest wait for the tool to go quiet before the idle window")
     ap.add_argument("--hook", help="litefleet only: a hook module (.wasm) every registration goes through")
+    ap.add_argument("--rescan", help="litefleet only: [fleet] rescan_interval (e.g. 5m); default: the daemon's 1m")
     ap.add_argument("--quiet", action="store_true",
                     help="folder: after --settle, wait (up to --settle-max) until the tool is quiet before the idle window")
     ap.add_argument("--s3", action="store_true", help="replicate to moto_server and count idle requests")
