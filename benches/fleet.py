@@ -134,6 +134,17 @@ def count_replicated(replica_root, layout, n_expected, ids):
     return done
 
 
+def stop_tool(proc, errlog):
+    """SIGINT (both tools make their final sync), SIGKILL after 120 s; closes its log."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    errlog.close()
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -290,13 +301,7 @@ def run_tool(tool, n, tenants_src, work, args, moto):
                 result["idle_requests"] = reqs
                 result["req_per_tenant_hour"] = reqs / n * 3600 / args.idle
     result["loadavg"] = open("/proc/loadavg").read().split()[:3]
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    errlog.close()
+    stop_tool(proc, errlog)
     if "crashed" in result:
         with open(os.path.join(run, "stderr.log"), errors="replace") as f:
             result["stderr_tail"] = f.read()[-2000:]
@@ -509,13 +514,7 @@ def run_active(tool, n, tenants_src, work, args):
         if writer:
             writer.stdin.close()
             writer.wait(timeout=30)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        errlog.close()
+        stop_tool(proc, errlog)
         if os.environ.get("BENCH_KEEP") != "1":
             shutil.rmtree(run, ignore_errors=True)
 

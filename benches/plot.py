@@ -27,6 +27,13 @@ STYLE = {"litefleet": {"color": "tab:blue", "marker": "o"}, "litestream": {"colo
 LABEL = {"litefleet": "litefleet", "litestream": "Litestream 0.5.17 (directory mode)"}
 
 
+def save(fig, ax, path):
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def load(paths):
     points = {}
     for p in paths:
@@ -70,10 +77,7 @@ def main():
         for r in rs:
             ax.annotate(f"{r['peak_rss_mb']:.0f}", (r["n"], r["peak_rss_mb"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "fleet-rss.png"))
+    save(fig, ax, os.path.join(args.out, "fleet-rss.png"))
 
     fig, ax = axes("Idle CPU against N (nothing written, after settling)", "CPU, % of one core")
     for tool, rs in by_tool.items():
@@ -82,10 +86,7 @@ def main():
         for r in rs:
             ax.annotate(f"{r['idle_cpu_pct']:.2f} %", (r["n"], r["idle_cpu_pct"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "fleet-cpu.png"))
+    save(fig, ax, os.path.join(args.out, "fleet-cpu.png"))
     print(f"wrote {args.out}/fleet-rss.png and {args.out}/fleet-cpu.png")
 
 

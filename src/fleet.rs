@@ -1619,6 +1619,18 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
+    /// Replication alone: no compaction, no snapshots (the lifecycle is tested elsewhere).
+    fn without_lifecycle(config: &mut Config) {
+        config.lifecycle.levels.clear();
+        config.lifecycle.snapshot_interval = Duration::ZERO;
+    }
+
+    /// Shuts the fleet down and asserts every final sync succeeded in time.
+    async fn stop_fleet(fleet: Fleet) {
+        let report = fleet.shutdown().await;
+        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+    }
+
     fn synced(board: &Board, db: &Path) -> bool {
         board.get(db).is_some_and(|s| s.state == TenantState::Active && s.pending_since.is_none() && s.txid.is_some())
     }
@@ -1642,8 +1654,7 @@ mod tests {
         // The overflow's rescan finds it.
         fleet.watcher.rescan_now();
         wait("registered and synced after the rescan", || synced(&board, &db)).await;
-        let report = fleet.shutdown().await;
-        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+        stop_fleet(fleet).await;
         assert!(dir.path().join(format!("replicas/databases/{GA}/ltx/0")).is_dir());
     }
 
@@ -1690,8 +1701,7 @@ mod tests {
         })
         .await;
         assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
-        let report = fleet.shutdown().await;
-        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+        stop_fleet(fleet).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1702,8 +1712,7 @@ mod tests {
         let mut config = test_config(dir.path(), &dir.path().join("replicas"));
         config.replication.idle_after = Duration::from_millis(300);
         // Replication alone; the lifecycle's idle cost is asserted in tests/lifecycle.rs.
-        config.lifecycle.levels.clear();
-        config.lifecycle.snapshot_interval = Duration::ZERO;
+        without_lifecycle(&mut config);
         let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
         let board = fleet.board();
         let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GB}.db"));
@@ -1722,8 +1731,7 @@ mod tests {
         write(&db, 1);
         wait("the next write ships", || board.get(&db).is_some_and(|s| s.txid > txid && s.pending_since.is_none()))
             .await;
-        let report = fleet.shutdown().await;
-        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+        stop_fleet(fleet).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1734,8 +1742,7 @@ mod tests {
         let replicas = dir.path().join("replicas");
         let mut config = test_config(dir.path(), &replicas);
         // Keep every L0 file where it is: the test damages one.
-        config.lifecycle.levels.clear();
-        config.lifecycle.snapshot_interval = Duration::ZERO;
+        without_lifecycle(&mut config);
         config.validation.enabled = true;
         config.validation.interval = Duration::from_secs(1);
         config.validation.tenants = 2;
@@ -1794,8 +1801,7 @@ mod tests {
         assert!(passed(&busy));
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap_or_else(|_| panic!("writer panicked"));
-        let report = fleet.shutdown().await;
-        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+        stop_fleet(fleet).await;
     }
 
     /// A wake-up can come before the commit is complete (the writer's first WAL frames):
@@ -1809,8 +1815,7 @@ mod tests {
         let mut config = test_config(dir.path(), &dir.path().join("replicas"));
         config.replication.sync_interval = Duration::from_secs(3);
         config.replication.idle_after = Duration::from_millis(300);
-        config.lifecycle.levels.clear();
-        config.lifecycle.snapshot_interval = Duration::ZERO;
+        without_lifecycle(&mut config);
         let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
         let board = fleet.board();
         let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
@@ -1845,8 +1850,7 @@ mod tests {
         let took = committed.elapsed();
         assert!(took < Duration::from_millis(1500), "the commit waited {took:?} (sync_interval is 3 s)");
         drop(c);
-        let report = fleet.shutdown().await;
-        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+        stop_fleet(fleet).await;
     }
 
     /// Upload pacing: two commits in a row both ship at once (burst of two), the third
@@ -1858,8 +1862,7 @@ mod tests {
         std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
         let mut config = test_config(dir.path(), &dir.path().join("replicas"));
         config.replication.sync_interval = Duration::from_secs(4);
-        config.lifecycle.levels.clear();
-        config.lifecycle.snapshot_interval = Duration::ZERO;
+        without_lifecycle(&mut config);
         let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
         let board = fleet.board();
         let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GA}.db"));
@@ -1879,8 +1882,7 @@ mod tests {
         assert!(lags[0] < Duration::from_secs(2) && lags[1] < Duration::from_secs(2), "{lags:?}");
         assert!(lags[2] > Duration::from_secs(2), "the third upload in a row was not paced: {lags:?}");
         drop(c);
-        let report = fleet.shutdown().await;
-        assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+        stop_fleet(fleet).await;
     }
 
     #[test]
