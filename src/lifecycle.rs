@@ -319,11 +319,11 @@ async fn write_merged(
 ) -> Result<FileInfo, Error> {
     let mut bodies = Vec::with_capacity(inputs.len());
     for f in inputs {
-        bodies.push(replica.read(f).await?);
+        bodies.push(replica.read(f).await?.to_bytes());
     }
     let names: Vec<String> = inputs.iter().map(|f| replica.describe_file(f)).collect();
     let merged = tokio::task::spawn_blocking(move || {
-        let comp = Compactor::new(bodies.iter().map(|b| b.as_slice()))
+        let comp = Compactor::new(bodies.iter().map(|b| &b[..]))
             .map_err(|source| Error::Ltx { file: names.join(", "), source })?;
         let header = comp.header().clone();
         let (bytes, _) =

@@ -143,7 +143,7 @@ pub async fn plan(replica: &Replica, target: &Target) -> Result<Vec<Step>> {
         let mut keep = Vec::new();
         for f in files {
             let head = replica.read_range(&f, 0..ltx::HEADER_SIZE as u64).await?;
-            let h = ltx::Header::decode(&head)
+            let h = ltx::Header::decode(&head.to_bytes())
                 .map_err(|e| Error::BadFile { file: replica.describe_file(&f), source: e })?;
             if h.timestamp_ms < bound {
                 times.insert((f.level, f.min_txid, f.max_txid), h.timestamp_ms);
@@ -255,7 +255,7 @@ const WRITE_BATCH: usize = 1 << 20;
 /// What the download task hands the decoder: the bytes of the current file in order,
 /// then `End` once per file.
 enum Piece {
-    Data(Vec<u8>),
+    Data(opendal::Buffer),
     End,
 }
 
@@ -301,8 +301,8 @@ async fn download(replica: Replica, files: Vec<FileInfo>, tx: tokio::sync::mpsc:
 /// `Read` over one file's chunks as the download task delivers them.
 struct Feed {
     rx: tokio::sync::mpsc::Receiver<Result<Piece>>,
-    cur: Vec<u8>,
-    pos: usize,
+    /// What is left of the current chunk.
+    cur: opendal::Buffer,
     at_end: bool,
     bytes: u64,
     /// A download error, reported instead of the decoder's resulting I/O error.
@@ -312,8 +312,7 @@ struct Feed {
 impl Feed {
     /// Starts the next file.
     fn next_file(&mut self) {
-        self.cur.clear();
-        self.pos = 0;
+        self.cur = opendal::Buffer::new();
         self.at_end = false;
     }
 
@@ -328,7 +327,7 @@ impl Feed {
 
 impl std::io::Read for Feed {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
+        while self.cur.is_empty() {
             if self.at_end {
                 return Ok(0);
             }
@@ -336,7 +335,6 @@ impl std::io::Read for Feed {
                 Some(Ok(Piece::Data(v))) => {
                     self.bytes += v.len() as u64;
                     self.cur = v;
-                    self.pos = 0;
                 }
                 Some(Ok(Piece::End)) => self.at_end = true,
                 Some(Err(e)) => {
@@ -347,10 +345,7 @@ impl std::io::Read for Feed {
                 None => return Err(std::io::Error::other("download stopped")),
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        std::io::Read::read(&mut self.cur, buf)
     }
 }
 
@@ -368,7 +363,7 @@ fn apply_blocking(
     let mut commit = 0u32;
     let mut pages = 0u64;
     let mut timestamp_ms = 0;
-    let mut feed = Feed { rx, cur: Vec::new(), pos: 0, at_end: false, bytes: 0, failed: None };
+    let mut feed = Feed { rx, cur: opendal::Buffer::new(), at_end: false, bytes: 0, failed: None };
     let mut batch = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         feed.next_file();
@@ -452,41 +447,39 @@ enum ApplyError {
 }
 
 /// Decodes every page of a file into `out`, one write per run of consecutive pages
-/// (up to WRITE_BATCH bytes). Pages of a file come in ascending order.
+/// (up to WRITE_BATCH bytes). Pages of a file come in ascending order. `batch` is
+/// sized once and reused, so pages are decoded straight into it without zeroing.
 fn apply_file<R: std::io::Read>(
     dec: &mut ltx::Decoder<R>,
     out: &File,
     ps: usize,
     batch: &mut Vec<u8>,
 ) -> std::result::Result<u64, ApplyError> {
-    let mut n = 0;
-    let mut first: u32 = 0; // page number of batch[0..ps]
-    batch.clear();
+    let full = (WRITE_BATCH / ps).max(1) * ps;
+    if batch.len() < full + ps {
+        batch.resize(full + ps, 0);
+    }
     let flush = |batch: &[u8], first: u32| out.write_all_at(batch, u64::from(first - 1) * ps as u64);
-    loop {
-        let len = batch.len();
-        batch.resize(len + ps, 0);
-        let Some(pgno) = dec.decode_page(&mut batch[len..]).map_err(ApplyError::Ltx)? else {
-            batch.truncate(len);
-            break;
-        };
+    let (mut n, mut len) = (0, 0);
+    let mut first: u32 = 0; // page number of batch[0..ps]
+    while let Some(pgno) = dec.decode_page(&mut batch[len..len + ps]).map_err(ApplyError::Ltx)? {
         n += 1;
         if len == 0 {
             first = pgno;
         } else if u64::from(pgno) != u64::from(first) + (len / ps) as u64 {
             flush(&batch[..len], first).map_err(ApplyError::Io)?;
-            batch.copy_within(len.., 0);
-            batch.truncate(ps);
+            batch.copy_within(len..len + ps, 0);
+            len = 0;
             first = pgno;
         }
-        if batch.len() >= WRITE_BATCH {
-            flush(batch, first).map_err(ApplyError::Io)?;
-            batch.clear();
+        len += ps;
+        if len >= full {
+            flush(&batch[..len], first).map_err(ApplyError::Io)?;
+            len = 0;
         }
     }
-    if !batch.is_empty() {
-        flush(batch, first).map_err(ApplyError::Io)?;
-        batch.clear();
+    if len > 0 {
+        flush(&batch[..len], first).map_err(ApplyError::Io)?;
     }
     Ok(n)
 }

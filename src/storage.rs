@@ -421,7 +421,7 @@ impl Replica {
     }
 
     /// Downloads a whole LTX file.
-    pub async fn read(&self, f: &FileInfo) -> Result<Vec<u8>> {
+    pub async fn read(&self, f: &FileInfo) -> Result<opendal::Buffer> {
         let key = self.key(f.level, f.min_txid, f.max_txid);
         self.storage.counters.gets.fetch_add(1, Ordering::Relaxed);
         let buf = self
@@ -430,21 +430,19 @@ impl Replica {
             .read(&key)
             .await
             .map_err(|e| Error::Op { what: format!("download {}", self.describe(&key)), source: e })?;
-        Ok(buf.to_vec())
+        Ok(buf)
     }
 
-    /// Downloads a byte range of an LTX file.
-    pub async fn read_range(&self, f: &FileInfo, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+    /// Downloads a byte range of an LTX file (as opendal hands it over: no copy).
+    pub async fn read_range(&self, f: &FileInfo, range: std::ops::Range<u64>) -> Result<opendal::Buffer> {
         let key = self.key(f.level, f.min_txid, f.max_txid);
         self.storage.counters.gets.fetch_add(1, Ordering::Relaxed);
-        let buf = self
-            .storage
+        self.storage
             .op
             .read_with(&key)
             .range(range)
             .await
-            .map_err(|e| Error::Op { what: format!("download {}", self.describe(&key)), source: e })?;
-        Ok(buf.to_vec())
+            .map_err(|e| Error::Op { what: format!("download {}", self.describe(&key)), source: e })
     }
 
     /// Deletes LTX files. Only retention calls this; replication never deletes.
@@ -565,8 +563,8 @@ mod tests {
             .modified()
             .unwrap();
         assert_eq!(mtime, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
-        assert_eq!(r.read(&files[0]).await.unwrap(), vec![1, 2, 3]);
-        assert_eq!(r.read_range(&files[0], 1..3).await.unwrap(), vec![2, 3]);
+        assert_eq!(r.read(&files[0]).await.unwrap().to_vec(), vec![1, 2, 3]);
+        assert_eq!(r.read_range(&files[0], 1..3).await.unwrap().to_vec(), vec![2, 3]);
         assert!(r.list(1).await.unwrap().is_empty());
         r.delete(&files[..1]).await.unwrap();
         assert_eq!(r.list(0).await.unwrap().len(), 1);

@@ -544,7 +544,7 @@ pub async fn replica_detail(
                 let replica = &replica;
                 async move {
                     let head = replica.read_range(&f, 0..ltx::HEADER_SIZE as u64).await.ok()?;
-                    let h = ltx::Header::decode(&head).ok()?;
+                    let h = ltx::Header::decode(&head.to_bytes()).ok()?;
                     let ms = u64::try_from(h.timestamp_ms).ok()?;
                     Some(rfc3339(UNIX_EPOCH + Duration::from_millis(ms)))
                 }
