@@ -17,6 +17,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod ltx;
 pub mod metrics;
+pub mod pages;
 pub mod replicate;
 pub mod restore;
 pub mod status;

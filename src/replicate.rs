@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::ltx::{self, PageEncoding, TxId};
+use crate::pages::{self, PageTable};
 use crate::storage::{self, Replica};
 use crate::wal;
 
@@ -238,6 +239,10 @@ struct Engine {
     continuous: bool,
     /// Set after a TRUNCATE checkpoint: the next file must be a snapshot.
     force_snapshot: Option<SnapshotReason>,
+    /// CRC of every page of the replica at `pos` (databases of `pages::MIN_PAGES` or
+    /// more), so a sync after a gap ships only the pages that differ. Saved to the
+    /// state dir and dropped when the tenant is released.
+    table: Option<PageTable>,
     last_checkpoint: Instant,
     shipped_since_checkpoint: bool,
 }
@@ -271,6 +276,7 @@ impl Replicator {
             pos: None,
             continuous: false,
             force_snapshot: None,
+            table: None,
             last_checkpoint: Instant::now(),
             shipped_since_checkpoint: false,
         };
@@ -489,6 +495,30 @@ impl Engine {
             drop(db);
         }
         self.continuous = false;
+        // A released tenant keeps its page table on disk, not in memory (without a
+        // state dir it stays in memory).
+        if let Some(path) = self.table_path()
+            && let Some(mut t) = self.table.take()
+            && t.dirty
+            && let Err(e) = t.save(&path)
+        {
+            // Losing it only means the next gap ships every page.
+            tracing::warn!(db = %self.path.display(), error = %e, "cannot write page table");
+        }
+    }
+
+    /// Where the page table is saved: next to the position cache.
+    fn table_path(&self) -> Option<PathBuf> {
+        self.state_file.as_ref().map(|f| f.with_extension("pages"))
+    }
+
+    /// The page table of the replica at `pos`, from memory or the state dir.
+    fn current_table(&mut self) -> Option<PageTable> {
+        let pos = self.pos.as_ref()?;
+        match self.table.take() {
+            Some(t) if t.pos == *pos => Some(t),
+            _ => self.table_path().and_then(|p| PageTable::load(&p, pos)),
+        }
     }
 
     /// Opens the database: checks it is SQLite, switches it to WAL if needed, turns
@@ -600,6 +630,8 @@ impl Engine {
         if reason.is_none() && seg.transactions == 0 {
             return Ok((None, false));
         }
+        // The page table of the replica at `pos`, if one is known (see below).
+        let base = self.current_table();
         let db = &self.hot.as_ref().unwrap_or_else(|| unreachable!("opened above")).db;
         let commit = if seg.commit > 0 {
             seg.commit
@@ -633,6 +665,15 @@ impl Engine {
         let mut enc = ltx::Encoder::new(Vec::new(), &lh, self.settings.page_encoding).map_err(lerr)?;
         let mut buf = vec![0u8; page_size as usize];
         let prev_commit = self.pos.as_ref().map(|p| p.commit).unwrap_or(0);
+        // With a page table of the replica at `pos`, a sync after a gap compares every
+        // page with it and ships only those that differ (page 1 too when the size
+        // changed: a file must carry at least one page). The table follows every file.
+        let diff = reason.is_some() && base.as_ref().is_some_and(|t| t.pos.page_size == page_size);
+        let mut crcs = match base {
+            Some(t) if diff || reason.is_none() => Some(t.crcs),
+            _ if reason.is_some() && commit >= pages::MIN_PAGES => Some(Vec::with_capacity(commit as usize)),
+            _ => None,
+        };
         let mut pages = 0u32;
         let pgnos: Box<dyn Iterator<Item = u32>> = if reason.is_some() {
             Box::new(1..=commit)
@@ -651,9 +692,24 @@ impl Engine {
                 (Some(&at), Some(wf)) => wf.read_exact_at(&mut buf, at).map_err(|e| self.err_io(e))?,
                 _ => read_page(db, pgno, &mut buf).map_err(|e| self.err_io(e))?,
             }
+            if let Some(c) = crcs.as_mut() {
+                let (i, crc) = (pgno as usize - 1, PageTable::crc(&buf));
+                let same = diff && c.get(i) == Some(&crc) && (pgno != 1 || commit == prev_commit);
+                if c.len() <= i {
+                    c.resize(i + 1, 0);
+                }
+                c[i] = crc;
+                if same {
+                    continue;
+                }
+            }
             enc.encode_page(pgno, &buf).map_err(lerr)?;
             pages += 1;
         }
+        if let Some(c) = crcs.as_mut() {
+            c.truncate(commit as usize);
+        }
+        let shipped = !diff || pages > 0;
         let (bytes, _) = enc.finish().map_err(lerr)?;
         // The frames we read must not have been overwritten by a WAL restart while we
         // read them: the first frame of the range is checked again.
@@ -674,8 +730,8 @@ impl Engine {
             (None, Some(h)) => wal::Cursor::start(h),
             (None, None) => wal::Cursor { offset: 0, checksum: (0, 0) },
         });
-        self.pos = Some(Position {
-            txid,
+        let pos = Position {
+            txid: if shipped { txid } else { self.pos.as_ref().map_or(txid, |p| p.txid) },
             salt1,
             salt2,
             offset: cursor.offset,
@@ -684,12 +740,25 @@ impl Engine {
             commit,
             dev,
             ino,
-        });
+        };
+        self.table = crcs.map(|crcs| PageTable { pos: pos.clone(), crcs, dirty: true });
+        self.pos = Some(pos);
         self.continuous = true;
         self.force_snapshot = None;
+        let why = reason.as_ref().map(ToString::to_string).unwrap_or_default();
+        if !shipped {
+            tracing::info!(db = %self.path.display(), commit, reason = %why, "after a gap the database matches the replica page for page: nothing to ship");
+            return Ok((None, false));
+        }
         self.shipped_since_checkpoint = true;
+        let snapshot = if diff {
+            tracing::info!(db = %self.path.display(), txid, pages, commit, reason = %why, "after a gap: shipping only the pages that differ from the replica");
+            None
+        } else {
+            reason
+        };
         Ok((
-            Some(Pending { txid, bytes, timestamp_ms, snapshot: reason, pages, transactions: seg.transactions }),
+            Some(Pending { txid, bytes, timestamp_ms, snapshot, pages, transactions: seg.transactions }),
             stop == wal::Stop::Budget,
         ))
     }

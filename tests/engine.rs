@@ -261,6 +261,84 @@ async fn restart_continues_txids_with_and_without_local_state() {
     judge(&t, &points, litestream_bin().as_deref(), dir.path(), 4096).await;
 }
 
+/// Size of the L0 file with this TXID.
+async fn l0_size(replica: &Replica, txid: u64) -> u64 {
+    replica.list(0).await.unwrap().iter().find(|f| f.max_txid == txid).map(|f| f.size).expect("the L0 file")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_gap_only_changed_pages_ship_and_a_restart_ships_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = folder_target(dir.path());
+    let db = dir.path().join("a.db");
+    let state = dir.path().join("state");
+    let s = || settings(Some(state.clone()), PageEncoding::Lz4Block);
+    let mut w = Writer::open(&db);
+    w.cmd("insert t 400 3000"); // ~400 pages of incompressible rows: past pages::MIN_PAGES
+    let mut r = Replicator::new(&db, t.replica.clone(), s());
+    let mut points = vec![point(&mut r, &db, dir.path()).await];
+    let full = l0_size(&t.replica, points[0].txid).await;
+    assert!(full > 1_000_000, "first file holds every page: {full} bytes");
+    r.release().await.unwrap();
+    let table =
+        std::fs::read_dir(&state).unwrap().flatten().find(|e| e.path().extension().is_some_and(|x| x == "pages"));
+    assert!(table.is_some(), "a released tenant keeps its page table in the state dir");
+
+    // Cold, the application writes and closes its last connection: SQLite checkpoints
+    // and deletes the WAL, so the frames are gone; only the changed pages ship.
+    w.cmd("update t 2 3000");
+    w.cmd("close");
+    assert!(!wal_path(&db).exists(), "the application's last close removes the WAL");
+    let rep = r.sync().await.unwrap();
+    assert!(rep.snapshots.is_empty(), "no full-page file after the gap: {rep:?}");
+    assert_eq!(rep.uploaded, 1);
+    points.push(point(&mut r, &db, dir.path()).await);
+    let diff = l0_size(&t.replica, points[1].txid).await;
+    assert!(diff < full / 20, "only the changed pages: {diff} bytes vs {full}");
+
+    // A restart with the database untouched ships nothing at all.
+    r.shutdown().await.unwrap();
+    drop(r);
+    let mut r = Replicator::new(&db, t.replica.clone(), s());
+    let rep = r.sync().await.unwrap();
+    assert_eq!((rep.uploaded, r.remote_txid()), (0, Some(points[1].txid)), "{rep:?}");
+    r.release().await.unwrap();
+
+    // The table follows incremental files too: write with the tenant hot, go cold,
+    // write and close again; the next file is still only the difference.
+    w.cmd(&format!("open {}", db.display()));
+    w.cmd("insert t 30 3000");
+    points.push(point(&mut r, &db, dir.path()).await);
+    r.release().await.unwrap();
+    w.cmd("update t 1 3000");
+    w.cmd("delete t 5");
+    w.cmd("close");
+    let rep = r.sync().await.unwrap();
+    assert!(rep.snapshots.is_empty(), "{rep:?}");
+    points.push(point(&mut r, &db, dir.path()).await);
+    assert!(l0_size(&t.replica, points[3].txid).await < full / 10);
+    r.release().await.unwrap();
+
+    // A damaged table is never trusted: the next gap ships every page.
+    for e in std::fs::read_dir(&state).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "pages") {
+            let mut b = std::fs::read(e.path()).unwrap();
+            let mid = b.len() / 2;
+            b[mid] ^= 0xff;
+            std::fs::write(e.path(), b).unwrap();
+        }
+    }
+    w.cmd(&format!("open {}", db.display()));
+    w.cmd("update t 1 3000");
+    w.cmd("close");
+    let rep = r.sync().await.unwrap();
+    assert_eq!(rep.snapshots.len(), 1, "{rep:?}");
+    points.push(point(&mut r, &db, dir.path()).await);
+    r.shutdown().await.unwrap();
+    w.quit();
+    judge(&t, &points, litestream_bin().as_deref(), dir.path(), 4096).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_truncate_checkpoint_and_replaced_file_still_restore() {
     let dir = tempfile::tempdir().unwrap();
