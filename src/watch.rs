@@ -46,6 +46,10 @@ const BATCH: usize = 256;
 /// Relative jitter of the periodic rescan, so many daemons (or a restart storm) do not
 /// sweep their disks in lockstep.
 const RESCAN_JITTER: f64 = 0.10;
+/// The periodic rescan waits at least this many times as long as the last one took,
+/// so it never costs more than ~1 % of a core, however large the fleet (at 100,000
+/// files a rescan takes about a second).
+const RESCAN_BUDGET: u32 = 100;
 
 /// One directory to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,7 +306,7 @@ pub fn spawn(
     } else {
         Box::new(notify::RecommendedWatcher::new(handler, notify::Config::default()).map_err(WatchError::Start)?)
     };
-    let mut tracker = Tracker { dirs: Vec::new(), known: BTreeMap::new(), refused: BTreeSet::new(), watcher };
+    let mut tracker = Tracker { dirs: Vec::new(), known: BTreeMap::new(), refused: BTreeSet::new(), walks: 0, watcher };
     for mut dir in dirs {
         watch_dir(tracker.watcher.as_mut(), &mut dir)?;
         tracker.dirs.push(dir);
@@ -371,12 +375,13 @@ async fn run(
     loop {
         if let Some((what, reply)) = pass.take() {
             let is_rescan = matches!(what, Pass::Rescan);
+            let began = tokio::time::Instant::now();
             let Some((done, result)) = on_blocking_pool(work, what).await else {
                 return;
             };
             work = done;
             if is_rescan || result.rescan_needed {
-                deadline = tokio::time::Instant::now() + jittered(rescan_interval);
+                deadline = next_rescan(began, tokio::time::Instant::now(), rescan_interval);
             }
             if !send_all(&tx, &mut work.out, &shutdown).await {
                 return;
@@ -455,6 +460,11 @@ async fn send_all(tx: &mpsc::Sender<WatchEvent>, out: &mut Vec<WatchEvent>, shut
 }
 
 /// `d` ± [`RESCAN_JITTER`].
+/// When the periodic rescan is next due, after a pass that ran from `began` to `now`.
+fn next_rescan(began: tokio::time::Instant, now: tokio::time::Instant, interval: Duration) -> tokio::time::Instant {
+    now + jittered(interval).max((now - began) * RESCAN_BUDGET)
+}
+
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(1.0 + RESCAN_JITTER * (2.0 * fastrand::f64() - 1.0))
 }
@@ -507,6 +517,9 @@ struct Known {
     key: usize,
     /// Identity and stamp at the last look.
     seen: Seen,
+    /// Number of the last folder walk that found it ([`Tracker::walks`]): after a
+    /// walk, a known file below the walked folder with an older number has vanished.
+    walk: u64,
 }
 
 /// What one look at a database file found.
@@ -560,6 +573,8 @@ struct Tracker {
     known: BTreeMap<OsString, Known>,
     /// Paths already reported `Refused`, so a rescan does not repeat them.
     refused: BTreeSet<PathBuf>,
+    /// Folder walks so far (see [`Known::walk`]).
+    walks: u64,
     /// The notify watcher; dropping it stops notify's thread.
     watcher: Box<dyn Watcher + Send>,
 }
@@ -691,10 +706,27 @@ impl Tracker {
     /// `Gone`. Files below a folder that cannot be read (other than for being gone) are
     /// left as they were: a transient error must not unregister a fleet.
     fn reconcile_subtree(&mut self, i: usize, sub: &Path, out: &mut Vec<WatchEvent>) {
+        // Every file found is stamped with this walk's number; an unchanged known file
+        // is settled right there, anything else is applied after the walk. The files
+        // that vanished are then the known ones below `sub` with an older number.
+        self.walks += 1;
+        let number = self.walks;
         let dir = &self.dirs[i];
         let key = dir.spec.key;
+        let known = &mut self.known;
+        let mut changed = Vec::new();
         let mut walk = Walk::default();
-        walk.run(dir, sub);
+        walk.run(dir, sub, &mut |path, result| {
+            if let Ok(seen) = &result
+                && let Some(k) = known.get_mut(path.as_os_str())
+                && k.key == key
+                && k.seen == *seen
+            {
+                k.walk = number;
+                return;
+            }
+            changed.push((path.to_path_buf(), result));
+        });
 
         if sub == dir.root {
             match &walk.root_error {
@@ -719,11 +751,18 @@ impl Tracker {
                 out.push(WatchEvent::Refused { path, dir: key, reason });
             }
         }
-        // Vanished: known below `sub` but not found (and not under an unreadable folder).
-        let found: HashSet<&OsStr> = walk.found.iter().map(|(p, _)| p.as_os_str()).collect();
+        // Changes are applied first, their events held back so that the files that
+        // vanished (not under an unreadable folder) are reported before them, as `Gone`
+        // before any `Present`.
+        let refused_now: HashSet<PathBuf> =
+            changed.iter().filter(|(_, r)| r.is_err()).map(|(p, _)| p.clone()).collect();
+        let mut found_events = Vec::new();
+        for (path, result) in changed {
+            self.apply(i, path, result, &mut found_events);
+        }
         let vanished: Vec<PathBuf> = self
             .under(sub)
-            .filter(|(p, _)| !found.contains(p.as_os_str()))
+            .filter(|(_, k)| k.walk != number)
             .filter(|(p, _)| !walk.unreadable.iter().any(|u| p.starts_with(u)))
             .map(|(p, _)| p.to_path_buf())
             .collect();
@@ -732,20 +771,19 @@ impl Tracker {
                 out.push(WatchEvent::Gone { path, dir: k.key });
             }
         }
+        out.append(&mut found_events);
+        // Refusals below `sub` of paths this walk did not find again are forgotten.
         let stale_refusals: Vec<PathBuf> = self
             .refused
             .range(sub.to_path_buf()..)
             .take_while(|p| p.starts_with(sub))
             .filter(|p| p.as_path() != sub)
-            .filter(|p| !found.contains(p.as_os_str()))
+            .filter(|p| !refused_now.contains(p.as_path()))
             .filter(|p| !walk.unreadable.iter().any(|u| p.starts_with(u)))
             .cloned()
             .collect();
         for p in stale_refusals {
             self.refused.remove(&p);
-        }
-        for (path, result) in walk.found {
-            self.apply(i, path, result, out);
         }
     }
 
@@ -787,9 +825,10 @@ impl Tracker {
         match found {
             Ok(seen) => {
                 self.refused.remove(&path);
-                let now = Known { key, seen };
+                let now = Known { key, seen, walk: self.walks };
                 match self.known.get_mut(path.as_os_str()) {
                     Some(before) if before.key == key && before.seen.ident == seen.ident => {
+                        before.walk = self.walks;
                         if before.seen.stamp != seen.stamp {
                             before.seen.stamp = seen.stamp;
                             out.push(WatchEvent::Changed { path });
@@ -801,8 +840,8 @@ impl Tracker {
                         out.push(WatchEvent::Present { path, dir: key });
                     }
                     None => {
-                        self.known.insert(path.clone().into_os_string(), now);
-                        out.push(WatchEvent::Present { path, dir: key });
+                        out.push(WatchEvent::Present { path: path.clone(), dir: key });
+                        self.known.insert(path.into_os_string(), now);
                     }
                 }
             }
@@ -886,11 +925,10 @@ fn evaluate(root: &Path, path: &Path, meta: &Metadata, wal_listed: bool) -> Resu
     }
 }
 
-/// The result of walking one folder tree.
+/// The result of walking one folder tree (the database files themselves go to the
+/// walk's callback, one at a time: nothing per file is kept).
 #[derive(Default)]
 struct Walk {
-    /// Database-named entries found, with their identity or why they are refused.
-    found: Vec<(PathBuf, Result<Seen, String>)>,
     /// Folders that exist but could not be read.
     unreadable: Vec<PathBuf>,
     /// The same folders with the reason, for `Refused`.
@@ -901,72 +939,91 @@ struct Walk {
 
 impl Walk {
     /// Walks `start` (recursively if the watch is), skipping hidden folders and never
-    /// following symlinked folders (no loops, no escapes).
-    fn run(&mut self, dir: &Dir, start: &Path) {
+    /// following symlinked folders (no loops, no escapes), and hands every
+    /// database-named entry to `found` with its identity or why it is refused.
+    ///
+    /// Each folder is listed twice: first for the names of its `-wal` files (a database
+    /// whose `-wal` is not listed has none to look at), then for the databases, each
+    /// looked at (`lstat` relative to the open folder) and handed over at once, so a
+    /// rescan of 100,000 files allocates nothing per unchanged file.
+    fn run(&mut self, dir: &Dir, start: &Path, found: &mut dyn FnMut(&Path, Result<Seen, String>)) {
         let mut stack = vec![start.to_path_buf()];
         while let Some(folder) = stack.pop() {
-            let entries = match std::fs::read_dir(&folder) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    if folder == start {
-                        self.root_error = Some(e.to_string());
+            let Some(wals) = self.list(&folder, start, |entries| {
+                let mut wals: HashSet<OsString> = HashSet::new();
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    if let Some(db) = name.as_encoded_bytes().strip_suffix(b"-wal") {
+                        // SAFETY: cut right before an ASCII suffix of bytes from an `OsStr`.
+                        wals.insert(unsafe { OsStr::from_encoded_bytes_unchecked(db) }.to_owned());
                     }
-                    if e.kind() != io::ErrorKind::NotFound {
-                        self.unreadable_reasons.push((folder.clone(), format!("cannot read folder: {e}")));
-                        self.unreadable.push(folder);
-                    }
-                    continue;
                 }
+                wals
+            }) else {
+                continue;
             };
-            // Database names first, looked at once the listing is complete: it tells
-            // which of them have a `-wal` (listed in any order) worth a lookup.
-            let mut candidates = Vec::new();
-            let mut wals: HashSet<OsString> = HashSet::new();
-            for entry in entries {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => {
-                        self.unreadable_reasons.push((folder.clone(), format!("cannot list folder: {e}")));
-                        self.unreadable.push(folder.clone());
-                        break;
+            let mut path = folder.clone();
+            self.list(&folder, start, |entries| {
+                for entry in entries {
+                    let entry = match entry {
+                        Ok(entry) => entry,
+                        Err(e) => return Err(e),
+                    };
+                    let name = entry.file_name();
+                    if name.as_encoded_bytes().ends_with(b"-wal") {
+                        continue;
                     }
-                };
-                let name = entry.file_name();
-                if let Some(db) = name.as_encoded_bytes().strip_suffix(b"-wal") {
-                    // SAFETY: cut right before an ASCII suffix of bytes from an `OsStr`.
-                    wals.insert(unsafe { OsStr::from_encoded_bytes_unchecked(db) }.to_owned());
-                    continue;
-                }
-                let Ok(kind) = entry.file_type() else {
-                    continue; // vanished between readdir and stat
-                };
-                if kind.is_dir() {
-                    let hidden = name.as_encoded_bytes().first() == Some(&b'.');
-                    if dir.spec.recursive && !hidden {
-                        stack.push(entry.path());
-                    }
-                    continue;
-                }
-                let path = entry.path();
-                if tenant::is_candidate(&path, &dir.spec.extensions) {
-                    candidates.push(path);
-                }
-            }
-            for path in candidates {
-                let wal_listed = path.file_name().is_some_and(|n| wals.contains(n));
-                match std::fs::symlink_metadata(&path) {
-                    Ok(meta) => {
-                        if meta.is_dir() {
-                            continue; // replaced by a folder meanwhile
+                    let Ok(kind) = entry.file_type() else {
+                        continue; // vanished between readdir and stat
+                    };
+                    if kind.is_dir() {
+                        let hidden = name.as_encoded_bytes().first() == Some(&b'.');
+                        if dir.spec.recursive && !hidden {
+                            stack.push(entry.path());
                         }
-                        let result = evaluate(&dir.root, &path, &meta, wal_listed);
-                        self.found.push((path, result));
+                        continue;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => self.found.push((path, Err(format!("cannot read: {e}")))),
+                    if !tenant::is_candidate(Path::new(&name), &dir.spec.extensions) {
+                        continue;
+                    }
+                    path.push(&name);
+                    // `DirEntry::metadata` is an lstat relative to the open folder: no
+                    // walk of the whole path per file.
+                    match entry.metadata() {
+                        Ok(meta) if meta.is_dir() => {} // replaced by a folder meanwhile
+                        Ok(meta) => found(&path, evaluate(&dir.root, &path, &meta, wals.contains(&name))),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => found(&path, Err(format!("cannot read: {e}"))),
+                    }
+                    path.pop();
                 }
+                Ok(())
+            })
+            .and_then(|listed| listed.map_err(|e| self.cannot_list(&folder, e)).ok());
+        }
+    }
+
+    /// Lists `folder` through `each`, or records why it cannot be read.
+    fn list<T>(&mut self, folder: &Path, start: &Path, each: impl FnOnce(std::fs::ReadDir) -> T) -> Option<T> {
+        match std::fs::read_dir(folder) {
+            Ok(entries) => Some(each(entries)),
+            Err(e) => {
+                if folder == start {
+                    self.root_error = Some(e.to_string());
+                }
+                if e.kind() != io::ErrorKind::NotFound {
+                    self.unreadable_reasons.push((folder.to_path_buf(), format!("cannot read folder: {e}")));
+                    self.unreadable.push(folder.to_path_buf());
+                }
+                None
             }
         }
+    }
+
+    /// A listing broke off: the folder's files are left as they were.
+    fn cannot_list(&mut self, folder: &Path, e: io::Error) {
+        self.unreadable_reasons.push((folder.to_path_buf(), format!("cannot list folder: {e}")));
+        self.unreadable.push(folder.to_path_buf());
     }
 }
 
@@ -1512,6 +1569,7 @@ mod tests {
             dirs: vec![Dir { spec: WatchDir::new(3, &root), root: root.clone(), watching: true }],
             known: BTreeMap::new(),
             refused: BTreeSet::new(),
+            walks: 0,
             watcher: Box::new(notify::NullWatcher),
         };
         let mut out = Vec::new();
@@ -1558,6 +1616,7 @@ mod tests {
             dirs: vec![Dir { spec: WatchDir::new(0, &root), root: root.clone(), watching: true }],
             known: BTreeMap::new(),
             refused: BTreeSet::new(),
+            walks: 0,
             watcher: Box::new(notify::NullWatcher),
         };
         let mut out = Vec::new();
@@ -1577,6 +1636,17 @@ mod tests {
             "rescan, nothing changed: best of 5 {best:?} = {:.2} µs per file",
             best.as_secs_f64() * 1e6 / n as f64
         );
+    }
+
+    #[test]
+    fn a_slow_rescan_pushes_the_next_one_back() {
+        let began = tokio::time::Instant::now();
+        let minute = Duration::from_secs(60);
+        let quick = next_rescan(began, began + Duration::from_millis(10), minute) - began;
+        assert!(quick >= Duration::from_secs(54) && quick <= Duration::from_secs(67), "{quick:?}");
+        // A rescan that took 1.5 s: the next one is at least 150 s after it ended.
+        let end = began + Duration::from_millis(1500);
+        assert_eq!(next_rescan(began, end, minute) - end, Duration::from_secs(150));
     }
 
     #[test]
