@@ -242,7 +242,7 @@ struct Engine {
     /// CRC of every page of the replica at `pos` (databases of `pages::MIN_PAGES` or
     /// more), so a sync after a gap ships only the pages that differ. Saved to the
     /// state dir and dropped when the tenant is released.
-    table: Option<PageTable>,
+    table: Option<Box<PageTable>>,
     last_checkpoint: Instant,
     shipped_since_checkpoint: bool,
 }
@@ -513,11 +513,11 @@ impl Engine {
     }
 
     /// The page table of the replica at `pos`, from memory or the state dir.
-    fn current_table(&mut self) -> Option<PageTable> {
+    fn current_table(&mut self) -> Option<Box<PageTable>> {
         let pos = self.pos.as_ref()?;
         match self.table.take() {
             Some(t) if t.pos == *pos => Some(t),
-            _ => self.table_path().and_then(|p| PageTable::load(&p, pos)),
+            _ => self.table_path().and_then(|p| PageTable::load(&p, pos)).map(Box::new),
         }
     }
 
@@ -741,7 +741,7 @@ impl Engine {
             dev,
             ino,
         };
-        self.table = crcs.map(|crcs| PageTable { pos: pos.clone(), crcs, dirty: true });
+        self.table = crcs.map(|crcs| Box::new(PageTable { pos: pos.clone(), crcs, dirty: true }));
         self.pos = Some(pos);
         self.continuous = true;
         self.force_snapshot = None;
