@@ -512,9 +512,10 @@ impl Engine {
         self.state_file.as_ref().map(|f| f.with_extension("pages"))
     }
 
-    /// The page table of the replica at `pos`, from memory or the state dir.
+    /// The page table of the replica at `pos`, from memory or the state dir (small
+    /// databases have none: no file to look for on each of their syncs).
     fn current_table(&mut self) -> Option<Box<PageTable>> {
-        let pos = self.pos.as_ref()?;
+        let pos = self.pos.as_ref().filter(|p| p.commit >= pages::MIN_PAGES)?;
         match self.table.take() {
             Some(t) if t.pos == *pos => Some(t),
             _ => self.table_path().and_then(|p| PageTable::load(&p, pos)).map(Box::new),
@@ -741,7 +742,9 @@ impl Engine {
             dev,
             ino,
         };
-        self.table = crcs.map(|crcs| Box::new(PageTable { pos: pos.clone(), crcs, dirty: true }));
+        self.table = crcs
+            .filter(|_| commit >= pages::MIN_PAGES)
+            .map(|crcs| Box::new(PageTable { pos: pos.clone(), crcs, dirty: true }));
         self.pos = Some(pos);
         self.continuous = true;
         self.force_snapshot = None;
