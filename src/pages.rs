@@ -94,12 +94,7 @@ impl PageTable {
 
     /// Writes the table atomically (temp file, then rename).
     pub fn save(&mut self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("pages.tmp");
-        std::fs::write(&tmp, self.encode())?;
-        std::fs::rename(&tmp, path)?;
+        crate::replicate::write_atomic(path, &self.encode())?;
         self.dirty = false;
         Ok(())
     }

@@ -473,15 +473,7 @@ impl Engine {
 
     fn save_state(&self, pos: Option<&Position>) {
         let (Some(file), Some(pos)) = (&self.state_file, pos) else { return };
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = file.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = file.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec(pos).unwrap_or_default())?;
-            std::fs::rename(&tmp, file)
-        };
-        if let Err(e) = write() {
+        if let Err(e) = write_atomic(file, &serde_json::to_vec(pos).unwrap_or_default()) {
             // The cache only saves a snapshot after a restart; losing it is safe.
             tracing::warn!(db = %self.path.display(), error = %e, "cannot write position cache");
         }
@@ -988,6 +980,17 @@ fn printable(b: &[u8]) -> String {
     b.iter()
         .map(|&c| if c.is_ascii_graphic() || c == b' ' { (c as char).to_string() } else { format!("\\x{c:02x}") })
         .collect()
+}
+
+/// Writes a file of local state atomically: `<path>.tmp` next to it, then a rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The position cache's file name: stable per (database path, replica).

@@ -1565,13 +1565,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(tmp.path()).unwrap();
         fs::write(root.join(db(G1)), b"").unwrap();
-        let mut tracker = Tracker {
-            dirs: vec![Dir { spec: WatchDir::new(3, &root), root: root.clone(), watching: true }],
-            known: BTreeMap::new(),
-            refused: BTreeSet::new(),
-            walks: 0,
-            watcher: Box::new(notify::NullWatcher),
-        };
+        let mut tracker = tracker_on(&root, 3);
         let mut out = Vec::new();
         let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
         assert!(tracker.handle_events([Ok(overflow)].into_iter(), &mut out));
@@ -1612,13 +1606,7 @@ mod tests {
                 fs::write(path, b"").unwrap();
             }
         }
-        let mut tracker = Tracker {
-            dirs: vec![Dir { spec: WatchDir::new(0, &root), root: root.clone(), watching: true }],
-            known: BTreeMap::new(),
-            refused: BTreeSet::new(),
-            walks: 0,
-            watcher: Box::new(notify::NullWatcher),
-        };
+        let mut tracker = tracker_on(&root, 0);
         let mut out = Vec::new();
         let t = std::time::Instant::now();
         tracker.full_rescan(&mut out);
@@ -1647,6 +1635,17 @@ mod tests {
         // A rescan that took 1.5 s: the next one is at least 150 s after it ended.
         let end = began + Duration::from_millis(1500);
         assert_eq!(next_rescan(began, end, minute) - end, Duration::from_secs(150));
+    }
+
+    /// A tracker of one folder (key `key`) without a notify watcher.
+    fn tracker_on(root: &Path, key: usize) -> Tracker {
+        Tracker {
+            dirs: vec![Dir { spec: WatchDir::new(key, root), root: root.to_path_buf(), watching: true }],
+            known: BTreeMap::new(),
+            refused: BTreeSet::new(),
+            walks: 0,
+            watcher: Box::new(notify::NullWatcher),
+        }
     }
 
     #[test]
