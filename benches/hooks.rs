@@ -37,8 +37,8 @@ fn tenants(n: usize) -> Vec<HookTenant> {
             HookTenant {
                 database_path: PathBuf::from(format!("/data/clients/{id}.db")),
                 watch_dir: PathBuf::from("/data/clients"),
-                default_prefix: format!("databases/{id}"),
-                id,
+                default_prefix: tenant::Prefix::parse(&format!("databases/{id}")).expect("prefix"),
+                id: TenantId::guid(&id).expect("guid"),
             }
         })
         .collect()
@@ -85,8 +85,9 @@ async fn rate(hooks: Option<&Hooks>, tenants: &[HookTenant]) -> f64 {
             match hooks {
                 Some(h) => matches!(h.on_register(t).await.decision, Decision::Accept { .. }),
                 None => {
-                    let id = TenantId::guid(&t.id).expect("guid");
-                    tenant::validate_prefix(&tenant::default_prefix(tenant::DEFAULT_ROOT, None, &id)).is_ok()
+                    let id = TenantId::guid(t.id.as_str()).expect("guid");
+                    let root = tenant::Prefix::parse(tenant::DEFAULT_ROOT).expect("root");
+                    tenant::validate_prefix(&tenant::Prefix::of_tenant(&root, None, &id)).is_ok()
                 }
             }
         })

@@ -1,5 +1,5 @@
-//! Command-line interface: subcommands, the seed's flag mode, logging set-up, signal
-//! handling, dispatch.
+//! Command-line interface: clap's subcommands, logging set-up, signals, dispatch. The
+//! seed's flag mode is parsed by `config::legacy`; the daemon is `daemon`.
 //!
 //! Errors reach the user once, at the edge, as one line with their whole chain
 //! (`error: <what failed>: <why>`), and the exit code is 1 (2 for a flag the seed's
@@ -9,14 +9,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::config::{self, Config};
-use crate::fleet::Fleet;
-use crate::ltx::{PageEncoding, TxId};
-use crate::replicate::{self, Settings};
+use crate::config::legacy::{FlagMode, SEED_USAGE, flag_mode};
+use crate::config::{self, Config, LogFormat, PageEncoding, SingleDb};
+use crate::errors::Chain;
+use crate::ltx::TxId;
 use crate::restore::{self, IntegrityCheck, Target};
 use crate::storage::{self, Storage};
+use crate::tenant::Prefix;
 
 /// litefleet — continuous SQLite backups for every tenant, in Litestream's format.
 #[derive(Parser, Debug)]
@@ -31,31 +32,6 @@ pub struct Cli {
     pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Page compression inside LTX files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Encoding {
-    /// LZ4 block per page (Litestream >= 0.5.16).
-    Block,
-    /// LZ4 frame per page (readable by every Litestream 0.5.x).
-    Frame,
-}
-
-impl From<Encoding> for PageEncoding {
-    fn from(e: Encoding) -> Self {
-        match e {
-            Encoding::Block => PageEncoding::Lz4Block,
-            Encoding::Frame => PageEncoding::Lz4Frame,
-        }
-    }
 }
 
 /// Shown at the end of `--help`.
@@ -86,21 +62,23 @@ pub struct ReplicateArgs {
     pub db: PathBuf,
     /// Where to: `file:///path`, `s3://bucket/path?endpoint=…&region=…`, `memory://x`.
     pub replica_url: String,
-    /// Busy databases ship at most this often; the first change after idle ships at once.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub sync_interval: Duration,
-    /// Time-based checkpoint trigger (0s disables it).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
-    pub checkpoint_interval: Duration,
-    /// WAL pages that trigger a PASSIVE checkpoint.
-    #[arg(long, default_value_t = replicate::DEFAULT_MIN_CHECKPOINT_PAGES)]
-    pub min_checkpoint_pages: u64,
-    /// WAL pages that trigger the emergency TRUNCATE checkpoint.
-    #[arg(long, default_value_t = replicate::DEFAULT_TRUNCATE_PAGES)]
-    pub truncate_pages: u64,
-    /// Page compression inside LTX files.
-    #[arg(long, value_enum, default_value_t = Encoding::Block)]
-    pub page_encoding: Encoding,
+    /// Busy databases ship at most this often; the first change after idle ships at once
+    /// [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sync_interval: Option<Duration>,
+    /// Time-based checkpoint trigger; 0s disables it [default: 1m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Option<Duration>,
+    /// WAL pages that trigger a PASSIVE checkpoint [default: 1000].
+    #[arg(long)]
+    pub min_checkpoint_pages: Option<u64>,
+    /// WAL pages that trigger the emergency TRUNCATE checkpoint [default: 121359].
+    #[arg(long)]
+    pub truncate_pages: Option<u64>,
+    /// Page compression inside LTX files: `block` (Litestream >= 0.5.16) or `frame`
+    /// (every Litestream 0.5.x).
+    #[arg(long, default_value = "block")]
+    pub page_encoding: PageEncoding,
     /// Local position cache (never next to the database). Without it, a restart
     /// recovers the position from the replica and ships one snapshot.
     #[arg(long)]
@@ -108,9 +86,9 @@ pub struct ReplicateArgs {
     /// Refuse databases in rollback-journal mode instead of switching them to WAL.
     #[arg(long)]
     pub no_wal_switch: bool,
-    /// How long the final sync may take at shutdown.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
-    pub shutdown_timeout: Duration,
+    /// How long the final sync may take at shutdown [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// `litefleet daemon`.
@@ -186,11 +164,11 @@ pub fn main() -> ExitCode {
                 let config = match flags.config() {
                     Ok(c) => c,
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        eprintln!("error: {}", Chain(&e));
                         return ExitCode::from(2);
                     }
                 };
-                init_logging(flags.log_format.unwrap_or(config.log.format.into()), &config.log.level);
+                init_logging(flags.log_format.unwrap_or(config.log.format), &config.log.level);
                 block_on(run_daemon(config, None))
             }
         };
@@ -198,14 +176,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let (format, level) = (cli.log_format, cli.log_level);
     let log = |default: &config::LogConfig| {
-        init_logging(format.unwrap_or(default.format.into()), level.as_deref().unwrap_or(&default.level));
+        init_logging(format.unwrap_or(default.format), level.as_deref().unwrap_or(&default.level));
     };
     match cli.command {
         Command::Daemon(a) => {
             let config = match Config::load(&a.config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", Chain(&e));
                     return ExitCode::FAILURE;
                 }
             };
@@ -249,15 +227,6 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
     }
 }
 
-impl From<config::LogFormat> for LogFormat {
-    fn from(f: config::LogFormat) -> Self {
-        match f {
-            config::LogFormat::Text => LogFormat::Text,
-            config::LogFormat::Json => LogFormat::Json,
-        }
-    }
-}
-
 /// Sets up tracing on stderr, text or JSON.
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -273,225 +242,27 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-/// The seed's usage text for its flags (`-h`), then litefleet's additions.
-pub const SEED_USAGE: &str = "Usage:
-  -watch-dir string
-        directory to watch for GUID.db files (comma-separated for multiple)
-  -bucket string
-        s3 replica bucket
-  -dsn string
-        datasource name (legacy mode)
-  -db-name string
-        database name for organizing in S3 (optional)
-
-litefleet additions:
-  -listen string
-        dashboard and API address (default \"127.0.0.1:8080\")
-  -state-dir string
-        local working state (default \".litefleet\")
-  -log-format string
-        text or json (default \"text\")
-  -log-level string
-        log filter, e.g. info or debug (default \"info\")
-
--bucket NAME is an S3 bucket (endpoint and region from AWS_ENDPOINT_URL and
-AWS_REGION, credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); a URL
-(file://./replicas, s3://bucket/path) is accepted too. Without -bucket, replicas go
-to ./replicas. For everything else use a config file: litefleet daemon --config FILE
-(litefleet --help lists every command).
-";
-
-/// The seed's flags, as given.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SeedFlags {
-    /// Each `-watch-dir` value (comma separated directories).
-    pub watch_dirs: Vec<String>,
-    /// `-bucket`.
-    pub bucket: Option<String>,
-    /// `-dsn`.
-    pub dsn: Option<String>,
-    /// `-db-name`.
-    pub db_name: Option<String>,
-    /// `-listen`.
-    pub listen: Option<String>,
-    /// `-state-dir`.
-    pub state_dir: Option<String>,
-    /// `-log-format`.
-    pub log_format: Option<LogFormat>,
-    /// `-log-level`.
-    pub log_level: Option<String>,
-}
-
-impl SeedFlags {
-    /// The configuration these flags describe.
-    pub fn config(&self) -> Result<Config, config::ConfigError> {
-        let mut c = Config::from_legacy(
-            &self.watch_dirs,
-            self.bucket.as_deref(),
-            self.dsn.as_deref(),
-            self.db_name.as_deref(),
-        )?;
-        let flag = |flag: &'static str, message: String| config::ConfigError::Flag { flag, message };
-        if let Some(l) = &self.listen {
-            c.http.listen = l.parse().map_err(|e| flag("-listen", format!("{l:?} is not an address: {e}")))?;
-        }
-        if let Some(d) = &self.state_dir {
-            c.replication.state_dir = PathBuf::from(d);
-        }
-        if let Some(l) = &self.log_level {
-            c.log.level = l.clone();
-        }
-        c.validate()?;
-        Ok(c)
-    }
-}
-
-/// What the command line asks for when it uses the seed's flags.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FlagMode {
-    /// `-h` / `-help`: print the seed's usage.
-    Help,
-    /// Run the daemon with these flags.
-    Run(SeedFlags),
-    /// A mistake, with Go's `flag` wording.
-    Bad(String),
-}
-
-/// Recognizes the seed's flag mode: any of its flags (one or two dashes, `-f v` or
-/// `-f=v`) anywhere, or a lone `-h`/`-help`. `None`: use the subcommands.
-pub fn flag_mode(args: &[String]) -> Option<FlagMode> {
-    const SEED: [&str; 4] = ["watch-dir", "bucket", "dsn", "db-name"];
-    let name = |a: &str| -> Option<String> {
-        let bare = a.strip_prefix("--").or_else(|| a.strip_prefix('-'))?;
-        Some(bare.split('=').next().unwrap_or(bare).to_owned())
-    };
-    if let [one] = args
-        && matches!(one.as_str(), "-h" | "-help")
-    {
-        return Some(FlagMode::Help);
-    }
-    if !args.iter().any(|a| name(a).is_some_and(|n| SEED.contains(&n.as_str()))) {
-        return None;
-    }
-    let mut flags = SeedFlags::default();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        let Some(n) = name(arg) else {
-            return Some(FlagMode::Bad(format!("unexpected argument {arg:?} (flags only)")));
-        };
-        if n == "h" || n == "help" {
-            return Some(FlagMode::Help);
-        }
-        let value = match arg.split_once('=') {
-            Some((_, v)) => v.to_owned(),
-            None => {
-                i += 1;
-                match args.get(i) {
-                    Some(v) => v.clone(),
-                    None => return Some(FlagMode::Bad(format!("flag needs an argument: -{n}"))),
-                }
-            }
-        };
-        match n.as_str() {
-            "watch-dir" => flags.watch_dirs.push(value),
-            "bucket" => flags.bucket = Some(value),
-            "dsn" => flags.dsn = Some(value),
-            "db-name" => flags.db_name = Some(value),
-            "listen" => flags.listen = Some(value),
-            "state-dir" => flags.state_dir = Some(value),
-            "log-level" => flags.log_level = Some(value),
-            "log-format" => {
-                flags.log_format = Some(match value.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => {
-                        return Some(FlagMode::Bad(format!(
-                            "invalid value {value:?} for flag -log-format: text or json"
-                        )));
-                    }
-                })
-            }
-            _ => return Some(FlagMode::Bad(format!("flag provided but not defined: -{n}"))),
-        }
-        i += 1;
-    }
-    Some(FlagMode::Run(flags))
-}
-
-/// Runs the fleet until SIGINT/SIGTERM; SIGHUP reloads `config_path`. A second
+/// Runs the daemon until SIGINT/SIGTERM; SIGHUP reloads `config_path`. A second
 /// SIGINT/SIGTERM during the final syncs exits at once (status 130).
 async fn run_daemon(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let http_config = config.http.clone();
-    let fleet = Fleet::start(config).await?;
-    let metrics = crate::metrics::install();
-    crate::metrics::set_per_tenant(http_config.per_tenant_metrics);
-    let http_stop = tokio_util::sync::CancellationToken::new();
-    let (_server, http_task) = match crate::http::serve(
-        &http_config,
-        fleet.board(),
-        fleet.storage().clone(),
-        Some(metrics),
-        http_stop.clone(),
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing has been replicated yet worth a final sync; stop cleanly.
-            fleet.shutdown().await;
-            return Err(e.into());
-        }
-    };
+    let daemon = crate::daemon::Daemon::start(config, config_path).await?;
     let mut hup = signal(SignalKind::hangup())?;
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = hup.recv() => {
-                let Some(path) = &config_path else {
-                    tracing::warn!("SIGHUP: flag mode has no config file to reload");
-                    continue;
-                };
-                tracing::info!("SIGHUP: reloading {}", path.display());
-                match Config::load(path) {
-                    Err(e) => tracing::error!("config reload refused, keeping the running configuration: {e}"),
-                    Ok(c) => match fleet.reload(c).await {
-                        Ok(restart) if restart.is_empty() => tracing::info!("configuration reloaded"),
-                        Ok(restart) => tracing::warn!(
-                            "configuration reloaded; changes to [{}] take effect after a restart",
-                            restart.join("], [")
-                        ),
-                        Err(e) => tracing::error!("config reload failed, keeping the running configuration: {e}"),
-                    },
-                }
-            }
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = reload.try_send(());
         }
-    }
-    tokio::spawn(async {
-        shutdown_signal().await;
-        eprintln!("second signal: exiting without waiting for the final syncs");
-        std::process::exit(130);
     });
-    // The dashboard's live streams end now; the final syncs need no dashboard.
-    http_stop.cancel();
-    let report = fleet.shutdown().await;
-    let _ = http_task.await;
-    tracing::info!(
-        stopped = report.stopped,
-        final_syncs = report.final_syncs,
-        failed = report.failed.len(),
-        "👋 stopped"
-    );
-    if !report.timed_out.is_empty() {
-        anyhow::bail!(
-            "{} tenant(s) did not finish their final sync within the shutdown timeout (their unshipped commits are still in their WAL and ship at the next start): {}",
-            report.timed_out.len(),
-            report.timed_out.join(", ")
-        );
-    }
+    let stop = async {
+        shutdown_signal().await;
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("second signal: exiting without waiting for the final syncs");
+            std::process::exit(130);
+        });
+    };
+    daemon.run(stop, reloads).await?;
     Ok(())
 }
 
@@ -510,7 +281,7 @@ pub async fn shutdown_signal() {
 
 async fn run_tenants(a: TenantsArgs) -> anyhow::Result<()> {
     let config = Config::load(&a.config)?;
-    let tenants = crate::fleet::inventory(&config).await?;
+    let tenants = crate::inventory::inventory(&config).await?;
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     if a.json {
@@ -540,30 +311,39 @@ async fn run_tenants(a: TenantsArgs) -> anyhow::Result<()> {
             t.bytes
         )?;
     }
-    writeln!(
-        out,
-        "{} tenant(s) in {}",
-        tenants.len(),
-        crate::fleet::open_storage(&config)?.url().split('?').next().unwrap_or_default()
-    )?;
+    writeln!(out, "{} tenant(s) in {}", tenants.len(), crate::fleet::open_storage(&config)?.location())?;
     Ok(())
 }
 
+/// `litefleet replicate DB URL`: a fleet of one, whose replica is the URL itself, with
+/// no dashboard and no compaction (as before: the files stay as L0).
 async fn run_replicate(a: ReplicateArgs) -> anyhow::Result<()> {
-    let storage = Storage::from_url(&a.replica_url, &storage::Options::default())?;
-    let replica = storage.replica("");
-    let settings = Settings {
-        sync_interval: a.sync_interval,
-        checkpoint_interval: a.checkpoint_interval,
-        min_checkpoint_pages: a.min_checkpoint_pages,
-        truncate_pages: a.truncate_pages,
-        page_encoding: a.page_encoding.into(),
-        state_dir: a.state_dir,
-        refuse_rollback_journal: a.no_wal_switch,
-        ..Settings::default()
-    };
-    tracing::info!(db = %a.db.display(), replica = %replica.url(), "replicating");
-    replicate::run(&a.db, replica, settings, shutdown_signal(), a.shutdown_timeout).await?;
+    let mut config = Config::default();
+    config.storage = config::StorageConfig::from_url(&a.replica_url).map_err(anyhow::Error::msg)?;
+    config.storage.root = Prefix::none();
+    config.single = Some(SingleDb { path: a.db, name: Prefix::none() });
+    let r = &mut config.replication;
+    r.sync_interval = a.sync_interval.unwrap_or(r.sync_interval);
+    r.checkpoint_interval = a.checkpoint_interval.unwrap_or(r.checkpoint_interval);
+    r.min_checkpoint_pages = a.min_checkpoint_pages.unwrap_or(r.min_checkpoint_pages);
+    r.truncate_pages = a.truncate_pages.unwrap_or(r.truncate_pages);
+    r.page_encoding = a.page_encoding;
+    r.state_dir = a.state_dir;
+    r.refuse_rollback_journal = a.no_wal_switch;
+    config.lifecycle.levels.clear();
+    config.lifecycle.snapshot_interval = Duration::ZERO;
+    let shutdown_timeout = a.shutdown_timeout.unwrap_or(config.fleet.shutdown_timeout);
+    config.fleet.shutdown_timeout = shutdown_timeout;
+    config.validate()?;
+    let fleet = crate::fleet::Fleet::start(config).await?;
+    shutdown_signal().await;
+    let report = fleet.shutdown().await;
+    if let Some((id, e)) = report.failed.first() {
+        anyhow::bail!("final sync of {id} failed: {e}");
+    }
+    if !report.timed_out.is_empty() {
+        anyhow::bail!("the final sync did not finish within {shutdown_timeout:?}");
+    }
     Ok(())
 }
 
@@ -571,7 +351,7 @@ async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
     let replica = match &a.config {
         Some(path) => {
             let config = Config::load(path)?;
-            let prefix = crate::fleet::find_tenant(&config, &a.replica_url).await?;
+            let prefix = crate::inventory::find_tenant(&config, &a.replica_url).await?;
             let replica = crate::fleet::open_storage(&config)?.replica(&prefix);
             eprintln!("restoring tenant {} from {}", a.replica_url, replica.url());
             replica
@@ -590,52 +370,4 @@ async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
     let summary = restore::restore(&replica, &a.output, &opts).await?;
     restore::print_summary(&a.output, &summary, std::io::stdout())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn seed_flags_are_recognized_in_every_spelling() {
-        let Some(FlagMode::Run(f)) =
-            flag_mode(&args(&["-watch-dir", "data/prod,data/staging", "--bucket=backups", "-log-format", "json"]))
-        else {
-            panic!("not flag mode")
-        };
-        assert_eq!(f.watch_dirs, ["data/prod,data/staging"]);
-        assert_eq!(f.bucket.as_deref(), Some("backups"));
-        assert_eq!(f.log_format, Some(LogFormat::Json));
-        let c = f.config().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.watch.len(), 2);
-        assert_eq!(c.storage.url.to_string(), "s3://backups");
-
-        let Some(FlagMode::Run(f)) = flag_mode(&args(&["-dsn", "/data/legacy.db", "-db-name", "legacy-system"])) else {
-            panic!("not flag mode")
-        };
-        let c = f.config().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.single.map(|s| s.prefix("databases")).as_deref(), Some("databases/legacy-system"));
-    }
-
-    #[test]
-    fn subcommands_are_not_flag_mode_and_mistakes_are_named() {
-        assert_eq!(flag_mode(&args(&["daemon", "--config", "x.toml"])), None);
-        assert_eq!(flag_mode(&args(&["--help"])), None);
-        assert_eq!(flag_mode(&args(&["-h"])), Some(FlagMode::Help));
-        assert_eq!(flag_mode(&args(&["-watch-dir", "a", "-help"])), Some(FlagMode::Help));
-        assert_eq!(
-            flag_mode(&args(&["-watch-dir", "a", "-nope", "1"])),
-            Some(FlagMode::Bad("flag provided but not defined: -nope".into()))
-        );
-        assert_eq!(
-            flag_mode(&args(&["-bucket", "b", "-watch-dir"])),
-            Some(FlagMode::Bad("flag needs an argument: -watch-dir".into()))
-        );
-        let Some(FlagMode::Run(f)) = flag_mode(&args(&["-watch-dir", "a", "-listen", "nowhere"])) else { panic!() };
-        assert!(f.config().unwrap_err().to_string().contains("-listen"));
-    }
 }

@@ -4,8 +4,8 @@
 //!
 //! This module owns the *rules* for one replica — which files to merge into which
 //! level, when a snapshot is due, which files may be deleted — applied to a
-//! [`Catalog`] (the replica's files, cached and updated by our own writes, so a pass
-//! costs no LIST). [`maintain`] runs one pass at a given time and says when the replica
+//! [`Catalog`] (`storage::catalog`: the replica's files, cached and updated by our own
+//! writes, so a pass costs no LIST). [`maintain`] runs one pass at a given time and says when the replica
 //! next needs attention; `None` means never again until new L0 files arrive: an idle
 //! tenant costs nothing. The fleet's scheduler decides *when* to call it.
 //!
@@ -29,7 +29,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::ltx::{self, Compactor, TxId};
+use crate::ltx::{self, Compactor};
+use crate::storage::catalog::Catalog;
 use crate::storage::{self, FileInfo, Replica};
 
 /// Highest compaction level below snapshots.
@@ -79,7 +80,7 @@ impl Default for Policy {
 pub enum Error {
     #[error(transparent)]
     Storage(#[from] storage::Error),
-    #[error("{file}: {source}")]
+    #[error("{file}")]
     Ltx {
         file: String,
         #[source]
@@ -87,84 +88,6 @@ pub enum Error {
     },
     #[error("compaction task failed: {0}")]
     Join(String),
-}
-
-/// A replica's files, by level, as last listed plus our own writes and deletes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Catalog {
-    /// Every file, sorted by (level, min TXID, max TXID): one allocation per tenant
-    /// (a map of per-level vectors cost ~1 KB per idle tenant at 100,000).
-    files: Vec<FileInfo>,
-}
-
-/// The order of a catalog.
-fn sort_key(f: &FileInfo) -> (u32, TxId, TxId) {
-    (f.level, f.min_txid, f.max_txid)
-}
-
-impl Catalog {
-    /// A catalog of these files.
-    pub fn new(files: impl IntoIterator<Item = FileInfo>) -> Catalog {
-        let mut c = Catalog::default();
-        for f in files {
-            c.add(f);
-        }
-        c
-    }
-
-    /// Lists every level of `replica` (ten LISTs).
-    pub async fn load(replica: &Replica) -> Result<Catalog, Error> {
-        Ok(Catalog::new(replica.list_all().await?))
-    }
-
-    /// Records a file we wrote (or learned of).
-    pub fn add(&mut self, f: FileInfo) {
-        match self.files.binary_search_by_key(&sort_key(&f), sort_key) {
-            Ok(i) => self.files[i] = f,
-            Err(i) => self.files.insert(i, f),
-        }
-    }
-
-    fn remove(&mut self, f: &FileInfo) {
-        if let Ok(i) = self.files.binary_search_by_key(&sort_key(f), sort_key) {
-            self.files.remove(i);
-        }
-        // A settled replica keeps a handful of files: give back what a backlog grew.
-        if self.files.capacity() > 2 * self.files.len() + 4 {
-            self.files.shrink_to_fit();
-        }
-    }
-
-    /// Files at one level, sorted by TXID.
-    pub fn level(&self, level: u32) -> &[FileInfo] {
-        let start = self.files.partition_point(|f| f.level < level);
-        let end = self.files.partition_point(|f| f.level <= level);
-        &self.files[start..end]
-    }
-
-    /// Every file, by level then TXID.
-    pub fn files(&self) -> impl Iterator<Item = &FileInfo> {
-        self.files.iter()
-    }
-
-    /// Newest TXID at one level.
-    pub fn max_txid(&self, level: u32) -> Option<TxId> {
-        self.level(level).iter().map(|f| f.max_txid).max()
-    }
-
-    /// Newest TXID anywhere.
-    pub fn newest(&self) -> Option<TxId> {
-        self.files().map(|f| f.max_txid).max()
-    }
-
-    /// The restore chain to the newest TXID: the newest snapshot, then repeatedly the
-    /// contiguous file with the greatest `max` (Litestream's `CalcRestorePlan`).
-    /// `None` if no chain starts at TXID 1.
-    pub fn chain(&self) -> Option<Vec<FileInfo>> {
-        let files: Vec<FileInfo> = self.files().cloned().collect();
-        let chain = crate::restore::chain(&files);
-        chain.first().is_some_and(|f| f.min_txid == 1).then_some(chain)
-    }
 }
 
 /// What one pass did, and when the replica next needs a pass.
@@ -216,7 +139,7 @@ pub fn next_due(cat: &Catalog, policy: &Policy, now: SystemTime) -> Option<Syste
         let due = boundary(now, policy.snapshot_interval);
         let written = match last_write(cat, ltx::SNAPSHOT_LEVEL) {
             Some(w) => w >= due,
-            None => cat.files().filter_map(|f| f.created).min().is_some_and(|first| first >= due),
+            None => cat.files().iter().filter_map(|f| f.created).min().is_some_and(|first| first >= due),
         };
         at(if written { due + policy.snapshot_interval } else { now });
     }
@@ -551,7 +474,7 @@ async fn run_scheduler(
                         Some(c) => c,
                         None => match Catalog::load(&replica).await {
                             Ok(c) => c,
-                            Err(e) => return (prefix, None, Err(e)),
+                            Err(e) => return (prefix, None, Err(e.into())),
                         },
                     };
                     for f in extra { cat.add(f); }
@@ -588,26 +511,10 @@ async fn run_scheduler(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ltx::TxId;
 
     fn f(level: u32, min: TxId, max: TxId) -> FileInfo {
         FileInfo { level, min_txid: min, max_txid: max, size: 1, created: Some(UNIX_EPOCH) }
-    }
-
-    #[test]
-    fn catalog_keeps_levels_apart_in_txid_order_and_replaces_by_name() {
-        let mut c = Catalog::new([f(1, 1, 4), f(0, 6, 6), f(9, 1, 4), f(0, 5, 5), f(1, 5, 6)]);
-        assert_eq!(c.level(0), [f(0, 5, 5), f(0, 6, 6)]);
-        assert_eq!(c.level(1), [f(1, 1, 4), f(1, 5, 6)]);
-        assert_eq!(c.level(2), []);
-        assert_eq!(c.level(9), [f(9, 1, 4)]);
-        let mut bigger = f(0, 6, 6);
-        bigger.size = 99;
-        c.add(bigger.clone());
-        assert_eq!(c.level(0), [f(0, 5, 5), bigger]);
-        c.remove(&f(0, 5, 5));
-        c.remove(&f(3, 1, 1)); // not there: nothing happens
-        assert_eq!(c.files().count(), 4);
-        assert_eq!(c.files().map(|f| f.level).collect::<Vec<_>>(), [0, 1, 1, 9]);
     }
 
     #[test]
@@ -628,15 +535,5 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(125);
         assert_eq!(boundary(t, Duration::from_secs(30)), UNIX_EPOCH + Duration::from_secs(120));
         assert_eq!(boundary(t, Duration::from_secs(3600)), UNIX_EPOCH);
-    }
-
-    #[test]
-    fn the_chain_prefers_snapshots_and_the_longest_contiguous_files() {
-        let cat = Catalog::new([f(9, 1, 2), f(1, 1, 4), f(0, 3, 3), f(0, 4, 4), f(0, 5, 5), f(0, 6, 6)]);
-        let chain: Vec<(u32, TxId, TxId)> =
-            cat.chain().unwrap_or_default().iter().map(|f| (f.level, f.min_txid, f.max_txid)).collect();
-        // Litestream's observed plan for the same files: L9 1-2, L1 1-4, L0 5, L0 6.
-        assert_eq!(chain, [(9, 1, 2), (1, 1, 4), (0, 5, 5), (0, 6, 6)]);
-        assert!(Catalog::new([f(0, 2, 2)]).chain().is_none(), "no chain without TXID 1");
     }
 }

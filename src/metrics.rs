@@ -143,7 +143,7 @@ pub fn lag(tenant: &str, lag: Duration) {
 }
 
 /// A restore validation of `tenant` ended with `outcome`.
-pub fn validation(tenant: &str, outcome: crate::validate::Outcome) {
+pub fn validation(tenant: &str, outcome: crate::status::Outcome) {
     let mut l = labels(tenant);
     l.push(("result", outcome.as_str().to_owned()));
     counter!(VALIDATIONS, &l).increment(1);
@@ -184,7 +184,13 @@ pub fn render(handle: &PrometheusHandle, board: &Board) -> String {
 mod tests {
     use super::*;
     use crate::status::{FleetInfo, TenantStatus};
+    use crate::tenant::{Prefix, TenantId};
     use std::path::{Path, PathBuf};
+
+    fn tenant(id: &str) -> TenantStatus {
+        let (id, prefix) = (TenantId::from_stem(id).unwrap(), Prefix::parse(&format!("databases/{id}")).unwrap());
+        TenantStatus::new(&id, Path::new(&format!("/d/{id}.db")), Path::new("/d"), &prefix, &format!("file:///r/{id}"))
+    }
 
     fn board() -> Board {
         Board::new(FleetInfo {
@@ -212,10 +218,10 @@ mod tests {
     fn fleet_gauges_come_from_the_board_and_per_tenant_labels_follow_the_switch() {
         let handle = install();
         let b = board();
-        let mut t = TenantStatus::new("a", Path::new("/d/a.db"), Path::new("/d"), "databases/a", "file:///r/a");
+        let mut t = tenant("a");
         t.state = TenantState::Error;
         b.upsert(t);
-        b.upsert(TenantStatus::new("b", Path::new("/d/b.db"), Path::new("/d"), "databases/b", "file:///r/b"));
+        b.upsert(tenant("b"));
         b.skip(Path::new("/d/x.db"), "not a GUID");
         b.set_ready(true);
 

@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::tenant::{Prefix, TenantId};
+
 /// Changes buffered per subscriber before it lags (and must re-read a snapshot).
 pub const CHANGE_BUFFER: usize = 4096;
 
@@ -66,13 +68,13 @@ impl TenantState {
 #[serde(rename_all = "camelCase")]
 pub struct TenantStatus {
     /// Tenant id: a lowercase GUID, or a file stem under `non_guid = "stem"`.
-    pub id: String,
+    pub id: TenantId,
     /// The database file (canonical watch directory + name).
     pub database_path: PathBuf,
     /// The watch directory it was found in, as configured.
     pub watch_dir: PathBuf,
     /// Storage prefix of its replica, without a trailing slash (`databases/<id>`).
-    pub prefix: String,
+    pub prefix: Prefix,
     /// Full replica location for people and for `litestream restore`
     /// (`s3://bucket/databases/<id>`, `file:///abs/replicas/databases/<id>`).
     pub replica_url: String,
@@ -105,17 +107,23 @@ pub struct TenantStatus {
     /// Labels set by a hook, shown on the dashboard.
     pub labels: BTreeMap<String, String>,
     /// Its last restore validation (`[validation]`), if any ran.
-    pub validation: Option<crate::validate::Validation>,
+    pub validation: Option<Validation>,
 }
 
 impl TenantStatus {
     /// A freshly registered tenant.
-    pub fn new(id: &str, database_path: &Path, watch_dir: &Path, prefix: &str, replica_url: &str) -> TenantStatus {
+    pub fn new(
+        id: &TenantId,
+        database_path: &Path,
+        watch_dir: &Path,
+        prefix: &Prefix,
+        replica_url: &str,
+    ) -> TenantStatus {
         TenantStatus {
-            id: id.to_owned(),
+            id: id.clone(),
             database_path: database_path.to_path_buf(),
             watch_dir: watch_dir.to_path_buf(),
-            prefix: prefix.to_owned(),
+            prefix: prefix.clone(),
             replica_url: replica_url.to_owned(),
             state: TenantState::Starting,
             registered_at: SystemTime::now(),
@@ -155,7 +163,7 @@ impl TenantStatus {
 
     /// Whether its last restore validation failed.
     pub fn validation_failed(&self) -> bool {
-        self.validation.as_ref().is_some_and(|v| v.outcome == crate::validate::Outcome::Failed)
+        self.validation.as_ref().is_some_and(|v| v.outcome == Outcome::Failed)
     }
 
     /// The error to show: the last sync's, else a failed validation's.
@@ -166,6 +174,56 @@ impl TenantStatus {
                 .filter(|_| self.validation_failed())
                 .map(|v| format!("validation failed: {}", v.detail))
         })
+    }
+}
+
+/// What a validation concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The restore equals the live database at the same TXID.
+    Passed,
+    /// The restore differs from the live database, or the replica cannot be restored.
+    Failed,
+    /// No TXID could be pinned (the tenant kept committing, or its sync failed); nothing
+    /// is known about the replica.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// The last restore validation of a tenant (`restore::validate`), as the board keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Validation {
+    pub outcome: Outcome,
+    /// When it finished.
+    pub at: SystemTime,
+    /// The TXID compared (when one was pinned).
+    pub txid: Option<u64>,
+    /// What was compared, or what differs.
+    pub detail: String,
+    /// How long the restore and comparison took.
+    pub took: Duration,
+}
+
+impl Validation {
+    pub fn skipped(detail: impl Into<String>) -> Validation {
+        Validation {
+            outcome: Outcome::Skipped,
+            at: SystemTime::now(),
+            txid: None,
+            detail: detail.into(),
+            took: Duration::ZERO,
+        }
     }
 }
 
@@ -250,7 +308,7 @@ pub enum Change {
         /// Its database file.
         path: PathBuf,
         /// Its id.
-        id: String,
+        id: TenantId,
     },
     /// A file was skipped (or its skip reason changed).
     Skipped(Skipped),
@@ -392,7 +450,7 @@ impl Board {
     /// Every entry with this tenant id: normally one; more when files conflict (the
     /// replicating one first).
     pub fn by_id(&self, id: &str) -> Vec<TenantStatus> {
-        let mut v: Vec<TenantStatus> = self.read().tenants.values().filter(|t| t.id == id).cloned().collect();
+        let mut v: Vec<TenantStatus> = self.read().tenants.values().filter(|t| t.id.as_str() == id).cloned().collect();
         v.sort_by_key(|t| t.state == TenantState::Conflict);
         v
     }
@@ -452,7 +510,8 @@ mod tests {
     }
 
     fn tenant(path: &str, id: &str) -> TenantStatus {
-        TenantStatus::new(id, Path::new(path), Path::new("data"), &format!("databases/{id}"), "file://x")
+        let (id, prefix) = (TenantId::from_stem(id).unwrap(), Prefix::parse(&format!("databases/{id}")).unwrap());
+        TenantStatus::new(&id, Path::new(path), Path::new("data"), &prefix, "file://x")
     }
 
     #[test]
@@ -471,7 +530,7 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Change::Skipped(s)) if s.reason == "not a GUID"));
         let c = board.counts();
         assert_eq!((c.total, c.active, c.skipped), (1, 1, 1));
-        assert_eq!(board.remove(Path::new("/d/a.db")).map(|t| t.id), Some("a".to_owned()));
+        assert_eq!(board.remove(Path::new("/d/a.db")).map(|t| t.id.to_string()), Some("a".to_owned()));
         assert!(matches!(rx.try_recv(), Ok(Change::Removed { id, .. }) if id == "a"));
         assert_eq!(board.counts().total, 0);
     }

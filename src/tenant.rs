@@ -3,8 +3,9 @@
 //! This module owns the naming rules of the fleet: the strict GUID form of a tenant id
 //! (and the seed's "stem" fallback for other names), which file names are tenant
 //! databases at all (`classify`), what a storage prefix may look like
-//! (`validate_prefix`, applied to config values and to anything a hook returns), the
-//! default prefix `<root>[/<dir prefix>]/<id>`, and the path-safety check that keeps a
+//! (`validate_prefix`, applied to config values and to anything a hook returns) and the
+//! [`Prefix`] it yields, the default prefix `<root>[/<dir prefix>]/<id>`, and the
+//! path-safety check that keeps a
 //! symlink from leading a tenant outside its watch directory (`inside`).
 //!
 //! It is pure: no I/O except `inside`, which canonicalizes a path. It must never open a
@@ -161,6 +162,17 @@ impl PartialOrd for TenantId {
 impl Ord for TenantId {
     fn cmp(&self, other: &Self) -> Ordering {
         self.text.cmp(&other.text)
+    }
+}
+
+impl PartialEq<str> for TenantId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.text == other
+    }
+}
+impl PartialEq<&str> for TenantId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.text == *other
     }
 }
 
@@ -387,20 +399,106 @@ pub fn validate_prefix(p: &str) -> Result<String, PrefixError> {
     Ok(trimmed.to_owned())
 }
 
-/// The default storage prefix of a tenant: `<root>/<id>`, or `<root>/<dir_prefix>/<id>`
-/// when its watch directory has a prefix of its own. `root` and `dir_prefix` are
-/// expected to be validated already (config does that); empty ones are left out.
-pub fn default_prefix(root: &str, dir_prefix: Option<&str>, id: &TenantId) -> String {
-    let mut out = String::with_capacity(root.len() + id.as_str().len() + 64);
-    for part in [Some(root), dir_prefix].into_iter().flatten() {
-        let part = part.trim_matches('/');
-        if !part.is_empty() {
-            out.push_str(part);
-            out.push('/');
+/// A storage prefix: where one replica lives below the storage root of a URL
+/// (`databases/<id>`). Always valid by [`validate_prefix`]'s rules, except the empty
+/// [`Prefix::none`]: a replica at the storage URL itself (`litefleet replicate DB URL`).
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix(Box<str>);
+
+impl Prefix {
+    /// Validates user input ([`validate_prefix`]).
+    pub fn parse(p: &str) -> Result<Prefix, PrefixError> {
+        validate_prefix(p).map(|p| Prefix(p.into()))
+    }
+
+    /// The empty prefix: the storage URL itself.
+    pub fn none() -> Prefix {
+        Prefix::default()
+    }
+
+    /// Its text, without a trailing slash (`""` for [`Prefix::none`]).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is [`Prefix::none`].
+    pub fn is_none(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The last segment (a tenant's id in a default prefix).
+    pub fn last_segment(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or("")
+    }
+
+    /// `self/rest` (either may be empty).
+    pub fn join(&self, rest: &Prefix) -> Prefix {
+        match (self.is_none(), rest.is_none()) {
+            (_, true) => self.clone(),
+            (true, false) => rest.clone(),
+            (false, false) => Prefix(format!("{}/{}", self.0, rest.0).into()),
         }
     }
-    out.push_str(id.as_str());
-    out
+
+    /// The default prefix of a tenant: `<root>/<id>`, or `<root>/<dir_prefix>/<id>` when
+    /// its watch directory has a prefix of its own (empty parts are left out).
+    pub fn of_tenant(root: &Prefix, dir_prefix: Option<&Prefix>, id: &TenantId) -> Prefix {
+        let base = match dir_prefix {
+            Some(d) => root.join(d),
+            None => root.clone(),
+        };
+        base.join(&Prefix(id.as_str().into()))
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Prefix({:?})", &*self.0)
+    }
+}
+
+impl std::ops::Deref for Prefix {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Prefix {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+impl PartialEq<&str> for Prefix {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl AsRef<str> for Prefix {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// `""` is [`Prefix::none`]; anything else must be a valid prefix.
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(deserializer)?;
+        if s.is_empty() { Ok(Prefix::none()) } else { Prefix::parse(&s).map_err(serde::de::Error::custom) }
+    }
 }
 
 /// Why a path was refused by [`inside`].
@@ -593,12 +691,20 @@ mod tests {
     #[test]
     fn default_prefix_layout() {
         let id = TenantId::guid("12345678-1234-5678-9abc-123456789012").unwrap();
-        assert_eq!(default_prefix(DEFAULT_ROOT, None, &id), "databases/12345678-1234-5678-9abc-123456789012");
+        let p = |s: &str| if s.is_empty() { Prefix::none() } else { Prefix::parse(s).unwrap() };
         assert_eq!(
-            default_prefix("databases", Some("prod"), &id),
+            Prefix::of_tenant(&p(DEFAULT_ROOT), None, &id).as_str(),
+            "databases/12345678-1234-5678-9abc-123456789012"
+        );
+        assert_eq!(
+            Prefix::of_tenant(&p("databases"), Some(&p("prod")), &id).as_str(),
             "databases/prod/12345678-1234-5678-9abc-123456789012"
         );
-        assert_eq!(default_prefix("", Some("staging"), &id), "staging/12345678-1234-5678-9abc-123456789012");
+        assert_eq!(
+            Prefix::of_tenant(&p(""), Some(&p("staging")), &id).as_str(),
+            "staging/12345678-1234-5678-9abc-123456789012"
+        );
+        assert_eq!(Prefix::of_tenant(&p(""), None, &id).last_segment(), id.as_str());
     }
 
     #[cfg(unix)]

@@ -18,12 +18,17 @@ use tokio_util::sync::CancellationToken;
 const GUID: &str = "ab12cd34-0000-4000-8000-00000000000f";
 const OTHER: &str = "0f12cd34-0000-4000-8000-0000000000aa";
 
+/// A storage prefix from text the test knows is valid.
+fn pre(s: &str) -> litefleet::tenant::Prefix {
+    litefleet::tenant::Prefix::parse(s).unwrap()
+}
+
 fn tenant(id: &str) -> HookTenant {
     HookTenant {
-        id: id.to_owned(),
+        id: litefleet::tenant::TenantId::from_stem(id).unwrap(),
         database_path: PathBuf::from(format!("/data/clients/{id}.db")),
         watch_dir: PathBuf::from("/data/clients"),
-        default_prefix: format!("databases/{id}"),
+        default_prefix: pre(&format!("databases/{id}")),
     }
 }
 
@@ -44,7 +49,7 @@ async fn start(cfg: &HooksConfig) -> (Hooks, CancellationToken) {
 }
 
 fn accepted(prefix: &str) -> Decision {
-    Decision::Accept { prefix: prefix.to_owned(), labels: BTreeMap::new() }
+    Decision::Accept { prefix: pre(prefix), labels: BTreeMap::new() }
 }
 
 /// Polls `cond` every 20 ms for at most `limit`.
@@ -65,7 +70,7 @@ async fn accept_with_prefix_and_labels() {
     let want_labels =
         BTreeMap::from([("plan".to_owned(), "pro".to_owned()), ("region".to_owned(), "eu-west".to_owned())]);
     let want =
-        Verdict { decision: Decision::Accept { prefix: "tenants/ab/x".into(), labels: want_labels }, hook_error: None };
+        Verdict { decision: Decision::Accept { prefix: pre("tenants/ab/x"), labels: want_labels }, hook_error: None };
     assert_eq!(got, want);
     assert_eq!(hooks.stats().calls, 1);
     assert_eq!(hooks.stats().failures, 0);
@@ -472,7 +477,7 @@ async fn notification_reaches_the_receiver_with_retries() {
 
     let got = hooks.on_register(&tenant(GUID)).await;
     let labels = BTreeMap::from([("notified".to_owned(), "yes".to_owned())]);
-    assert_eq!(got.decision, Decision::Accept { prefix: format!("databases/{GUID}"), labels });
+    assert_eq!(got.decision, Decision::Accept { prefix: pre(&format!("databases/{GUID}")), labels });
     eventually(Duration::from_secs(10), "the delivery", || hooks.stats().notifications.delivered == 1).await;
 
     let seen = seen.lock().unwrap().clone();
@@ -501,7 +506,7 @@ async fn notification_to_an_unknown_channel_or_a_dead_receiver() {
     let (hooks, _s) = start(&cfg).await;
     let got = hooks.on_register(&tenant(GUID)).await;
     let labels = BTreeMap::from([("notified".to_owned(), "no".to_owned())]);
-    assert_eq!(got.decision, Decision::Accept { prefix: format!("databases/{GUID}"), labels });
+    assert_eq!(got.decision, Decision::Accept { prefix: pre(&format!("databases/{GUID}")), labels });
     assert_eq!(hooks.stats().notifications.unknown_channel, 1);
 
     // A receiver that never answers: every attempt times out, then it is given up.
@@ -549,7 +554,7 @@ async fn example_shard_prefix_names_tenants_by_shard() {
     let labels = BTreeMap::from([("shard".to_owned(), "ab".to_owned())]);
     assert_eq!(
         got,
-        Verdict { decision: Decision::Accept { prefix: format!("tenants/ab/{GUID}"), labels }, hook_error: None }
+        Verdict { decision: Decision::Accept { prefix: pre(&format!("tenants/ab/{GUID}")), labels }, hook_error: None }
     );
     // A stem id keeps the default prefix.
     let got = hooks.on_register(&tenant("legacy-system")).await;
@@ -568,7 +573,7 @@ async fn example_notify_posts_a_slack_message() {
     let labels = BTreeMap::from([("notified".to_owned(), "yes".to_owned())]);
     assert_eq!(
         got,
-        Verdict { decision: Decision::Accept { prefix: format!("databases/{GUID}"), labels }, hook_error: None }
+        Verdict { decision: Decision::Accept { prefix: pre(&format!("databases/{GUID}")), labels }, hook_error: None }
     );
     eventually(Duration::from_secs(10), "the delivery", || hooks.stats().notifications.delivered == 1).await;
     let body = seen.lock().unwrap().last().unwrap().body.clone();
@@ -580,7 +585,7 @@ async fn example_notify_posts_a_slack_message() {
     let (hooks, _s) = start(&example("notify")).await;
     let got = hooks.on_register(&tenant(GUID)).await;
     let labels = BTreeMap::from([("notified".to_owned(), "no".to_owned())]);
-    assert_eq!(got.decision, Decision::Accept { prefix: format!("databases/{GUID}"), labels });
+    assert_eq!(got.decision, Decision::Accept { prefix: pre(&format!("databases/{GUID}")), labels });
     hooks.on_unregister(&tenant(GUID)).await;
     assert_eq!(hooks.stats().errors, 1, "unregister returned err: {:?}", hooks.stats());
 }
@@ -595,10 +600,10 @@ async fn a_rust_guest_finds_no_files_environment_network_or_clock() {
     std::fs::write(db.path(), b"SQLite format 3\0").unwrap();
     let (hooks, _s) = start(&example("sandbox-probe")).await;
     let t = HookTenant {
-        id: GUID.into(),
+        id: litefleet::tenant::TenantId::guid(GUID).unwrap(),
         database_path: db.path().to_path_buf(),
         watch_dir: PathBuf::from(&addr),
-        default_prefix: format!("databases/{GUID}"),
+        default_prefix: pre(&format!("databases/{GUID}")),
     };
     let got = hooks.on_register(&t).await;
     let Decision::Refuse { reason } = got.decision else { panic!("{got:?}") };
@@ -657,7 +662,8 @@ fn hooks_can_be_shared_across_tasks() {
 #[tokio::test]
 async fn a_tenant_is_found_by_id_under_the_prefix_its_hook_gives() {
     use litefleet::config::{Config, StorageUrl, WatchConfig};
-    use litefleet::fleet::{FindError, find_tenant, open_storage};
+    use litefleet::fleet::open_storage;
+    use litefleet::inventory::{Error as FindError, find_tenant};
 
     const ID: &str = "0badcafe-1111-2222-3333-444455556666";
     let (dir, mut hook) =

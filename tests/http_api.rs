@@ -194,7 +194,7 @@ async fn tenant_detail_lists_files_window_and_restore_commands() {
         c.pragma_update(None, "journal_mode", "wal").unwrap();
         c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
     }
-    let replica = f.storage.replica(&format!("databases/{id}"));
+    let replica = f.storage.replica(format!("databases/{id}"));
     let mut r = litefleet::replicate::Replicator::new(&db, replica.clone(), Default::default());
     r.sync().await.unwrap();
     {

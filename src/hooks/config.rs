@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::Secret;
+use crate::redact::Secret;
 
 /// Wall-clock budget of one hook call (the 100 ms).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);

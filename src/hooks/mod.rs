@@ -47,6 +47,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::tenant::{Prefix, TenantId};
+
 pub use self::config::{HooksConfig, OnError, WebhookConfig};
 use self::sandbox::{CallInfo, Compiled, Failure, GuestDecision, Limits, Sandbox};
 pub use self::sandbox::{EPOCH_TICK, FailureKind};
@@ -69,13 +71,13 @@ const ABANDON_GRACE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookTenant {
     /// Tenant id (lowercase GUID, or stem).
-    pub id: String,
+    pub id: TenantId,
     /// The database file.
     pub database_path: PathBuf,
     /// The watch directory it was found in.
     pub watch_dir: PathBuf,
     /// The prefix it gets without a hook: `<root>[/<dir prefix>]/<id>`.
-    pub default_prefix: String,
+    pub default_prefix: Prefix,
 }
 
 /// What the fleet does with a new tenant.
@@ -86,7 +88,7 @@ pub enum Decision {
         /// Full storage prefix under the storage URL (validated by
         /// [`crate::tenant::validate_prefix`]); replaces the default `<root>/<id>`.
         /// The fleet still checks that no other tenant has it.
-        prefix: String,
+        prefix: Prefix,
         /// Labels for the dashboard (validated: at most [`MAX_LABELS`]).
         labels: BTreeMap<String, String>,
     },
@@ -320,7 +322,7 @@ impl Hooks {
     /// (trap, timeout, fuel, memory, `err`, an invalid prefix or label), the failure
     /// policy. Never panics; takes at most about the configured timeout.
     pub async fn on_register(&self, t: &HookTenant) -> Verdict {
-        let (call, tenant) = (self.call_info(Event::Register, &t.id), t.clone());
+        let (call, tenant) = (self.call_info(Event::Register, t.id.as_str()), t.clone());
         let result =
             self.call(|sandbox, loaded| async move { sandbox.on_register(&loaded.compiled, call, &tenant).await });
         match result.await {
@@ -329,7 +331,7 @@ impl Hooks {
                 Err(f) => self.apply_policy(t, f),
             },
             Ok(GuestDecision::Refuse(reason)) => {
-                tracing::info!(hook = &*self.inner.name, tenant = t.id, "hook refused the tenant: {reason}");
+                tracing::info!(hook = &*self.inner.name, tenant = %t.id, "hook refused the tenant: {reason}");
                 Verdict { decision: Decision::Refuse { reason: sandbox::truncate(&reason, 1024) }, hook_error: None }
             }
             Err(f) => self.apply_policy(t, f),
@@ -338,7 +340,7 @@ impl Hooks {
 
     /// Tells the hook a tenant is gone. A failure is logged and counted, nothing more.
     pub async fn on_unregister(&self, t: &HookTenant) {
-        let (call, tenant) = (self.call_info(Event::Unregister, &t.id), t.clone());
+        let (call, tenant) = (self.call_info(Event::Unregister, t.id.as_str()), t.clone());
         let result =
             self.call(|sandbox, loaded| async move { sandbox.on_unregister(&loaded.compiled, call, &tenant).await });
         if let Err(f) = result.await {
@@ -455,7 +457,7 @@ impl Hooks {
     fn checked_accept(&self, a: sandbox::Accept, t: &HookTenant) -> Result<Decision, Failure> {
         let prefix = match a.prefix {
             None => t.default_prefix.clone(),
-            Some(p) => crate::tenant::validate_prefix(&p)
+            Some(p) => Prefix::parse(&p)
                 .map_err(|e| Failure::new(FailureKind::Invalid, format!("returned an unusable prefix: {e}")))?,
         };
         if a.labels.len() > MAX_LABELS {
@@ -523,7 +525,7 @@ impl Hooks {
             (Event::Register, OnError::Default) => " (on_error = \"default\": using the default prefix)",
             (Event::Register, OnError::Refuse) => " (on_error = \"refuse\": not replicating the tenant)",
         };
-        tracing::warn!(tenant = t.id, event = event.as_str(), "{message}{then}");
+        tracing::warn!(tenant = %t.id, event = event.as_str(), "{message}{then}");
         self.set_last_error(format!(
             "{}: tenant {}: {message}",
             humantime::format_rfc3339_seconds(SystemTime::now()),

@@ -413,10 +413,10 @@ impl Sandbox {
 
 fn guest_tenant(t: &HookTenant) -> GuestTenant {
     GuestTenant {
-        id: t.id.clone(),
+        id: t.id.to_string(),
         database_path: t.database_path.to_string_lossy().into_owned(),
         watch_dir: t.watch_dir.to_string_lossy().into_owned(),
-        default_prefix: t.default_prefix.clone(),
+        default_prefix: t.default_prefix.to_string(),
     }
 }
 

@@ -123,9 +123,11 @@ impl LiveEvent {
                     ..LiveEvent::new("tenant")
                 }
             }
-            Change::Removed { path, id } => {
-                LiveEvent { path: Some(path.display().to_string()), id: Some(id), ..LiveEvent::new("removed") }
-            }
+            Change::Removed { path, id } => LiveEvent {
+                path: Some(path.display().to_string()),
+                id: Some(id.to_string()),
+                ..LiveEvent::new("removed")
+            },
             Change::Skipped(s) => LiveEvent {
                 path: Some(s.path.display().to_string()),
                 reason: Some(s.reason),

@@ -32,7 +32,8 @@ use poem_openapi::OpenApiService;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Secret};
+use crate::config;
+use crate::redact::Secret;
 use crate::status::Board;
 use crate::storage::Storage;
 
@@ -58,7 +59,7 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; s
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("http: cannot listen on {addr}: {source}")]
+    #[error("http: cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -97,10 +98,27 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<(Server, tokio::task::JoinHandle<()>), HttpError> {
-    let addr = cfg.listen;
-    let bind_err = |source| HttpError::Bind { addr, source };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_err)?;
-    let acceptor = TcpAcceptor::from_tokio(listener).map_err(bind_err)?;
+    let listener = bind(cfg.listen).await?;
+    serve_on(listener, cfg, board, storage, metrics, shutdown)
+}
+
+/// Binds the listening socket (the daemon does this before anything else, so a port in
+/// use stops it before it writes anything).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
+}
+
+/// Serves on a bound socket until `shutdown` is cancelled.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    cfg: &config::HttpConfig,
+    board: Arc<Board>,
+    storage: Storage,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(Server, tokio::task::JoinHandle<()>), HttpError> {
+    let addr = listener.local_addr().unwrap_or(cfg.listen);
+    let acceptor = TcpAcceptor::from_tokio(listener).map_err(|source| HttpError::Bind { addr, source })?;
     let local_addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(addr);
     if exposed_without_token(local_addr, cfg.token.as_ref()) {
         tracing::warn!(

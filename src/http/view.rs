@@ -80,9 +80,9 @@ impl SeedStatus {
                 .tenants
                 .iter()
                 .map(|t| SeedClient {
-                    client_id: t.id.clone(),
+                    client_id: t.id.to_string(),
                     database_path: t.database_path.display().to_string(),
-                    s3_path: t.prefix.clone(),
+                    s3_path: t.prefix.to_string(),
                     status: t.state_at(s.taken_at, s.info.lag_threshold).as_str().to_owned(),
                     created_at: rfc3339(t.registered_at),
                 })
@@ -194,8 +194,8 @@ pub struct ValidationView {
     pub took_seconds: f64,
 }
 
-impl From<&crate::validate::Validation> for ValidationView {
-    fn from(v: &crate::validate::Validation) -> Self {
+impl From<&crate::status::Validation> for ValidationView {
+    fn from(v: &crate::status::Validation) -> Self {
         ValidationView {
             outcome: v.outcome.as_str().to_owned(),
             at: rfc3339(v.at),
@@ -210,10 +210,10 @@ impl Client {
     /// The view of `t` at `now`.
     pub fn new(t: &TenantStatus, now: SystemTime, lag_threshold: Duration) -> Client {
         Client {
-            client_id: t.id.clone(),
+            client_id: t.id.to_string(),
             database_path: t.database_path.display().to_string(),
             watch_dir: t.watch_dir.display().to_string(),
-            s3_path: t.prefix.clone(),
+            s3_path: t.prefix.to_string(),
             replica_url: t.replica_url.clone(),
             status: t.state_at(now, lag_threshold).as_str().to_owned(),
             created_at: rfc3339(t.registered_at),
@@ -314,9 +314,9 @@ impl Query {
             return false;
         }
         needle.is_empty()
-            || t.id.to_lowercase().contains(needle)
+            || t.id.as_str().to_lowercase().contains(needle)
             || t.database_path.to_string_lossy().to_lowercase().contains(needle)
-            || t.prefix.to_lowercase().contains(needle)
+            || t.prefix.as_str().to_lowercase().contains(needle)
     }
 
     /// The page of `s` this query asks for.
@@ -583,7 +583,7 @@ pub async fn detail(storage: &Storage, entries: &[TenantStatus], lag_threshold: 
         levels,
         restore_window,
         replica_error,
-        commands: commands(&main.id, &main.replica_url, at.as_deref()),
+        commands: commands(main.id.as_str(), &main.replica_url, at.as_deref()),
     })
 }
 

@@ -14,7 +14,10 @@ use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInf
 use super::{Error, PAGE_HEADER_SIZE, PageHeader, is_valid_page_size};
 
 /// How page payloads are compressed on write. Decoding accepts both, per page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+///
+/// Spelled `block` and `frame` in configs and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum PageEncoding {
     /// Page flag `0x1`, u32 BE compressed size, then a raw LZ4 block
     /// (`superfly/ltx` ≥ v0.5.2, Litestream ≥ 0.5.16). Older Litestream rejects it.
@@ -23,6 +26,34 @@ pub enum PageEncoding {
     /// Page flag `0`, each page a complete LZ4 frame (64 KiB max block,
     /// independent blocks, content checksum): readable by every Litestream v0.5.x.
     Lz4Frame,
+}
+
+impl std::str::FromStr for PageEncoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "block" => Ok(PageEncoding::Lz4Block),
+            "frame" => Ok(PageEncoding::Lz4Frame),
+            _ => Err(format!("\"{s}\" is not one of: block, frame")),
+        }
+    }
+}
+
+impl TryFrom<String> for PageEncoding {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl PageEncoding {
+    /// `block` or `frame`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageEncoding::Lz4Block => "block",
+            PageEncoding::Lz4Frame => "frame",
+        }
+    }
 }
 
 const LZ4F_MAGIC: u32 = 0x184D_2204;

@@ -35,8 +35,9 @@ pub fn guid(n: u32) -> String {
 /// A tenant `id` in `dir`, in `state`, with plausible counters.
 pub fn tenant(dir: &Path, storage_url: &str, id: &str, state: TenantState) -> TenantStatus {
     let path = dir.join(format!("{id}.db"));
-    let prefix = format!("databases/{id}");
-    let mut t = TenantStatus::new(id, &path, dir, &prefix, &format!("{storage_url}/{prefix}"));
+    let prefix = litefleet::tenant::Prefix::parse(&format!("databases/{id}")).unwrap();
+    let id = litefleet::tenant::TenantId::from_stem(id).unwrap();
+    let mut t = TenantStatus::new(&id, &path, dir, &prefix, &format!("{storage_url}/{prefix}"));
     t.state = state;
     t.registered_at = SystemTime::now() - Duration::from_secs(3600);
     if state != TenantState::Starting && state != TenantState::Conflict {

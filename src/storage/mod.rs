@@ -9,13 +9,16 @@
 //! files get the header time as their mtime. Every call goes through opendal's retry
 //! (with backoff and jitter) and timeout layers, and opendal's metrics layer (durations,
 //! bytes and errors per operation, in the shared `metrics` recorder). This module never interprets LTX bytes
-//! beyond file names, and never deletes anything on its own initiative.
+//! beyond file names, and never deletes anything on its own initiative. What a list of
+//! files means (the restore chain, the window) is [`catalog`]'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod catalog;
 
 use opendal::layers::{MetricsLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator, services};
@@ -36,18 +39,19 @@ pub const TIMESTAMP_METADATA_KEY: &str = "litestream-timestamp";
 /// The highest level a replica can hold (Litestream's snapshot level).
 pub const MAX_LEVEL: u32 = ltx::SNAPSHOT_LEVEL;
 
-/// Errors from storage.
+/// Errors from storage. `Op` names the operation and the object; opendal's error is
+/// its source.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("replica url {url:?}: {reason}")]
     Url { url: String, reason: String },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Op {
         what: String,
         #[source]
         source: opendal::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -92,8 +96,10 @@ pub struct Storage {
     layout: Layout,
     /// Path inside the operator below which replicas live ("" or "a/b/").
     base: String,
-    /// Printable URL of the base (no credentials), e.g. `s3://bkt/path`.
-    display: String,
+    /// Printable URL of the base without its query (no credentials), e.g. `s3://bkt/path`.
+    location: String,
+    /// The URL's query as `litefleet restore` needs it (`endpoint=…&region=…`), or "".
+    query: String,
     /// Local root folder for the file backend (to set mtimes).
     fs_root: Option<PathBuf>,
     counters: Arc<Counters>,
@@ -121,7 +127,7 @@ impl Counters {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("url", &self.display).finish()
+        f.debug_struct("Storage").field("url", &self.location).finish()
     }
 }
 
@@ -203,15 +209,16 @@ impl Storage {
             }
             let op = Operator::new(b).map_err(|e| Error::Op { what: format!("s3 bucket {bucket}"), source: e })?;
             let base = normalize_dir(path);
-            let mut display = format!("s3://{bucket}/{}", base.trim_end_matches('/'));
-            if let Some(ep) = &endpoint {
-                display = format!("{display}?endpoint={ep}&region={region}&force-path-style={path_style}");
-            }
-            return Ok(Storage::new(op, Layout::Hex, base, display, None));
+            let location = format!("s3://{bucket}/{}", base.trim_end_matches('/'));
+            let query = match &endpoint {
+                Some(ep) => format!("endpoint={ep}&region={region}&force-path-style={path_style}"),
+                None => String::new(),
+            };
+            return Ok(Storage::new(op, Layout::Hex, base, (location, query), None));
         }
         if let Some(name) = url.strip_prefix("memory://") {
             let op = memory_operator(name);
-            return Ok(Storage::new(op, Layout::Dir, String::new(), url.to_string(), None));
+            return Ok(Storage::new(op, Layout::Dir, String::new(), (url.to_string(), String::new()), None));
         }
         let path = match url.strip_prefix("file://") {
             Some(p) => p,
@@ -229,10 +236,16 @@ impl Storage {
         let root = dir.to_string_lossy().to_string();
         let op = Operator::new(services::Fs::default().root(&root))
             .map_err(|e| Error::Op { what: format!("folder {root}"), source: e })?;
-        Ok(Storage::new(op, Layout::Dir, String::new(), format!("file://{root}"), Some(dir)))
+        Ok(Storage::new(op, Layout::Dir, String::new(), (format!("file://{root}"), String::new()), Some(dir)))
     }
 
-    fn new(op: Operator, layout: Layout, base: String, display: String, fs_root: Option<PathBuf>) -> Storage {
+    fn new(
+        op: Operator,
+        layout: Layout,
+        base: String,
+        (location, query): (String, String),
+        fs_root: Option<PathBuf>,
+    ) -> Storage {
         let op =
             op.layer(TimeoutLayer::new().with_timeout(DEFAULT_OP_TIMEOUT).with_io_timeout(DEFAULT_IO_TIMEOUT)).layer(
                 RetryLayer::new()
@@ -244,18 +257,24 @@ impl Storage {
         // Outermost: one observation per call (retries included), into the global
         // `metrics` recorder that `/metrics` renders (a no-op until one is installed).
         let op = op.layer(MetricsLayer::default());
-        Storage { op, layout, base, display, fs_root, counters: Arc::new(Counters::default()) }
+        Storage { op, layout, base, location, query, fs_root, counters: Arc::new(Counters::default()) }
     }
 
     /// The replica for a path below this storage (a tenant's prefix).
-    pub fn replica(&self, prefix: &str) -> Replica {
-        let prefix = normalize_dir(prefix);
+    pub fn replica(&self, prefix: impl AsRef<str>) -> Replica {
+        let prefix = normalize_dir(prefix.as_ref());
         Replica { storage: self.clone(), path: format!("{}{}", self.base, prefix) }
     }
 
-    /// Printable URL of the storage base (no credentials).
-    pub fn url(&self) -> &str {
-        &self.display
+    /// The storage base's URL as `litefleet restore` takes it (no credentials; an S3
+    /// endpoint, region and addressing style in its query).
+    pub fn url(&self) -> String {
+        with_query(&self.location, &self.query)
+    }
+
+    /// The storage base's URL without its query, for people (`s3://bkt/path`).
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// Request counters (shared by every replica of this storage).
@@ -281,7 +300,7 @@ impl Storage {
             .recursive(true)
             .await
             .or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) })
-            .map_err(|e| Error::Op { what: format!("list {}", self.display), source: e })?;
+            .map_err(|e| Error::Op { what: format!("list {}", self.location), source: e })?;
         let mut out: BTreeMap<String, Vec<FileInfo>> = BTreeMap::new();
         for e in entries {
             let Some((replica, level, min, max)) = self.split_key(e.path()) else { continue };
@@ -338,16 +357,17 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// The replica's URL, as `litestream restore` takes it.
+    /// The replica's URL, as `litefleet restore` and `litestream restore` take it.
     pub fn url(&self) -> String {
-        let base = self.storage.display.split('?').next().unwrap_or_default();
+        with_query(&self.location(), &self.storage.query)
+    }
+
+    /// The replica's URL without its query, for people (the seed's log lines).
+    pub fn location(&self) -> String {
         let rel = self.path.strip_prefix(self.storage.base.as_str()).unwrap_or(&self.path);
-        let mut u = format!("{}/{}", base.trim_end_matches('/'), rel.trim_end_matches('/'));
+        let mut u = format!("{}/{}", self.storage.location.trim_end_matches('/'), rel.trim_end_matches('/'));
         if u.ends_with('/') {
             u.pop();
-        }
-        if let Some((_, q)) = self.storage.display.split_once('?') {
-            u = format!("{u}?{q}");
         }
         u
     }
@@ -462,13 +482,18 @@ impl Replica {
     /// Human name of an object for error messages: `<replica url>/<key below it>`.
     pub fn describe(&self, key: &str) -> String {
         let rel = key.strip_prefix(self.path.as_str()).unwrap_or(key);
-        format!("{}/{}", self.url().split('?').next().unwrap_or_default(), rel)
+        format!("{}/{}", self.location(), rel)
     }
 
     /// The display name of one file, for plans and errors.
     pub fn describe_file(&self, f: &FileInfo) -> String {
         self.describe(&self.key(f.level, f.min_txid, f.max_txid))
     }
+}
+
+/// `location?query`, or `location` when there is no query.
+fn with_query(location: &str, query: &str) -> String {
+    if query.is_empty() { location.to_owned() } else { format!("{location}?{query}") }
 }
 
 /// `a/b` → `a/b/`; `` → ``; leading slashes removed.

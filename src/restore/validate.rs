@@ -1,7 +1,7 @@
 //! Restore validation: prove that a tenant's replica restores to what the live database
 //! holds, at the same TXID.
 //!
-//! The fleet (see `fleet::TenantTask::validate`) pins a TXID like this: sync, open a
+//! The fleet (see `fleet/validation.rs`) pins a TXID like this: sync, open a
 //! read transaction on the live database ([`Snapshot::open`]), sync again. When the
 //! second sync ships nothing, no transaction committed between the end of the first
 //! sync and the start of the second, so the read transaction — which began in between —
@@ -22,81 +22,40 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{Connection, OpenFlags};
-use serde::Serialize;
+use rusqlite::Connection;
 
-use crate::ltx::checksum_page;
-use crate::restore::{self, IntegrityCheck, Options, Target};
+use super::{IntegrityCheck, Options, Target};
+use crate::ltx::{checksum_page, lock_pgno};
+use crate::sqlite;
+use crate::status::{Outcome, Validation};
 use crate::storage::Replica;
 
-/// Byte offset of SQLite's lock page.
-const PENDING_BYTE: u64 = 0x4000_0000;
 /// How many differing pages a failure names.
 const SHOWN_PAGES: usize = 8;
 
+/// Why a validation could not run (a replica that does not restore is not an error:
+/// it is a failed validation).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the live database {path}: {source}")]
-    Live { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot read the live database {path}")]
+    Live {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error(
         "cannot read the live database {path}: this build's SQLite has no sqlite_dbpage table \
          (build with LIBSQLITE3_FLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB, as .cargo/config.toml does)"
     )]
     NoDbPage { path: PathBuf },
-    #[error("cannot use the temporary directory {dir}: {source}")]
-    Temp { dir: PathBuf, source: std::io::Error },
-    #[error("reading the restored copy: {0}")]
-    Read(std::io::Error),
-}
-
-/// What a validation concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The restore equals the live database at the same TXID.
-    Passed,
-    /// The restore differs from the live database, or the replica cannot be restored.
-    Failed,
-    /// No TXID could be pinned (the tenant kept committing, or its sync failed); nothing
-    /// is known about the replica.
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
-
-/// The last validation of a tenant, as the board keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Validation {
-    pub outcome: Outcome,
-    /// When it finished.
-    pub at: SystemTime,
-    /// The TXID compared (when one was pinned).
-    pub txid: Option<u64>,
-    /// What was compared, or what differs.
-    pub detail: String,
-    /// How long the restore and comparison took.
-    pub took: Duration,
-}
-
-impl Validation {
-    pub fn skipped(detail: impl Into<String>) -> Validation {
-        Validation {
-            outcome: Outcome::Skipped,
-            at: SystemTime::now(),
-            txid: None,
-            detail: detail.into(),
-            took: Duration::ZERO,
-        }
-    }
+    #[error("cannot use the temporary directory {dir}")]
+    Temp {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the restored copy")]
+    Read(#[source] std::io::Error),
 }
 
 /// The live database at a pinned TXID: one checksum per page (0 for the lock page).
@@ -125,14 +84,9 @@ impl Snapshot {
     /// the connection neither checkpoints nor deletes the WAL.
     pub fn open(db: &Path, busy_timeout: Duration) -> Result<Snapshot, Error> {
         let err = |source| Error::Live { path: db.to_path_buf(), source };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(db, flags).map_err(err)?;
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(err)?;
-        crate::replicate::persist_wal(&conn);
-        conn.busy_timeout(busy_timeout).map_err(err)?;
-        conn.execute_batch("PRAGMA query_only = 1; BEGIN").map_err(err)?;
-        // The snapshot is taken by the first read, not by BEGIN.
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)).map_err(err)?;
+        let conn = sqlite::open_quiet(db, busy_timeout).map_err(err)?;
+        conn.execute_batch("PRAGMA query_only = 1").map_err(err)?;
+        sqlite::begin_read(&conn).map_err(err)?;
         Ok(Snapshot { conn, path: db.to_path_buf() })
     }
 
@@ -141,7 +95,7 @@ impl Snapshot {
         let path = self.path.clone();
         let err = |source| Error::Live { path: path.clone(), source };
         let page_size: u32 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(err)?;
-        let lock_page = (PENDING_BYTE / u64::from(page_size) + 1) as u32;
+        let lock_page = lock_pgno(page_size);
         let mut stmt = match self.conn.prepare("SELECT pgno, data FROM sqlite_dbpage('main') ORDER BY pgno") {
             Ok(s) => s,
             Err(e) if e.to_string().contains("no such table") => return Err(Error::NoDbPage { path }),
@@ -186,22 +140,25 @@ pub async fn check(replica: &Replica, image: &Image, temp_dir: &Path) -> Result<
     };
     // A lifecycle pass may delete a file between the plan and its download (an L0 file
     // that a new L1 file covers): a failed restore is planned and tried once more.
-    let mut result = restore::restore(replica, &out, &opts).await;
+    let mut result = super::restore(replica, &out, &opts).await;
     // The restore writes `<out>.tmp` then renames it: an I/O error on a path in
     // `temp_dir` is the temporary directory's fault, not the replica's.
-    let ours = |e: &restore::Error| matches!(e, restore::Error::Io { path, .. } if path.parent() == Some(temp_dir));
+    let ours = |e: &super::Error| matches!(e, super::Error::Io { path, .. } if path.parent() == Some(temp_dir));
     if result.as_ref().is_err_and(|e| !ours(e)) {
         let _ = std::fs::remove_file(&out);
-        result = restore::restore(replica, &out, &opts).await;
+        result = super::restore(replica, &out, &opts).await;
     }
     let summary = match result {
         Ok(s) => s,
         // Writing the copy failed (missing directory, disk full): not the replica's fault.
-        Err(restore::Error::Io { path, source }) if path.parent() == Some(temp_dir) => {
+        Err(super::Error::Io { path, source }) if path.parent() == Some(temp_dir) => {
             return Err(Error::Temp { dir: temp_dir.to_path_buf(), source });
         }
         Err(e) => {
-            return Ok(done(Outcome::Failed, format!("the replica does not restore at TXID {}: {e}", image.txid)));
+            return Ok(done(
+                Outcome::Failed,
+                format!("the replica does not restore at TXID {}: {}", image.txid, crate::errors::Chain(&e)),
+            ));
         }
     };
     if summary.txid != image.txid {
@@ -240,7 +197,7 @@ pub fn compare(restored: &Path, image: &Image) -> Result<Option<String>, Error> 
     let len = f.metadata().map_err(Error::Read)?.len();
     let ps = u64::from(image.page_size);
     let restored_pages = len / ps;
-    let lock_page = (PENDING_BYTE / ps + 1) as u32;
+    let lock_page = lock_pgno(image.page_size);
     let mut buf = vec![0u8; image.page_size as usize];
     let mut differ = Vec::new();
     let mut count = 0usize;

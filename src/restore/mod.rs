@@ -1,4 +1,5 @@
-//! Restore: from a replica (ours or Litestream's) to a database file.
+//! Restore: from a replica (ours or Litestream's) to a database file; and
+//! [`validate`], which proves a live tenant's replica restores to what it holds.
 //!
 //! The plan is Litestream's: the newest level-9 snapshot within the bound, then,
 //! repeatedly across levels, the file contiguous with what the plan holds that reaches
@@ -6,7 +7,8 @@
 //! of the decoder, so no file is held whole in memory), verified (checksums, TXID
 //! continuity, page size), and applied to `<out>.tmp` (runs of consecutive pages in
 //! one write), which is truncated to the final commit, fsynced, checked with SQLite if
-//! asked, renamed over `<out>`, and the directory is fsynced. Any failure removes the temporary file: no partial output.
+//! asked, renamed over `<out>`, and the directory is fsynced ([`crate::durable`]). Any
+//! failure removes the temporary file: no partial output.
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -14,7 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+pub mod validate;
+
+use crate::durable;
 use crate::ltx::{self, TxId};
+use crate::storage::catalog::chain;
 use crate::storage::{FileInfo, Replica};
 
 /// Errors of a restore; each names the file or replica at fault.
@@ -30,7 +36,7 @@ pub enum Error {
     Unreachable { replica: String, want: TxId, got: TxId },
     #[error("{replica}: no backup at or before {when}")]
     TooEarly { replica: String, when: String },
-    #[error("{file}: {source}")]
+    #[error("{file}")]
     BadFile {
         file: String,
         #[source]
@@ -40,7 +46,7 @@ pub enum Error {
     Inconsistent { file: String, reason: String },
     #[error("{0}: output exists (use --force to overwrite)")]
     OutputExists(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -48,7 +54,7 @@ pub enum Error {
     },
     #[error("{path}: integrity check failed: {detail}")]
     Integrity { path: PathBuf, detail: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Storage(#[from] crate::storage::Error),
 }
 
@@ -98,35 +104,6 @@ pub struct Summary {
     pub bytes_downloaded: u64,
     pub elapsed: std::time::Duration,
     pub timestamp_ms: i64,
-}
-
-/// Litestream's `CalcRestorePlan` chain over `files`: the newest snapshot (level 9,
-/// `min = 1`), then repeatedly the file at any lower level that is contiguous with the
-/// chain and reaches the highest TXID (ties: lower `min`, then higher level). The
-/// caller checks that it starts at TXID 1 and reaches far enough.
-pub fn chain(files: &[FileInfo]) -> Vec<FileInfo> {
-    let mut chain: Vec<FileInfo> = Vec::new();
-    let mut cur: TxId = 0;
-    if let Some(snap) =
-        files.iter().filter(|f| f.level == ltx::SNAPSHOT_LEVEL && f.min_txid == 1).max_by_key(|f| f.max_txid)
-    {
-        cur = snap.max_txid;
-        chain.push(snap.clone());
-    }
-    loop {
-        let best = files
-            .iter()
-            .filter(|f| f.level < ltx::SNAPSHOT_LEVEL && ltx::is_contiguous(cur, f.min_txid, f.max_txid))
-            .max_by(|a, b| a.max_txid.cmp(&b.max_txid).then(b.min_txid.cmp(&a.min_txid)).then(a.level.cmp(&b.level)));
-        match best {
-            Some(f) => {
-                cur = f.max_txid;
-                chain.push(f.clone());
-            }
-            None => break,
-        }
-    }
-    chain
 }
 
 /// Computes the restore plan (see the module doc). Lists every level once; with a
@@ -209,7 +186,7 @@ pub async fn restore(replica: &Replica, out: &Path, opts: &Options) -> Result<Su
         return Err(Error::OutputExists(out.to_path_buf()));
     }
     let steps = plan(replica, &opts.target).await?;
-    let tmp = tmp_path(out);
+    let tmp = durable::temp_path(out);
     let result = apply(replica, &steps, &tmp, opts).await;
     let summary = match result {
         Ok(s) => s,
@@ -222,27 +199,12 @@ pub async fn restore(replica: &Replica, out: &Path, opts: &Options) -> Result<Su
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
     if opts.force {
-        for suffix in ["-wal", "-shm"] {
-            let mut side = out.as_os_str().to_owned();
-            side.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(side));
-        }
+        let _ = std::fs::remove_file(crate::sqlite::wal_path(out));
+        let _ = std::fs::remove_file(crate::sqlite::shm_path(out));
     }
-    std::fs::rename(&tmp, out).map_err(io(out))?;
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    durable::replace(&tmp, out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
     Ok(Summary { elapsed: started.elapsed(), ..summary })
-}
-
-fn tmp_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
 }
 
 /// Bytes per ranged read of an LTX file: files are streamed, never held whole.

@@ -18,8 +18,8 @@
 
 use std::path::Path;
 
+use super::plan::Position;
 use crate::ltx;
-use crate::replicate::Position;
 
 /// Databases smaller than this many pages (1 MiB at 4 KiB) are not tracked.
 pub const MIN_PAGES: u32 = 256;
@@ -94,7 +94,7 @@ impl PageTable {
 
     /// Writes the table atomically (temp file, then rename).
     pub fn save(&mut self, path: &Path) -> std::io::Result<()> {
-        crate::replicate::write_atomic(path, &self.encode())?;
+        crate::durable::write(path, &self.encode())?;
         self.dirty = false;
         Ok(())
     }

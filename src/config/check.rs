@@ -1,0 +1,227 @@
+//! Validation of a parsed [`Config`]: every semantic mistake named by its key, in file
+//! order as far as possible. Nothing here does I/O: directories need not exist yet.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::{Config, MIN_RESCAN_INTERVAL, Problem, problem};
+
+impl Config {
+    /// The first semantic mistake, in file order as far as possible.
+    pub(super) fn first_problem(&self) -> Option<Problem> {
+        self.watch_problem()
+            .or_else(|| self.storage_problem())
+            .or_else(|| self.replication_problem())
+            .or_else(|| self.fleet_problem())
+            .or_else(|| self.log_problem())
+            .or_else(|| self.lifecycle_problem())
+            .or_else(|| self.validation_problem())
+            .or_else(|| self.hooks_problem())
+    }
+
+    fn watch_problem(&self) -> Option<Problem> {
+        if self.watch.is_empty() && self.single.is_none() {
+            return Some(problem(
+                "watch",
+                "no [[watch]] directory configured (add one: [[watch]] then dir = \"data/clients\")",
+            ));
+        }
+        let normalized: Vec<PathBuf> = self.watch.iter().map(|w| normalize(&w.dir)).collect();
+        for (i, w) in self.watch.iter().enumerate() {
+            if w.dir.as_os_str().is_empty() {
+                return Some(problem(format!("watch[{i}].dir"), "is empty"));
+            }
+            for (j, other) in self.watch.iter().enumerate().take(i) {
+                let (mine, theirs) = (&normalized[i], &normalized[j]);
+                if mine == theirs {
+                    return Some(problem(
+                        format!("watch[{i}].dir"),
+                        format!("{:?} is the same directory as watch[{j}] ({:?})", w.dir, other.dir),
+                    ));
+                }
+                let nested = (other.recursive && mine.starts_with(theirs)) || (w.recursive && theirs.starts_with(mine));
+                if nested {
+                    return Some(problem(
+                        format!("watch[{i}].dir"),
+                        format!(
+                            "{:?} overlaps watch[{j}] ({:?}) and one of them is recursive; a database would be watched twice",
+                            w.dir, other.dir
+                        ),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn storage_problem(&self) -> Option<Problem> {
+        let s = &self.storage;
+        if !s.url.is_s3() {
+            let s3_only = [
+                ("endpoint", s.endpoint.is_some()),
+                ("region", s.region.is_some()),
+                ("force_path_style", s.force_path_style.is_some()),
+                ("access_key_id", s.access_key_id.is_some()),
+                ("secret_access_key", s.secret_access_key.is_some()),
+            ];
+            if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
+                return Some(problem(
+                    format!("storage.{key}"),
+                    format!("only applies to s3:// urls (storage.url is \"{}\")", s.url),
+                ));
+            }
+        }
+        match (&s.access_key_id, &s.secret_access_key) {
+            (Some(_), None) => Some(problem(
+                "storage.access_key_id",
+                "is set but storage.secret_access_key is not (set both, or neither to use AWS_* variables)",
+            )),
+            (None, Some(_)) => Some(problem(
+                "storage.secret_access_key",
+                "is set but storage.access_key_id is not (set both, or neither to use AWS_* variables)",
+            )),
+            _ => None,
+        }
+    }
+
+    fn replication_problem(&self) -> Option<Problem> {
+        let r = &self.replication;
+        let positive = [("sync_interval", r.sync_interval), ("idle_after", r.idle_after)];
+        if let Some((key, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Some(problem(format!("replication.{key}"), "must be longer than 0s"));
+        }
+        if r.min_checkpoint_pages == 0 {
+            return Some(problem("replication.min_checkpoint_pages", "must be at least 1"));
+        }
+        if r.truncate_pages != 0 && r.truncate_pages < r.min_checkpoint_pages {
+            return Some(problem(
+                "replication.truncate_pages",
+                format!(
+                    "{} is below min_checkpoint_pages ({}); use a larger value, or 0 to disable",
+                    r.truncate_pages, r.min_checkpoint_pages
+                ),
+            ));
+        }
+        if r.max_open_tenants == 0 {
+            return Some(problem(
+                "replication.max_open_tenants",
+                "must be at least 1 (it bounds open connections, it does not disable replication)",
+            ));
+        }
+        let Some(state_dir) = &r.state_dir else { return None };
+        if state_dir.as_os_str().is_empty() {
+            return Some(problem("replication.state_dir", "is empty"));
+        }
+        let state = normalize(state_dir);
+        for (i, w) in self.watch.iter().enumerate() {
+            let dir = normalize(&w.dir);
+            let clash = state == dir || (state.starts_with(&dir) && w.recursive);
+            if clash {
+                return Some(problem(
+                    "replication.state_dir",
+                    format!(
+                        "{:?} is inside watch[{i}] ({:?}); keep local state away from tenant databases",
+                        state_dir, w.dir
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    fn fleet_problem(&self) -> Option<Problem> {
+        let f = &self.fleet;
+        if f.rescan_interval < MIN_RESCAN_INTERVAL {
+            return Some(problem(
+                "fleet.rescan_interval",
+                format!("must be at least {}", humantime::format_duration(MIN_RESCAN_INTERVAL)),
+            ));
+        }
+        if f.startup_concurrency == 0 {
+            return Some(problem("fleet.startup_concurrency", "must be at least 1"));
+        }
+        if f.poll_interval.is_zero() {
+            return Some(problem("fleet.poll_interval", "must be longer than 0s"));
+        }
+        None
+    }
+
+    fn lifecycle_problem(&self) -> Option<Problem> {
+        let l = &self.lifecycle;
+        if l.levels.len() > crate::lifecycle::MAX_COMPACTION_LEVEL as usize {
+            return Some(problem(
+                "lifecycle.levels",
+                format!(
+                    "{} levels given; at most {} (level 9 is for snapshots)",
+                    l.levels.len(),
+                    crate::lifecycle::MAX_COMPACTION_LEVEL
+                ),
+            ));
+        }
+        if let Some(i) = l.levels.iter().position(|d| d.is_zero()) {
+            return Some(problem(format!("lifecycle.levels[{i}]"), "must be longer than 0s"));
+        }
+        if l.l0_retention.is_zero() && l.retention {
+            return Some(problem("lifecycle.l0_retention", "must be longer than 0s"));
+        }
+        if l.snapshot_retention.is_zero() && l.retention {
+            return Some(problem(
+                "lifecycle.snapshot_retention",
+                "must be longer than 0s (the newest snapshot is always kept)",
+            ));
+        }
+        if l.concurrency == 0 {
+            return Some(problem("lifecycle.concurrency", "must be at least 1"));
+        }
+        None
+    }
+
+    fn validation_problem(&self) -> Option<Problem> {
+        let v = &self.validation;
+        if v.interval < Duration::from_secs(1) {
+            return Some(problem("validation.interval", "must be at least 1s"));
+        }
+        if v.tenants == 0 {
+            return Some(problem("validation.tenants", "must be at least 1"));
+        }
+        if v.concurrency == 0 {
+            return Some(problem("validation.concurrency", "must be at least 1"));
+        }
+        if v.temp_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Some(problem("validation.temp_dir", "is empty (leave it out for the system temp dir)"));
+        }
+        None
+    }
+
+    fn hooks_problem(&self) -> Option<Problem> {
+        let (key, message) = self.hooks.as_ref()?.problem()?;
+        Some(problem(format!("hooks.{key}"), message))
+    }
+
+    fn log_problem(&self) -> Option<Problem> {
+        if self.log.level.trim().is_empty() {
+            return Some(problem("log.level", "is empty (try \"info\" or \"litefleet=debug,info\")"));
+        }
+        None
+    }
+}
+
+/// A lexical normal form of a directory for comparing config entries (no I/O: the
+/// directories need not exist yet). Relative paths are taken against the current
+/// directory when it is known; `.` components and trailing slashes vanish, `..` pops.
+fn normalize(p: &Path) -> PathBuf {
+    let absolute = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}

@@ -1,0 +1,78 @@
+//! The configuration as one start-up line (`--check`, the daemon's log), with every
+//! credential and token shown only as "set" or "unset".
+
+use super::Config;
+
+impl Config {
+    /// One line for the startup log: what will be watched and where replicas go, with
+    /// every credential and token shown only as "set" or "unset".
+    pub fn redacted_summary(&self) -> String {
+        let s = &self.storage;
+        let mut out = format!("storage={}", s.url);
+        if !s.root.is_none() {
+            out.push_str(&format!(" root={}", s.root));
+        }
+        if let Some(e) = &s.endpoint {
+            out.push_str(&format!(" endpoint={e}"));
+        }
+        if let Some(r) = &s.region {
+            out.push_str(&format!(" region={r}"));
+        }
+        if let Some(p) = s.force_path_style {
+            out.push_str(&format!(" force_path_style={p}"));
+        }
+        if s.url.is_s3() {
+            let creds = match (&s.access_key_id, &s.secret_access_key) {
+                (Some(_), Some(_)) => "config",
+                _ => "environment",
+            };
+            out.push_str(&format!(" credentials=from-{creds}"));
+        }
+        let watches: Vec<String> = self
+            .watch
+            .iter()
+            .map(|w| {
+                let mut d = w.dir.display().to_string();
+                if w.recursive {
+                    d.push_str(" (recursive)");
+                }
+                if let Some(p) = &w.prefix {
+                    d.push_str(&format!(" (prefix {p})"));
+                }
+                d
+            })
+            .collect();
+        if !watches.is_empty() {
+            out.push_str(&format!(" watch=[{}]", watches.join(", ")));
+        }
+        if let Some(single) = &self.single {
+            out.push_str(&format!(" single={} -> {}", single.path.display(), single.prefix(&s.root)));
+        }
+        let r = &self.replication;
+        let f = &self.fleet;
+        out.push_str(&format!(
+            " sync_interval={} max_open_tenants={} idle_after={} state_dir={} page_encoding={:?} non_guid={:?} rescan_interval={}{} http={} token={} log={:?}/{}",
+            humantime::format_duration(r.sync_interval),
+            r.max_open_tenants,
+            humantime::format_duration(r.idle_after),
+            r.state_dir.as_deref().map_or("none".into(), |d| d.display().to_string()),
+            r.page_encoding,
+            f.non_guid,
+            humantime::format_duration(f.rescan_interval),
+            if f.poll { " poll" } else { "" },
+            self.http.listen,
+            if self.http.token.is_some() { "set" } else { "unset" },
+            self.log.format,
+            self.log.level,
+        ));
+        if let Some(h) = &self.hooks {
+            out.push_str(&format!(
+                " hooks={} on_error={:?} webhooks={}",
+                h.module.display(),
+                h.on_error,
+                h.webhooks.len()
+            ));
+        }
+        out
+    }
+}

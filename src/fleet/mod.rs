@@ -1,0 +1,375 @@
+//! The fleet: every tenant database found in the watched directories, each replicated
+//! to its own prefix (`<root>/<id>/`) of one storage — or, for the seed's `-dsn` mode
+//! and `litefleet replicate`, a fleet of one.
+//!
+//! Read in this order: this file (the [`Fleet`] handle, what the tenants share, config →
+//! engine settings), `registry` (the supervisor: watcher events → registrations, one
+//! map of per-path entries, conflicts, crashes, shutdown), `tenant_task` (the one state
+//! machine of a tenant: asleep until woken, pacing, backoff, hot and cold, final sync),
+//! `validation` (restore validation rounds), `reload` (SIGHUP: watch directories added
+//! and removed without a restart).
+//!
+//! Invariants it keeps:
+//! - At most one replicator writes under a storage prefix, ever: a second file that
+//!   maps to a taken prefix is a `conflict` (both paths named), and a replacement task
+//!   for a prefix starts only after the previous one has finished its final sync (a
+//!   per-prefix lock held for the whole life of a task).
+//! - At most `max_open_tenants` tenants hold a SQLite connection; tenants waiting for a
+//!   slot make holders release right after their next sync.
+//! - One tenant's failure (a garbage file, an unreadable one, storage refusing its
+//!   prefix, a panic in its replicator) is contained: that tenant is `error`, retried
+//!   with backoff, and every other tenant carries on.
+//! - Shutdown stops intake, then gives every tenant that may hold unshipped commits a
+//!   final sync, all within the shutdown timeout.
+//!
+//! It must never delete or rewrite anything in a replica (removal of a tenant stops
+//! replication and leaves its backups as they are), never touch a file outside a watch
+//! directory, and never log a credential.
+
+mod registry;
+mod reload;
+mod tenant_task;
+#[cfg(test)]
+mod tests;
+mod validation;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::registry::Supervisor;
+use crate::config::{self, Config, StorageUrl};
+use crate::hooks::Hooks;
+use crate::lifecycle::{Policy, Scheduler};
+use crate::replicate::Settings;
+use crate::status::{Board, FleetInfo};
+use crate::storage::{self, Storage};
+use crate::watch::{self, WatchOptions};
+
+/// Longest wait between retries of a failing tenant.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// First retry delay of a failing tenant.
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Watch events buffered between the watcher and the supervisor.
+const EVENT_BUFFER: usize = 4096;
+/// After a tenant releases its connection, the heap is trimmed this much later (one trim
+/// for a whole burst of releases, such as the first syncs of a start-up).
+const TRIM_DELAY: Duration = Duration::from_secs(10);
+
+/// Why the fleet could not start, reload or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The storage URL or its options are unusable.
+    #[error("storage")]
+    Storage(#[from] storage::Error),
+    /// A watch directory cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    /// The single database (`-dsn`, `litefleet replicate`) is unusable.
+    #[error("{}: {reason}", path.display())]
+    Single {
+        /// The database path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The hook module could not be loaded at start.
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
+    /// The fleet has already stopped.
+    #[error("the fleet has stopped")]
+    Stopped,
+}
+
+/// What shutdown achieved.
+#[derive(Debug, Default, Clone)]
+pub struct ShutdownReport {
+    /// Tenants whose replicator stopped (after a final sync where one was needed).
+    pub stopped: usize,
+    /// Final syncs that ran.
+    pub final_syncs: usize,
+    /// Tenants whose final sync failed, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Tenants still syncing when the shutdown timeout expired (their task was
+    /// aborted; what they had not uploaded is still in their WAL).
+    pub timed_out: Vec<String>,
+}
+
+/// A running fleet. Dropping it without [`Fleet::shutdown`] aborts replication
+/// without final syncs.
+pub struct Fleet {
+    board: Arc<Board>,
+    storage: Storage,
+    #[cfg(test)]
+    watcher: Arc<crate::watch::WatchHandle>,
+    commands: mpsc::Sender<Command>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+/// A request to the supervisor.
+enum Command {
+    Reload(Box<Config>, oneshot::Sender<Result<Vec<String>, Error>>),
+    Shutdown(oneshot::Sender<ShutdownReport>),
+}
+
+impl Fleet {
+    /// Validates `config`, opens storage, starts watching and returns at once; the
+    /// initial scan runs in the background (the board says `ready` when it is done).
+    /// Must be called inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Fleet, Error> {
+        config.validate()?;
+        let storage = open_storage(&config)?;
+        let board = Arc::new(Board::new(fleet_info(&config, &storage)));
+        let shutdown = CancellationToken::new();
+        let hooks = match &config.hooks {
+            Some(h) => Some(Hooks::start(h, shutdown.child_token()).await?),
+            None => None,
+        };
+        let mut keys = reload::DirKeys::default();
+        let (dirs, single) = reload::watch_plan(&config, &mut keys)?;
+        let (lifecycle, _) = Scheduler::start(
+            storage.clone(),
+            config.storage.root.to_string(),
+            policy(&config),
+            config.lifecycle.concurrency,
+            shutdown.child_token(),
+        );
+        let released = Arc::new(Notify::new());
+        tokio::spawn(trim_heap_after_releases(released.clone(), shutdown.child_token()));
+        let shared = Arc::new(Shared {
+            board: board.clone(),
+            storage: storage.clone(),
+            settings: settings(&config),
+            sync_interval: config.replication.sync_interval,
+            idle_after: config.replication.idle_after,
+            hot_slots: Arc::new(Semaphore::new(config.replication.max_open_tenants.max(1))),
+            startup_slots: Arc::new(Semaphore::new(config.fleet.startup_concurrency.max(1))),
+            waiting: AtomicUsize::new(0),
+            slot_wanted: Notify::new(),
+            shutdown,
+            lifecycle,
+            released,
+            validation: config.validation.enabled.then(|| validation::Validator::new(&config.validation)),
+        });
+        let (tx, events) = mpsc::channel(EVENT_BUFFER);
+        let watch_token = CancellationToken::new();
+        let opts = WatchOptions {
+            rescan_interval: config.fleet.rescan_interval,
+            poll: config.fleet.poll,
+            poll_interval: config.fleet.poll_interval,
+        };
+        banner(&config, &storage);
+        let watcher = Arc::new(watch::spawn(dirs, opts, tx, watch_token.clone())?);
+        let (commands, command_rx) = mpsc::channel(4);
+        let sup = Supervisor::new(shared, config, keys, single, watcher.clone(), watch_token, hooks);
+        let supervisor = tokio::spawn(sup.run(events, command_rx));
+        #[cfg(not(test))]
+        drop(watcher);
+        Ok(Fleet {
+            board,
+            storage,
+            #[cfg(test)]
+            watcher,
+            commands,
+            supervisor,
+        })
+    }
+
+    /// The status board (for the dashboard, the API and tests).
+    pub fn board(&self) -> Arc<Board> {
+        self.board.clone()
+    }
+
+    /// The storage every replica lives in.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Applies a new configuration: watch directories are added and removed without a
+    /// restart (their tenants registered or unregistered); `non_guid` changes
+    /// re-evaluate every file. Returns the settings that changed but need a restart
+    /// (`storage`, `replication`, `http`, …), for a warning. An invalid config is
+    /// refused and the running one kept.
+    pub async fn reload(&self, config: Config) -> Result<Vec<String>, Error> {
+        config.validate()?;
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Reload(Box::new(config), tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Stops intake, makes a final sync of every tenant that may hold unshipped
+    /// commits (bounded by `fleet.shutdown_timeout`), and stops.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_err() {
+            return ShutdownReport::default();
+        }
+        let report = rx.await.unwrap_or_default();
+        let _ = self.supervisor.await;
+        report
+    }
+}
+
+/// Everything the tenant tasks share.
+struct Shared {
+    board: Arc<Board>,
+    storage: Storage,
+    settings: Settings,
+    sync_interval: Duration,
+    idle_after: Duration,
+    /// One permit per open SQLite connection (`max_open_tenants`).
+    hot_slots: Arc<Semaphore>,
+    /// Bounds first syncs running at once (start-up of 10,000 existing files).
+    startup_slots: Arc<Semaphore>,
+    /// Tasks waiting for a hot slot: holders release right after their next sync.
+    waiting: AtomicUsize,
+    /// Signalled when a task starts waiting for a hot slot: idle holders (hot, nothing
+    /// scheduled) release theirs at once instead of at `idle_after`.
+    slot_wanted: Notify,
+    /// Fleet shutdown: every task makes its final sync and ends.
+    shutdown: CancellationToken,
+    /// Compaction, snapshots and retention, told about every upload.
+    lifecycle: Scheduler,
+    /// Restore validation (`[validation] enabled`).
+    validation: Option<validation::Validator>,
+    /// Signalled when a tenant releases its connection (see [`trim_heap_after_releases`]).
+    released: Arc<Notify>,
+}
+
+/// Builds the storage of a config.
+pub fn open_storage(config: &Config) -> Result<Storage, storage::Error> {
+    let s = &config.storage;
+    let url = match &s.url {
+        // One process-wide store per daemon: tests run several fleets in one process.
+        StorageUrl::Memory => format!("memory://fleet-{}", std::process::id()),
+        other => other.to_string(),
+    };
+    let opts = storage::Options {
+        endpoint: s.endpoint.clone(),
+        region: s.region.clone(),
+        force_path_style: s.force_path_style,
+        access_key_id: s.access_key_id.as_ref().map(|k| k.expose().to_owned()),
+        secret_access_key: s.secret_access_key.as_ref().map(|k| k.expose().to_owned()),
+    };
+    Storage::from_url(&url, &opts)
+}
+
+/// Replicator settings from a config.
+pub fn settings(config: &Config) -> Settings {
+    let r = &config.replication;
+    Settings {
+        sync_interval: r.sync_interval,
+        checkpoint_interval: r.checkpoint_interval,
+        min_checkpoint_pages: r.min_checkpoint_pages,
+        truncate_pages: r.truncate_pages,
+        busy_timeout: r.busy_timeout,
+        page_encoding: r.page_encoding,
+        state_dir: r.state_dir.clone(),
+        refuse_rollback_journal: r.refuse_rollback_journal,
+        ..Settings::default()
+    }
+}
+
+/// The lifecycle policy of a config.
+pub fn policy(config: &Config) -> Policy {
+    let l = &config.lifecycle;
+    Policy {
+        levels: l.levels.clone(),
+        snapshot_interval: l.snapshot_interval,
+        snapshot_retention: l.snapshot_retention,
+        l0_retention: l.l0_retention,
+        retention: l.retention,
+        encoding: config.replication.page_encoding,
+    }
+}
+
+/// `active` tenants are shown as `lagging` once a change waits this long.
+pub fn lag_threshold(sync_interval: Duration) -> Duration {
+    (sync_interval * 5).max(Duration::from_secs(10))
+}
+
+fn fleet_info(config: &Config, storage: &Storage) -> FleetInfo {
+    let bucket = match &config.storage.url {
+        StorageUrl::S3 { bucket, .. } => bucket.clone(),
+        StorageUrl::File { path } => path.display().to_string(),
+        StorageUrl::Memory => "memory".to_owned(),
+    };
+    FleetInfo {
+        storage_url: storage.location().to_owned(),
+        bucket,
+        root: config.storage.root.to_string(),
+        watch_dirs: watch_dirs_shown(config),
+        started_at: SystemTime::now(),
+        lag_threshold: lag_threshold(config.replication.sync_interval),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn watch_dirs_shown(config: &Config) -> Vec<PathBuf> {
+    match &config.single {
+        Some(s) => vec![s.path.clone()],
+        None => config.watch.iter().map(|w| w.dir.clone()).collect(),
+    }
+}
+
+/// The seed's start-up lines.
+fn banner(config: &Config, storage: &Storage) {
+    let mode = if config.single.is_some() { "Legacy Mode" } else { "Directory Mode" };
+    tracing::info!("🏢 litefleet Multi-Client Manager ({mode}) v{}", env!("CARGO_PKG_VERSION"));
+    match &config.storage.url {
+        StorageUrl::S3 { bucket, .. } => tracing::info!("📦 S3 Bucket: {bucket}"),
+        _ => tracing::info!("📦 Storage: {}", storage.url()),
+    }
+    tracing::info!("{}", config.redacted_summary());
+    let dirs: Vec<String> = watch_dirs_shown(config).iter().map(|d| d.display().to_string()).collect();
+    if config.single.is_none() {
+        tracing::info!("👀 Watching Directories: [{}]", dirs.join(", "));
+        for d in &dirs {
+            tracing::info!("👀 Watching directory: {d}");
+        }
+    }
+}
+
+/// Gives freed heap back to the OS after tenants release their connections.
+///
+/// glibc keeps memory freed in the middle of its heap: after a start-up burst (hundreds
+/// of connections opened, used and closed at once) a daemon whose live heap is ~20 MB
+/// kept ~150 MB resident. One `malloc_trim(0)` per burst returns it. No timer runs while
+/// nothing is released.
+async fn trim_heap_after_releases(released: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = released.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TRIM_DELAY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let _ = tokio::task::spawn_blocking(trim_heap).await;
+    }
+}
+
+/// `malloc_trim(0)` where the C library has it.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and may be called from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}

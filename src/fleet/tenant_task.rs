@@ -1,0 +1,428 @@
+//! One tenant's state machine: the only thing that decides when a tenant syncs.
+//!
+//! A task sleeps on stop, wake, a validation request and — only when set — one timer:
+//! its next sync, else its idle deadline. Its life: a first sync at registration
+//! (holding a start-up slot and a connection slot), then cold unless a write arrived;
+//! woken by a write, it syncs at once or when its pacing allows (a GCRA: one upload per
+//! `sync_interval` on average, bursts of two); after `idle_after` without writes — or
+//! at once when another tenant waits for a connection slot — it ships what is left,
+//! checkpoints and closes its connection. A wake-up of a cold tenant whose [`Stamp`]
+//! says nothing was committed since its last sync costs nothing. Errors back off from
+//! 1 s to 60 s. When stopped it makes a final sync if it may hold unshipped commits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, OwnedMutexGuard, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{MAX_BACKOFF, MIN_BACKOFF, Shared, panic_message};
+use crate::errors::chain;
+use crate::replicate::{Replicator, SyncReport};
+use crate::sqlite::Stamp;
+use crate::status::TenantState;
+use crate::tenant::{Prefix, TenantId};
+
+/// How a tenant task ended: its final sync (`None`: none was needed), or the panic
+/// that stopped it.
+pub(super) struct TaskEnd {
+    pub(super) path: PathBuf,
+    pub(super) id: TenantId,
+    pub(super) outcome: Result<Option<Result<SyncReport, String>>, String>,
+}
+
+/// The running tenant tasks, with the file each one replicates.
+#[derive(Default)]
+pub(super) struct Tasks {
+    set: JoinSet<TaskEnd>,
+    /// Task → (file, tenant), to name a task that panicked or did not finish.
+    names: HashMap<tokio::task::Id, (PathBuf, TenantId)>,
+}
+
+impl Tasks {
+    /// Runs a tenant's task.
+    pub(super) fn spawn(&mut self, path: &Path, id: &TenantId, task: impl Future<Output = TaskEnd> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), (path.to_path_buf(), id.clone()));
+    }
+
+    /// The next task to end (a panic becomes an `Err` outcome); `None` if none runs.
+    pub(super) async fn join_next(&mut self) -> Option<TaskEnd> {
+        loop {
+            match self.set.join_next_with_id().await? {
+                Ok((tid, end)) => {
+                    self.names.remove(&tid);
+                    return Some(end);
+                }
+                Err(e) => {
+                    let Some((path, id)) = self.names.remove(&e.id()) else { continue };
+                    let what = if e.is_panic() { panic_message(e.into_panic()) } else { "cancelled".to_owned() };
+                    return Some(TaskEnd { path, id, outcome: Err(what) });
+                }
+            }
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// The tenants whose task still runs, sorted.
+    pub(super) fn running(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.names.values().map(|(_, id)| id.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    pub(super) fn abort_all(&mut self) {
+        self.set.abort_all();
+    }
+}
+
+/// One tenant's replication loop.
+pub(super) struct TenantTask {
+    pub(super) shared: Arc<Shared>,
+    pub(super) path: PathBuf,
+    pub(super) id: TenantId,
+    prefix: Prefix,
+    /// Created once the prefix lock is held.
+    pub(super) r: Option<Replicator>,
+    permit: Option<OwnedSemaphorePermit>,
+    /// When the oldest change not yet shipped was seen.
+    dirty_since: Option<SystemTime>,
+    /// When the next sync runs (`None`: nothing to do, no timer).
+    due: Option<Instant>,
+    /// When the idle hot connection is released (`None`: cold, no timer).
+    idle_at: Option<Instant>,
+    pub(super) backoff: Duration,
+    /// Upload pacing (a GCRA): the theoretical time of the next upload. A sync may run
+    /// from `paced_until - sync_interval` on, and each one that uploads something moves
+    /// it `sync_interval` on — at most one upload per interval on average, with bursts
+    /// of two, so a tenant's second commit within a second ships at once too while a
+    /// continuously written one is coalesced. A sync that found nothing to ship (it
+    /// ran before the commit was complete) moves nothing.
+    paced_until: Option<Instant>,
+    /// Stamp taken before the last successful sync.
+    stamp: Option<Stamp>,
+    synced_once: bool,
+}
+
+impl TenantTask {
+    pub(super) fn new(shared: Arc<Shared>, path: PathBuf, id: TenantId, prefix: Prefix) -> TenantTask {
+        TenantTask {
+            shared,
+            path,
+            id,
+            prefix,
+            r: None,
+            permit: None,
+            dirty_since: None,
+            due: None,
+            idle_at: None,
+            backoff: Duration::ZERO,
+            paced_until: None,
+            stamp: None,
+            synced_once: false,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        wake: Arc<Notify>,
+        validate: Arc<Notify>,
+        stop: CancellationToken,
+        lock: Arc<tokio::sync::Mutex<()>>,
+        delay: Duration,
+    ) -> TaskEnd {
+        // Never two replicators under one prefix: wait for the previous owner's final
+        // sync to finish.
+        let _guard: OwnedMutexGuard<()> = tokio::select! {
+            g = lock.lock_owned() => g,
+            _ = stop.cancelled() => return self.end(None),
+        };
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => return self.end(None),
+            }
+        }
+        let replica = self.shared.storage.replica(&self.prefix);
+        self.r = Some(Replicator::new(&self.path, replica, self.shared.settings.clone()));
+        self.due = Some(Instant::now());
+        self.dirty_since = Some(SystemTime::now());
+        let shared = self.shared.clone();
+        loop {
+            // One timer at most: the next sync, else the release of an idle connection.
+            let timer = match (self.due, self.idle_at) {
+                (Some(at), _) => Some((at, true)),
+                (None, Some(at)) => Some((at, false)),
+                (None, None) => None,
+            };
+            let far = Instant::now() + Duration::from_secs(86_400);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = wake.notified() => self.on_wake(),
+                // The work is boxed: this future rests in memory once per tenant (100,000
+                // of them), while a sync's own state is needed only while it runs.
+                _ = tokio::time::sleep_until(timer.map_or(far, |t| t.0)), if timer.is_some() => {
+                    if timer.is_some_and(|t| t.1) {
+                        Box::pin(self.sync_now(&stop)).await;
+                    } else {
+                        Box::pin(self.go_idle()).await;
+                    }
+                }
+                _ = shared.slot_wanted.notified(), if self.permit.is_some() && self.due.is_none() => {
+                    // Another tenant needs a connection slot and this one is idle.
+                    Box::pin(self.go_idle()).await;
+                }
+                _ = validate.notified() => Box::pin(self.validate(&stop)).await,
+            }
+        }
+        let result = Box::pin(self.finish()).await;
+        self.end(result)
+    }
+
+    fn end(&self, final_sync: Option<Result<SyncReport, String>>) -> TaskEnd {
+        TaskEnd { path: self.path.clone(), id: self.id.clone(), outcome: Ok(final_sync) }
+    }
+
+    pub(super) fn replicator(&mut self) -> &mut Replicator {
+        self.r.as_mut().unwrap_or_else(|| unreachable!("created before the loop"))
+    }
+
+    fn is_hot(&self) -> bool {
+        self.r.as_ref().is_some_and(|r| r.is_hot())
+    }
+
+    fn on_wake(&mut self) {
+        let now = Instant::now();
+        let unchanged = self.stamp.is_some_and(|s| s.nothing_committed_since(&Stamp::of(&self.path)));
+        if !self.is_hot() && self.backoff.is_zero() && self.due.is_none() && unchanged {
+            // Cold and nothing committed since the last sync: our own checkpoint, a
+            // rescan's repeat, or an `-shm` touch. No connection, no request.
+            return;
+        }
+        if self.dirty_since.is_none() {
+            let t = SystemTime::now();
+            self.dirty_since = Some(t);
+            self.shared.board.update(&self.path, |s| s.pending_since = Some(t));
+        }
+        if self.backoff.is_zero() {
+            let interval = self.shared.sync_interval;
+            let earliest = self.paced_until.and_then(|t| t.checked_sub(interval)).map_or(now, |t| t.max(now));
+            if self.due.is_none_or(|d| d > earliest) {
+                self.due = Some(earliest);
+            }
+        }
+    }
+
+    /// Takes a hot slot (a connection may be opened). `false` if stopped meanwhile.
+    pub(super) async fn take_slot(&mut self, stop: Option<&CancellationToken>) -> bool {
+        if self.permit.is_some() {
+            return true;
+        }
+        let slots = self.shared.hot_slots.clone();
+        if let Ok(p) = slots.clone().try_acquire_owned() {
+            self.permit = Some(p);
+            return true;
+        }
+        self.shared.waiting.fetch_add(1, Ordering::AcqRel);
+        self.shared.slot_wanted.notify_waiters();
+        let got = match stop {
+            Some(stop) => tokio::select! {
+                p = slots.acquire_owned() => p.ok(),
+                _ = stop.cancelled() => None,
+            },
+            None => slots.acquire_owned().await.ok(),
+        };
+        self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.permit = got;
+        self.permit.is_some()
+    }
+
+    async fn sync_now(&mut self, stop: &CancellationToken) {
+        let startup = if self.synced_once {
+            None
+        } else {
+            let slots = self.shared.startup_slots.clone();
+            tokio::select! {
+                p = slots.acquire_owned() => p.ok(),
+                _ = stop.cancelled() => return,
+            }
+        };
+        if !self.take_slot(Some(stop)).await {
+            return;
+        }
+        let first = !self.synced_once;
+        let result = self.sync_once().await;
+        drop(startup);
+        if result.is_ok() {
+            if first && self.dirty_since.is_none() && self.is_hot() {
+                // An existing tenant found at start-up (or a new one) is probably idle:
+                // release its connection now rather than after `idle_after`, so a
+                // start-up of 100,000 tenants holds `startup_concurrency` connections,
+                // not 100,000. Its next write reopens it.
+                self.go_idle().await;
+            } else {
+                self.after_sync().await;
+            }
+        }
+    }
+
+    /// One sync with a slot held: ships everything committed, records the outcome.
+    pub(super) async fn sync_once(&mut self) -> Result<SyncReport, String> {
+        self.due = None;
+        let stamp = Stamp::of(&self.path);
+        let waited_since = self.dirty_since.take();
+        if let Some(t) = waited_since {
+            crate::metrics::lag(self.id.as_str(), SystemTime::now().duration_since(t).unwrap_or_default());
+        }
+        let started = Instant::now();
+        match self.replicator().sync().await {
+            Ok(rep) => {
+                if rep.uploaded > 0 {
+                    let from = self.paced_until.map_or(started, |t| t.max(started));
+                    self.paced_until = Some(from + self.shared.sync_interval);
+                }
+                crate::metrics::sync_ok(
+                    self.id.as_str(),
+                    rep.uploaded,
+                    rep.bytes,
+                    rep.snapshots.len() as u64,
+                    started.elapsed(),
+                );
+                self.succeeded(&rep, stamp);
+                Ok(rep)
+            }
+            Err(e) => {
+                self.dirty_since = match (waited_since, self.dirty_since) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let message = chain(&e);
+                self.failed(message.clone()).await;
+                Err(message)
+            }
+        }
+    }
+
+    /// After a successful sync: keep the connection for `idle_after`, or give it up.
+    pub(super) async fn after_sync(&mut self) {
+        if !self.is_hot() {
+            // An empty (touched) file: nothing is open.
+            self.permit = None;
+            self.idle_at = None;
+        } else if self.shared.waiting.load(Ordering::Acquire) > 0 {
+            // Others wait for a connection slot: go cold now.
+            self.go_idle().await;
+        } else {
+            self.idle_at = Some(Instant::now() + self.shared.idle_after);
+        }
+    }
+
+    /// Restore validation: pins the live database at the replica's newest TXID (see
+    /// `validate`), then restores and compares off this task so replication goes on.
+    fn succeeded(&mut self, rep: &SyncReport, stamp: Stamp) {
+        self.backoff = Duration::ZERO;
+        self.synced_once = true;
+        self.stamp = Some(stamp);
+        let txid = self.r.as_ref().and_then(|r| r.remote_txid()).filter(|t| *t > 0);
+        let hot = self.is_hot();
+        let pending = self.dirty_since;
+        if rep.uploaded > 0 {
+            tracing::debug!(tenant = %self.id, txid = txid.unwrap_or(0), files = rep.uploaded, bytes = rep.bytes, "synced");
+        }
+        self.shared.lifecycle.shipped(self.prefix.as_str(), rep.files.clone());
+        let now = SystemTime::now();
+        self.shared.board.update(&self.path, |s| {
+            s.state = TenantState::Active;
+            s.txid = txid.or(s.txid);
+            s.files_shipped += rep.uploaded;
+            s.bytes_shipped += rep.bytes;
+            s.snapshots_shipped += rep.snapshots.len() as u64;
+            s.syncs += 1;
+            s.last_sync_at = Some(now);
+            s.pending_since = pending;
+            s.last_error = None;
+            s.hot = hot;
+        });
+    }
+
+    async fn failed(&mut self, error: String) {
+        crate::metrics::sync_failed(self.id.as_str());
+        self.backoff = (self.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+        self.due = Some(Instant::now() + self.backoff);
+        self.idle_at = None;
+        tracing::warn!(tenant = %self.id, retry_in = ?self.backoff, "sync of {} failed: {error}", self.path.display());
+        // Free the connection slot while waiting to retry.
+        if let Some(r) = self.r.as_mut() {
+            let _ = r.release().await;
+        }
+        let pending = self.dirty_since;
+        self.shared.board.update(&self.path, |s| {
+            s.state = TenantState::Error;
+            s.errors += 1;
+            s.last_error = Some(error);
+            s.pending_since = pending;
+            s.hot = false;
+        });
+        self.permit = None;
+    }
+
+    /// Ships what is left, checkpoints and releases the connection.
+    async fn go_idle(&mut self) {
+        self.idle_at = None;
+        let stamp = Stamp::of(&self.path);
+        let result = self.replicator().idle().await;
+        match result {
+            Ok(rep) => {
+                let pending = self.dirty_since.take();
+                self.succeeded(&rep, stamp);
+                // A change seen while idling: sync it (the connection reopens).
+                if let Some(p) = pending {
+                    self.dirty_since = Some(p);
+                    self.due = Some(Instant::now());
+                }
+            }
+            Err(e) => self.failed(chain(&e)).await,
+        }
+        // Only now, with the board saying cold, may another tenant take the slot.
+        self.permit = None;
+        self.shared.released.notify_one();
+    }
+
+    /// After stop: the final sync when one can be needed.
+    async fn finish(&mut self) -> Option<Result<SyncReport, String>> {
+        let shutting_down = self.shared.shutdown.is_cancelled();
+        let exists = self.path.exists();
+        let needed = exists
+            && (self.is_hot()
+                || self.dirty_since.is_some()
+                || !self.synced_once
+                || !self.stamp.is_some_and(|s| s.nothing_committed_since(&Stamp::of(&self.path))));
+        if !needed {
+            if let Some(r) = self.r.as_mut() {
+                let _ = r.release().await;
+            }
+            return None;
+        }
+        if !shutting_down {
+            tracing::info!(tenant = %self.id, "final sync of {} before it stops replicating", self.path.display());
+        }
+        self.take_slot(None).await;
+        let r = self.replicator().shutdown().await.map_err(|e| chain(&e));
+        self.permit = None;
+        Some(r)
+    }
+}

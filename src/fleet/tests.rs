@@ -1,0 +1,331 @@
+//! The fleet in process: registration, connection slots, idle cost, validation, pacing.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use super::reload::DirKeys;
+use super::*;
+use crate::status::{Board, Outcome, TenantState};
+
+use crate::config::WatchConfig;
+
+const GA: &str = "11111111-2222-3333-4444-555555555555";
+const GB: &str = "22222222-3333-4444-5555-666666666666";
+const GC: &str = "33333333-4444-5555-6666-777777777777";
+
+fn test_config(dir: &Path, replicas: &Path) -> Config {
+    let mut c = Config { watch: vec![WatchConfig::new(dir.join("clients"))], ..Config::default() };
+    c.storage.url = StorageUrl::File { path: replicas.to_path_buf() };
+    c.replication.state_dir = Some(dir.join("state"));
+    c.replication.sync_interval = Duration::from_millis(50);
+    c.fleet.shutdown_timeout = Duration::from_secs(20);
+    c
+}
+
+fn write(db: &Path, rows: u32) {
+    let c = rusqlite::Connection::open(db).unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(v BLOB)").unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..rows {
+        c.execute("INSERT INTO t VALUES (randomblob(300))", []).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+async fn wait(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Replication alone: no compaction, no snapshots (the lifecycle is tested elsewhere).
+fn without_lifecycle(config: &mut Config) {
+    config.lifecycle.levels.clear();
+    config.lifecycle.snapshot_interval = Duration::ZERO;
+}
+
+/// Shuts the fleet down and asserts every final sync succeeded in time.
+async fn stop_fleet(fleet: Fleet) {
+    let report = fleet.shutdown().await;
+    assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
+}
+
+fn synced(board: &Board, db: &Path) -> bool {
+    board.get(db).is_some_and(|s| s.state == TenantState::Active && s.pending_since.is_none() && s.txid.is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_created_while_events_are_lost_is_found_by_the_rescan() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(dir.path().join("clients")).unwrap_or_else(|e| panic!("{e}"));
+    let fleet =
+        Fleet::start(test_config(dir.path(), &dir.path().join("replicas"))).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    wait("ready", || board.is_ready()).await;
+    // Every notify event is lost from now on, as in a kernel queue overflow.
+    fleet.watcher.drop_events(true);
+    let db =
+        std::fs::canonicalize(dir.path().join("clients")).unwrap_or_else(|e| panic!("{e}")).join(format!("{GA}.db"));
+    write(&db, 5);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(board.get(&db).is_none(), "no event should have reached the fleet");
+    // The overflow's rescan finds it.
+    fleet.watcher.rescan_now();
+    wait("registered and synced after the rescan", || synced(&board, &db)).await;
+    stop_fleet(fleet).await;
+    assert!(dir.path().join(format!("replicas/databases/{GA}/ltx/0")).is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stay_within_max_open_tenants_and_everyone_ships() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = test_config(dir.path(), &dir.path().join("replicas"));
+    config.replication.max_open_tenants = 1;
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    wait("ready", || board.is_ready()).await;
+    let clients = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let dbs: Vec<PathBuf> = [GA, GB, GC].iter().map(|g| clients.join(format!("{g}.db"))).collect();
+    let mut max_hot = 0;
+    for round in 0..8 {
+        for db in &dbs {
+            write(db, 1 + round);
+            max_hot = max_hot.max(board.counts().hot);
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        max_hot = max_hot.max(board.counts().hot);
+    }
+    for db in &dbs {
+        let want = rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(want, (1..=8).sum::<i64>());
+        wait("every tenant synced", || synced(&board, db)).await;
+        max_hot = max_hot.max(board.counts().hot);
+    }
+    assert!(max_hot <= 1, "{max_hot} tenants were hot at once with max_open_tenants = 1");
+    // One tenant hot and idle (idle_after is 30 s), another written: the idle holder
+    // gives up its slot at once instead of after idle_after.
+    write(&dbs[0], 1);
+    wait("a hot, idle tenant", || dbs.iter().all(|d| synced(&board, d)) && board.counts().hot == 1).await;
+    let cold = dbs.iter().find(|d| board.get(d).is_some_and(|s| !s.hot)).cloned().unwrap_or_default();
+    let before = board.get(&cold).and_then(|s| s.txid);
+    let asked = std::time::Instant::now();
+    write(&cold, 1);
+    wait("the cold tenant's write to ship", || {
+        board.get(&cold).is_some_and(|s| s.txid > before && s.pending_since.is_none())
+    })
+    .await;
+    assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
+    stop_fleet(fleet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tenant_holds_no_connection_and_sends_no_request() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = test_config(dir.path(), &dir.path().join("replicas"));
+    config.replication.idle_after = Duration::from_millis(300);
+    // Replication alone; the lifecycle's idle cost is asserted in tests/lifecycle.rs.
+    without_lifecycle(&mut config);
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GB}.db"));
+    write(&db, 3);
+    wait("synced", || synced(&board, &db)).await;
+    wait("cold", || board.get(&db).is_some_and(|s| !s.hot)).await;
+    // Our own idle checkpoint may wake it once; let that settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters = fleet.storage().counters().clone();
+    let before = counters.total();
+    let txid = board.get(&db).and_then(|s| s.txid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(counters.total(), before, "an idle tenant sent storage requests");
+    assert!(board.get(&db).is_some_and(|s| !s.hot), "an idle tenant reopened its database");
+    // A write wakes it and ships.
+    write(&db, 1);
+    wait("the next write ships", || board.get(&db).is_some_and(|s| s.txid > txid && s.pending_since.is_none())).await;
+    stop_fleet(fleet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_passes_while_writing_and_fails_loudly_on_a_damaged_replica() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let replicas = dir.path().join("replicas");
+    let mut config = test_config(dir.path(), &replicas);
+    // Keep every L0 file where it is: the test damages one.
+    without_lifecycle(&mut config);
+    config.validation.enabled = true;
+    config.validation.interval = Duration::from_secs(1);
+    config.validation.tenants = 2;
+    config.validation.temp_dir = Some(dir.path().join("tmp"));
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap_or_else(|e| panic!("{e}"));
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    let clients = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let (busy, quiet) = (clients.join(format!("{GA}.db")), clients.join(format!("{GB}.db")));
+    write(&quiet, 20);
+    write(&busy, 1);
+    // A writer commits to `busy` every 150 ms while validations run.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, busy) = (stop.clone(), busy.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                write(&busy, 1);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        })
+    };
+    let passed = |db: &Path| {
+        board.get(db).and_then(|s| s.validation).is_some_and(|v| v.outcome == Outcome::Passed && v.txid.is_some())
+    };
+    wait("both tenants validated", || passed(&busy) && passed(&quiet)).await;
+    let v = board.get(&busy).and_then(|s| s.validation).unwrap_or_else(|| unreachable!());
+    assert!(v.detail.contains("equal to the live database"), "{}", v.detail);
+    // No restored copy is left behind.
+    wait("temporary copies removed", || {
+        std::fs::read_dir(dir.path().join("tmp")).map(|d| d.count() == 0).unwrap_or(false)
+    })
+    .await;
+
+    // Damage the quiet tenant's newest L0 file: the next validation fails, loudly.
+    let l0 = replicas.join(format!("databases/{GB}/ltx/0"));
+    let newest = std::fs::read_dir(&l0)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .max()
+        .unwrap_or_else(|| panic!("no L0 file"));
+    let mut bytes = std::fs::read(&newest).unwrap_or_else(|e| panic!("{e}"));
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&newest, bytes).unwrap_or_else(|e| panic!("{e}"));
+    wait("the damage found", || {
+        board.get(&quiet).is_some_and(|s| s.validation.is_some_and(|v| v.outcome == Outcome::Failed))
+    })
+    .await;
+    let s = board.get(&quiet).unwrap_or_else(|| unreachable!());
+    assert_eq!(s.state_at(SystemTime::now(), Duration::from_secs(10)), TenantState::Error);
+    let shown = s.error_shown().unwrap_or_default();
+    assert!(shown.starts_with("validation failed: the replica does not restore at TXID"), "{shown}");
+    assert!(shown.contains(&newest.file_name().unwrap_or_default().to_string_lossy().to_string()), "{shown}");
+    // The busy tenant is unaffected.
+    assert!(passed(&busy));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap_or_else(|_| panic!("writer panicked"));
+    stop_fleet(fleet).await;
+}
+
+/// A wake-up can come before the commit is complete (the writer's first WAL frames):
+/// that sync finds nothing, and the commit itself must then ship at once, not one
+/// `sync_interval` later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_that_found_nothing_does_not_delay_the_commit() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = test_config(dir.path(), &dir.path().join("replicas"));
+    config.replication.sync_interval = Duration::from_secs(3);
+    config.replication.idle_after = Duration::from_millis(300);
+    without_lifecycle(&mut config);
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
+    // One application connection for the whole test: closing the last connection
+    // would checkpoint and delete the WAL, and the next sync would then (rightly)
+    // ship a full-page file instead of nothing.
+    let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB); INSERT INTO t VALUES (randomblob(300));")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Everything written has shipped and the tenant is cold (its writes may have been
+    // shipped by more than one sync: wait until nothing moves).
+    let mut last = None;
+    wait("synced, cold and settled", || {
+        let now = board.get(&db).filter(|s| !s.hot && s.pending_since.is_none()).map(|s| (s.syncs, s.txid));
+        let settled = now.is_some() && now == last;
+        last = now;
+        settled
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (syncs, txid) = board.get(&db).map(|s| (s.syncs, s.txid)).unwrap_or_default();
+    assert_eq!(last, Some((syncs, txid)), "still syncing");
+    // A transaction bigger than a one-page cache spills frames into the WAL before
+    // its commit: the tenant wakes and syncs, finding no commit.
+    c.execute_batch("PRAGMA cache_size = 1; BEGIN; INSERT INTO t SELECT randomblob(4000) FROM (SELECT 1 UNION SELECT 2 UNION SELECT 3 UNION SELECT 4);")
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait("a sync that finds nothing", || board.get(&db).is_some_and(|s| s.syncs > syncs)).await;
+    assert_eq!(board.get(&db).and_then(|s| s.txid), txid, "nothing was committed yet: {:?}", board.get(&db));
+    let committed = std::time::Instant::now();
+    c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+    wait("the commit shipped", || board.get(&db).is_some_and(|s| s.txid > txid)).await;
+    let took = committed.elapsed();
+    assert!(took < Duration::from_millis(1500), "the commit waited {took:?} (sync_interval is 3 s)");
+    drop(c);
+    stop_fleet(fleet).await;
+}
+
+/// Upload pacing: two commits in a row both ship at once (burst of two), the third
+/// waits for the interval: one upload per `sync_interval` on average.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_paced_with_bursts_of_two() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = test_config(dir.path(), &dir.path().join("replicas"));
+    config.replication.sync_interval = Duration::from_secs(4);
+    without_lifecycle(&mut config);
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GA}.db"));
+    let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB);").unwrap_or_else(|e| panic!("{e}"));
+    wait("first sync", || synced(&board, &db)).await;
+    // Let the pacing of the first sync run out.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut lags = Vec::new();
+    for _ in 0..3 {
+        let before = board.get(&db).and_then(|s| s.txid);
+        let t = std::time::Instant::now();
+        c.execute("INSERT INTO t VALUES (randomblob(100))", []).unwrap_or_else(|e| panic!("{e}"));
+        wait("shipped", || board.get(&db).is_some_and(|s| s.txid > before)).await;
+        lags.push(t.elapsed());
+    }
+    assert!(lags[0] < Duration::from_secs(2) && lags[1] < Duration::from_secs(2), "{lags:?}");
+    assert!(lags[2] > Duration::from_secs(2), "the third upload in a row was not paced: {lags:?}");
+    drop(c);
+    stop_fleet(fleet).await;
+}
+
+#[test]
+fn unchanged_watch_entries_keep_their_keys_across_reloads() {
+    let mut keys = DirKeys::default();
+    let a = WatchConfig::new("a");
+    let b = WatchConfig::new("b");
+    let first = keys.assign(&[a.clone(), b.clone()], false);
+    assert_eq!(first.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [1, 2]);
+    // Remove a, change b's prefix, add c: b gets a new key (its tenants move).
+    let mut b2 = b.clone();
+    b2.prefix = Some(crate::tenant::Prefix::parse("staging").unwrap_or_default());
+    let c = WatchConfig::new("c");
+    let second = keys.assign(&[b2, c], false);
+    assert_eq!(second.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [3, 4]);
+    // Unchanged: same keys.
+    let again: Vec<WatchConfig> = second.iter().map(|(_, w)| w.clone()).collect();
+    assert_eq!(keys.assign(&again, false).iter().map(|(k, _)| *k).collect::<Vec<_>>(), [3, 4]);
+    // Rekey everything (non_guid changed).
+    assert_eq!(keys.assign(&again, true).iter().map(|(k, _)| *k).collect::<Vec<_>>(), [5, 6]);
+}
+
+#[test]
+fn lag_threshold_is_at_least_ten_seconds() {
+    assert_eq!(lag_threshold(Duration::from_secs(1)), Duration::from_secs(10));
+    assert_eq!(lag_threshold(Duration::from_secs(10)), Duration::from_secs(50));
+}

@@ -1,0 +1,344 @@
+//! One database's replicator: WAL frames → one L0 LTX file per sync → storage.
+//!
+//! It owns a SQLite connection (autocheckpoint off, a long read transaction so nobody
+//! can restart the WAL behind our back), reads committed frames straight from the
+//! `-wal` file, and ships them as L0 files with TXIDs contiguous from 1. Whenever it
+//! cannot prove that the frames it is about to read continue what it shipped last, it
+//! ships a full-page file instead (a "snapshot L0"). It is the database's checkpointer.
+//!
+//! Read in this order: [`plan`] (the [`Position`] and the continuity argument),
+//! `prepare` (scan → encode → verify one L0 file), `engine` (the connection, the write
+//! barrier and checkpoints, the position cache), [`pages`] (the page table), and this
+//! file, the async [`Replicator`] that uploads prepared files in TXID order. When to
+//! sync is not decided here: the fleet's tenant task does that.
+//!
+//! It never writes to the tenant's database except through SQLite's own checkpoints,
+//! never creates tables there, and never deletes anything from storage. The full
+//! correctness argument is in `docs/architecture.md`.
+
+mod engine;
+pub mod pages;
+pub mod plan;
+mod prepare;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use self::engine::Engine;
+pub use self::plan::{Position, SnapshotReason};
+use crate::ltx::{self, PageEncoding, TxId};
+use crate::storage::{self, Replica};
+use crate::wal;
+
+/// Busy databases ship at most this often; the first change after idle ships at once.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// A PASSIVE checkpoint runs when this much time passed since the last one and
+/// something was shipped since (Litestream's `checkpoint-interval`).
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// A PASSIVE checkpoint runs once the WAL holds this many pages (~4 MB at 4 KiB).
+pub const DEFAULT_MIN_CHECKPOINT_PAGES: u64 = 1000;
+/// Emergency brake: past this many WAL pages (~500 MB at 4 KiB) a TRUNCATE
+/// checkpoint runs if PASSIVE could not restart the log. Followed by a snapshot.
+pub const DEFAULT_TRUNCATE_PAGES: u64 = 121_359;
+/// How long our connection waits for SQLite locks.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// One L0 file covers at most this many WAL bytes (cut at commit boundaries only;
+/// a single larger transaction still ships whole).
+pub const DEFAULT_MAX_SYNC_WAL_BYTES: u64 = 64 << 20;
+/// Prepared but not yet uploaded L0 bytes we keep in memory before we stop
+/// checkpointing (so the WAL keeps everything storage has not acknowledged).
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+
+/// Tunables of one replicator.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Minimum spacing of syncs for a continuously written database.
+    pub sync_interval: Duration,
+    /// Time-based PASSIVE checkpoint trigger.
+    pub checkpoint_interval: Duration,
+    /// Page-count PASSIVE checkpoint trigger.
+    pub min_checkpoint_pages: u64,
+    /// Page-count TRUNCATE trigger (emergency brake).
+    pub truncate_pages: u64,
+    /// SQLite busy timeout of our connections.
+    pub busy_timeout: Duration,
+    /// Upper bound of WAL bytes per L0 file.
+    pub max_sync_wal_bytes: u64,
+    /// How pages are compressed inside LTX files.
+    pub page_encoding: PageEncoding,
+    /// Where the position cache lives (never next to the tenant's database). `None`:
+    /// no local state; the position is recovered from the replica after a restart.
+    pub state_dir: Option<PathBuf>,
+    /// Refuse (instead of converting) databases in rollback-journal mode.
+    pub refuse_rollback_journal: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sync_interval: DEFAULT_SYNC_INTERVAL,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            min_checkpoint_pages: DEFAULT_MIN_CHECKPOINT_PAGES,
+            truncate_pages: DEFAULT_TRUNCATE_PAGES,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            max_sync_wal_bytes: DEFAULT_MAX_SYNC_WAL_BYTES,
+            page_encoding: PageEncoding::Lz4Block,
+            state_dir: None,
+            refuse_rollback_journal: false,
+        }
+    }
+}
+
+/// Errors of one replicator. Each names the database; the cause is its source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: not a SQLite database (header is \"{header}\")")]
+    NotSqlite { path: PathBuf, header: String },
+    #[error("{path}: database is in rollback-journal mode and converting it to WAL is disabled")]
+    RollbackJournal { path: PathBuf },
+    #[error("{path}: database file is missing")]
+    Missing { path: PathBuf },
+    #[error("{path}: sqlite")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Wal {
+        path: PathBuf,
+        #[source]
+        source: wal::Error,
+    },
+    #[error("{path}: encoding LTX")]
+    Ltx {
+        path: PathBuf,
+        #[source]
+        source: ltx::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error("replicator task failed: {0}")]
+    Join(String),
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// An L0 file prepared locally and waiting for upload.
+#[derive(Debug)]
+pub struct Pending {
+    pub txid: TxId,
+    pub bytes: Vec<u8>,
+    pub timestamp_ms: i64,
+    pub snapshot: Option<SnapshotReason>,
+    pub pages: u32,
+    pub transactions: u64,
+}
+
+/// What one call to [`Replicator::sync`] did.
+#[derive(Debug, Default, Clone)]
+pub struct SyncReport {
+    /// L0 files uploaded.
+    pub uploaded: u64,
+    /// Bytes uploaded.
+    pub bytes: u64,
+    /// TXID of the newest uploaded file.
+    pub txid: Option<TxId>,
+    /// Full-page files among them, with the reason.
+    pub snapshots: Vec<String>,
+    /// SQLite transactions shipped.
+    pub transactions: u64,
+    /// Whether a checkpoint ran.
+    pub checkpointed: bool,
+    /// The L0 files uploaded, for the lifecycle's catalog.
+    pub files: Vec<storage::FileInfo>,
+}
+
+/// One database's replicator.
+pub struct Replicator {
+    engine: Arc<Mutex<Engine>>,
+    replica: Replica,
+    /// Prepared L0 files, oldest first; uploaded strictly in order.
+    pending: VecDeque<Pending>,
+    /// Newest TXID known to be in the replica (None until listed).
+    remote_max: Option<TxId>,
+    /// Position as of the last upload, saved to the state file.
+    uploaded_pos: Option<Position>,
+    last_sync: Option<Instant>,
+}
+
+impl Replicator {
+    /// A replicator for `db` shipping to `replica`. Opens nothing yet.
+    pub fn new(db: &Path, replica: Replica, settings: Settings) -> Replicator {
+        let engine = Engine::new(db, &replica, settings);
+        Replicator {
+            engine: Arc::new(Mutex::new(engine)),
+            replica,
+            pending: VecDeque::new(),
+            remote_max: None,
+            uploaded_pos: None,
+            last_sync: None,
+        }
+    }
+
+    /// The replica this replicator writes to.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// TXID of the newest file known to be in the replica.
+    pub fn remote_txid(&self) -> Option<TxId> {
+        self.remote_max
+    }
+
+    /// When the last sync ran (successful or not).
+    pub fn last_sync(&self) -> Option<Instant> {
+        self.last_sync
+    }
+
+    /// Whether a SQLite connection is currently open.
+    pub fn is_hot(&self) -> bool {
+        self.with_engine(|e| e.hot.is_some())
+    }
+
+    fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> T {
+        let mut g = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&mut Engine) -> T + Send + 'static) -> Result<T> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = engine.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut g)
+        })
+        .await
+        .map_err(|e| Error::Join(e.to_string()))
+    }
+
+    /// Learns the replica's newest TXID (one LIST of level 0; all levels only when L0
+    /// is empty) and reconciles it with the local position cache.
+    async fn recover(&mut self) -> Result<()> {
+        let mut max = self.replica.list(0).await?.last().map(|f| f.max_txid);
+        if max.is_none() {
+            for level in 1..=storage::MAX_LEVEL {
+                if let Some(f) = self.replica.list(level).await?.iter().max_by_key(|f| f.max_txid) {
+                    max = Some(max.unwrap_or(0).max(f.max_txid));
+                }
+            }
+        }
+        let remote = max.unwrap_or(0);
+        self.remote_max = Some(remote);
+        let pos = self.blocking(move |e| e.load_state(remote)).await?;
+        self.uploaded_pos = pos;
+        Ok(())
+    }
+
+    /// Ships everything committed since the last sync: zero or more L0 files (more than
+    /// one only when the WAL holds more than `max_sync_wal_bytes`), then checkpoints if
+    /// a threshold is reached. Retrying after an error is always safe.
+    pub async fn sync(&mut self) -> Result<SyncReport> {
+        self.sync_with(false).await
+    }
+
+    /// Ships what is waiting, checkpoints whatever was shipped since the last
+    /// checkpoint (whatever the thresholds say), and releases the connection: how a
+    /// tenant goes cold after `idle_after` without writes, leaving a small WAL behind.
+    pub async fn idle(&mut self) -> Result<SyncReport> {
+        let r = self.sync_with(true).await;
+        self.release().await?;
+        r
+    }
+
+    async fn sync_with(&mut self, force_checkpoint: bool) -> Result<SyncReport> {
+        self.last_sync = Some(Instant::now());
+        if self.remote_max.is_none() {
+            self.recover().await?;
+        }
+        let mut report = SyncReport::default();
+        // Upload what an earlier, failed sync prepared.
+        self.flush(&mut report).await?;
+        loop {
+            let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
+            let (pending, more) = self.blocking(move |e| e.prepare(next, false)).await??;
+            if let Some(p) = pending {
+                self.pending.push_back(p);
+            }
+            self.flush(&mut report).await?;
+            if !more {
+                break;
+            }
+        }
+        let pending_bytes: usize = self.pending.iter().map(|p| p.bytes.len()).sum();
+        if pending_bytes < MAX_PENDING_BYTES {
+            let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
+            let (ready, ran) = self.blocking(move |e| e.checkpoint_if_needed(next, force_checkpoint)).await??;
+            report.checkpointed = ran;
+            self.pending.extend(ready);
+            self.flush(&mut report).await?;
+            if ran && self.with_engine(|e| e.force_snapshot.is_some()) {
+                // A TRUNCATE checkpoint: take the checkpoint-boundary snapshot now.
+                let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
+                let (pending, _) = self.blocking(move |e| e.prepare(next, false)).await??;
+                if let Some(p) = pending {
+                    self.pending.push_back(p);
+                }
+                self.flush(&mut report).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Uploads pending files in TXID order; stops at the first error (kept for retry).
+    async fn flush(&mut self, report: &mut SyncReport) -> Result<()> {
+        while let Some(p) = self.pending.front() {
+            self.replica.put(0, p.txid, p.txid, p.bytes.clone(), p.timestamp_ms).await?;
+            let p = self.pending.pop_front().unwrap_or_else(|| unreachable!("front exists"));
+            report.uploaded += 1;
+            report.bytes += p.bytes.len() as u64;
+            report.txid = Some(p.txid);
+            report.files.push(storage::FileInfo {
+                level: 0,
+                min_txid: p.txid,
+                max_txid: p.txid,
+                size: p.bytes.len() as u64,
+                created: Some(std::time::SystemTime::now()),
+            });
+            report.transactions += p.transactions;
+            if let Some(r) = &p.snapshot {
+                report.snapshots.push(r.to_string());
+                tracing::info!(db = %self.with_engine(|e| e.path.display().to_string()), txid = p.txid, pages = p.pages, reason = %r, "shipped full-page L0");
+            }
+            self.remote_max = Some(p.txid);
+        }
+        // Everything prepared is uploaded: the prepared position is durable.
+        let pos = self.with_engine(|e| e.pos.clone());
+        if pos != self.uploaded_pos {
+            self.uploaded_pos = pos.clone();
+            self.blocking(move |e| e.save_state(pos.as_ref())).await?;
+        }
+        Ok(())
+    }
+
+    /// Releases the SQLite connection and file descriptors (an idle tenant keeps only
+    /// its position in memory). The next sync re-attaches and proves continuity or
+    /// ships a snapshot.
+    pub async fn release(&mut self) -> Result<()> {
+        self.blocking(|e| e.close()).await
+    }
+
+    /// Final sync, then release. Used at shutdown and when a tenant is unregistered.
+    pub async fn shutdown(&mut self) -> Result<SyncReport> {
+        let r = if self.with_engine(|e| e.path.exists()) { self.sync().await } else { Ok(SyncReport::default()) };
+        self.release().await?;
+        r
+    }
+}

@@ -1,0 +1,175 @@
+//! What litefleet needs to know about SQLite's files and connections, in one place.
+//!
+//! * The files of a database: `<db>-wal`, `<db>-shm`, and the 16-byte header magic.
+//! * The *quiet* connection every part of litefleet opens on a tenant's database (the
+//!   replicator, its write barrier, restore validation): it never checkpoints on its
+//!   own (`wal_autocheckpoint=0`), never checkpoints or deletes the WAL when it closes
+//!   (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`, `SQLITE_FCNTL_PERSIST_WAL`), and waits
+//!   `busy_timeout` for locks. Checkpoints are the replicator's, under its barrier.
+//! * A [`Stamp`]: the identity, size and mtime of a database and its `-wal`, as the
+//!   watcher sees them (to notice writes it got no event for) and as a tenant task
+//!   compares them (to ignore wake-ups after which nothing was committed).
+//!
+//! It must never write to a database except through SQLite, and never create a table.
+
+use std::ffi::c_int;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags};
+
+/// SQLite's 16-byte file header magic.
+pub const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// `<db>-wal`.
+pub fn wal_path(db: &Path) -> PathBuf {
+    sidecar(db, "-wal")
+}
+
+/// `<db>-shm`.
+pub fn shm_path(db: &Path) -> PathBuf {
+    sidecar(db, "-shm")
+}
+
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Checks the first bytes of a database file; the error shows them, escaped.
+pub fn check_header(head: &[u8]) -> Result<(), String> {
+    if head.len() >= 100 && head.starts_with(MAGIC) {
+        Ok(())
+    } else {
+        Err(printable(&head[..head.len().min(MAGIC.len())]))
+    }
+}
+
+/// Bytes as text with everything but printable ASCII escaped (`PK\x03\x04`).
+pub fn printable(b: &[u8]) -> String {
+    b.iter()
+        .map(|&c| if c.is_ascii_graphic() || c == b' ' { (c as char).to_string() } else { format!("\\x{c:02x}") })
+        .collect()
+}
+
+/// Opens the quiet connection (see the module doc) read-write on `db`.
+pub fn open_quiet(db: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(db, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
+    // Closing must not write the database: SQLite checkpoints when the last connection
+    // closes, and that write would wake the tenant again right after it went idle.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    persist_wal(&conn);
+    Ok(conn)
+}
+
+/// Asks SQLite to keep the `-wal` file when this connection is the last to close, so a
+/// released tenant's WAL generation survives and the next attach can continue it.
+fn persist_wal(conn: &Connection) {
+    let mut on: c_int = 1;
+    // SAFETY: `conn.handle()` is a valid open connection for the duration of the call,
+    // "main" is NUL-terminated, and SQLITE_FCNTL_PERSIST_WAL reads and writes one int.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut c_int).cast(),
+        );
+    }
+}
+
+/// Starts a read transaction: `BEGIN` is lazy, the read makes SQLite take its read
+/// lock (the snapshot is taken here).
+pub fn begin_read(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN")?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+}
+
+/// One file at one moment: identity, size, mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMark {
+    /// Device.
+    pub dev: u64,
+    /// Inode: another inode at the same path is another file.
+    pub ino: u64,
+    /// Size in bytes.
+    pub len: u64,
+    /// Modification time, when the file system keeps one.
+    pub mtime: Option<SystemTime>,
+}
+
+impl FileMark {
+    /// The mark of a file from its metadata.
+    pub fn of(meta: &Metadata) -> FileMark {
+        FileMark { dev: meta.dev(), ino: meta.ino(), len: meta.len(), mtime: meta.modified().ok() }
+    }
+
+    /// (device, inode).
+    pub fn ident(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+}
+
+/// A database and its `-wal` at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The database file (`None`: missing).
+    pub db: Option<FileMark>,
+    /// Its `-wal` (`None`: none).
+    pub wal: Option<FileMark>,
+}
+
+impl Stamp {
+    /// Looks at `db` and `<db>-wal` (two `stat`s).
+    pub fn of(db: &Path) -> Stamp {
+        let mark = |p: &Path| std::fs::metadata(p).ok().map(|m| FileMark::of(&m));
+        Stamp { db: mark(db), wal: mark(&wal_path(db)) }
+    }
+
+    /// Whether nothing can have been committed between `self` and `later`: the same
+    /// database file (identity and size) and the same `-wal` (identity, size, mtime). A
+    /// commit always writes the WAL; our own checkpoint writes only the database file
+    /// in place, which this comparison leaves out (its mtime).
+    pub fn nothing_committed_since(&self, later: &Stamp) -> bool {
+        let db = |s: &Stamp| s.db.map(|m| (m.ident(), m.len));
+        db(self) == db(later) && self.wal == later.wal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_see_wal_appends_but_not_database_rewrites_in_place() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.path().join("a.db");
+        std::fs::write(&db, b"x".repeat(4096)).unwrap_or_else(|e| panic!("{e}"));
+        let s0 = Stamp::of(&db);
+        // Rewriting the database in place (a checkpoint) keeps the stamp.
+        std::fs::write(&db, b"y".repeat(4096)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s0.nothing_committed_since(&Stamp::of(&db)));
+        // A WAL appearing or growing changes it.
+        let wal = wal_path(&db);
+        std::fs::write(&wal, b"w").unwrap_or_else(|e| panic!("{e}"));
+        let s1 = Stamp::of(&db);
+        assert!(!s0.nothing_committed_since(&s1));
+        std::fs::write(&wal, b"ww").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s1.nothing_committed_since(&Stamp::of(&db)));
+    }
+
+    #[test]
+    fn a_header_that_is_not_sqlite_is_shown_escaped() {
+        let mut ok = MAGIC.to_vec();
+        ok.resize(100, 0);
+        assert!(check_header(&ok).is_ok());
+        assert_eq!(check_header(b"PK\x03\x04 zip").unwrap_err(), "PK\\x03\\x04 zip");
+        assert_eq!(check_header(&ok[..50]).unwrap_err(), "SQLite format 3\\x00");
+    }
+}
