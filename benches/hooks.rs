@@ -13,7 +13,7 @@
 //! validation), so the difference is the hook's cost; the rest of a registration
 //! (opening SQLite, storage) is the same either way and is not in these numbers.
 
-#[path = "../tests/hook_wat/mod.rs"]
+#[path = "../tests/common/hook_wat.rs"]
 mod hook_wat;
 
 use std::path::{Path, PathBuf};

@@ -151,3 +151,109 @@ pub async fn run(
 ) -> Result<ShutdownReport, Error> {
     Daemon::start(config, config_path).await?.run(shutdown, reloads).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::{StorageUrl, WatchConfig};
+
+    const ID: &str = "12345678-1234-5678-9abc-123456789012";
+
+    fn config(dir: &Path) -> Config {
+        let mut c = Config { watch: vec![WatchConfig::new(dir.join("clients"))], ..Config::default() };
+        c.storage.url = StorageUrl::File { path: dir.join("replicas") };
+        c.replication.state_dir = Some(dir.join("state"));
+        c.replication.sync_interval = Duration::from_millis(50);
+        c.http.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        c
+    }
+
+    fn tenant_db(dir: &Path) -> PathBuf {
+        let clients = dir.join("clients");
+        std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+        let db = clients.join(format!("{ID}.db"));
+        let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v); INSERT INTO t VALUES (1);")
+            .unwrap_or_else(|e| panic!("{e}"));
+        db
+    }
+
+    /// One `GET` to the daemon, bounded in time; the body.
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let exchange = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            Ok::<_, std::io::Error>(out)
+        };
+        let out = tokio::time::timeout(Duration::from_secs(10), exchange).await;
+        let out = out.unwrap_or_else(|_| panic!("GET {path} timed out")).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    }
+
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() { todo.push(e.path()) } else { out.push(e.path()) }
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_daemon_runs_in_process_on_port_0_and_stops_on_its_shutdown_future() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        tenant_db(dir.path());
+        let daemon = Daemon::start(config(dir.path()), None).await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = daemon.http_addr();
+        assert_ne!(addr.port(), 0, "the real port is reported");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (_reload, reloads) = mpsc::channel(1);
+        let running = tokio::spawn(daemon.run(async { stopped.await.unwrap_or(()) }, reloads));
+
+        let mut status = String::new();
+        for _ in 0..400 {
+            status = get(addr, "/api/status").await;
+            if status.contains(ID) && status.contains("\"active\"") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(status.contains(ID) && status.contains("\"active\""), "{status}");
+        let _ = stop.send(());
+        let report = tokio::time::timeout(Duration::from_secs(30), running).await;
+        let report = report.unwrap_or_else(|_| panic!("the daemon did not stop")).unwrap_or_else(|e| panic!("{e}"));
+        let report = report.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((report.stopped, report.failed.len(), report.timed_out.len()), (1, 0, 0), "{report:?}");
+        let shipped = files_under(&dir.path().join("replicas"));
+        assert!(shipped.iter().any(|f| f.extension().is_some_and(|x| x == "ltx")), "{shipped:?}");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the HTTP server still listens");
+    }
+
+    /// Regression (issue 18): a second daemon started by mistake with the same config,
+    /// its port already in use, registered the tenants and shipped an L0 file before it
+    /// exited on the bind error. Everything that can fail at start-up fails before the
+    /// first write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_daemon_whose_port_is_taken_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        tenant_db(dir.path());
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let mut c = config(dir.path());
+        c.http.listen = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let err = Daemon::start(c, None).await.err().unwrap_or_else(|| panic!("started on a taken port"));
+        assert!(matches!(err, Error::Http(_)), "{err}");
+        assert!(Chain(&err).to_string().contains(&taken.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(files_under(&dir.path().join("replicas")), Vec::<PathBuf>::new(), "the replica was written");
+        assert_eq!(files_under(&dir.path().join("state")), Vec::<PathBuf>::new(), "the state dir was written");
+    }
+}

@@ -41,6 +41,9 @@ pub const TENANTS: &str = "litefleet_tenants";
 pub const SKIPPED: &str = "litefleet_skipped_files";
 /// Tenants holding an open SQLite connection (gauge, from the board).
 pub const HOT: &str = "litefleet_hot_tenants";
+/// Tenants holding a timer: a sync due or a hot connection's idle deadline (gauge, from
+/// the board). 0 means no tenant does anything until one of its files changes.
+pub const SCHEDULED: &str = "litefleet_scheduled_tenants";
 /// 1 when the initial scan is done (gauge, from the board).
 pub const READY: &str = "litefleet_ready";
 /// Seconds since the daemon started (gauge, from the board).
@@ -100,6 +103,7 @@ fn describe() {
     describe_gauge!(TENANTS, "Registered tenant databases by state.");
     describe_gauge!(SKIPPED, "Database files not replicated (name or location refused).");
     describe_gauge!(HOT, "Tenants holding an open SQLite connection.");
+    describe_gauge!(SCHEDULED, "Tenants holding a timer (a sync due or an idle deadline); 0 when every tenant rests.");
     describe_gauge!(READY, "1 once the initial scan of the watch directories is done.");
     describe_gauge!(UPTIME, Unit::Seconds, "Seconds since the daemon started.");
     describe_counter!(HTTP_UNAUTHORIZED, "Dashboard and API requests refused for a missing or wrong token.");
@@ -169,6 +173,7 @@ pub fn record_board(board: &Board) {
     }
     gauge!(SKIPPED).set(c.skipped as f64);
     gauge!(HOT).set(c.hot as f64);
+    gauge!(SCHEDULED).set(board.scheduled() as f64);
     gauge!(READY).set(if board.is_ready() { 1.0 } else { 0.0 });
     let up = SystemTime::now().duration_since(board.info().started_at).unwrap_or_default();
     gauge!(UPTIME).set(up.as_secs_f64());

@@ -325,6 +325,9 @@ pub enum Change {
 pub struct Board {
     inner: RwLock<Inner>,
     changes: broadcast::Sender<Change>,
+    /// Tenant tasks holding a timer (a sync due, or a hot connection's idle deadline):
+    /// what the fleet does without being woken. 0 once every tenant rests.
+    scheduled: std::sync::atomic::AtomicUsize,
 }
 
 struct Inner {
@@ -341,7 +344,24 @@ impl Board {
         Board {
             inner: RwLock::new(Inner { info, ready: false, tenants: BTreeMap::new(), skipped: BTreeMap::new() }),
             changes,
+            scheduled: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// A tenant task armed (`true`) or dropped (`false`) its one timer.
+    pub fn set_scheduled(&self, armed: bool) {
+        use std::sync::atomic::Ordering;
+        if armed {
+            self.scheduled.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.scheduled.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tenant tasks holding a timer right now (0: the fleet does nothing until a file
+    /// changes).
+    pub fn scheduled(&self) -> usize {
+        self.scheduled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {

@@ -5,8 +5,6 @@
 //! and comparing the bytes with the checkpointed source.
 
 mod common;
-#[path = "hook_wat/mod.rs"]
-mod hook_wat;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -615,7 +613,7 @@ fn the_seeds_flag_mode() {
 /// keeps the running hook.
 #[test]
 fn hooks_name_refuse_and_reload_under_the_running_daemon() {
-    use hook_wat::{Behaviour, component};
+    use common::hook_wat::{Behaviour, component};
     let w = World::new();
     let clients = w.mkdir("data/clients");
     let module = w.path("hook.wasm");

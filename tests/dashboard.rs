@@ -11,8 +11,9 @@
 //! Chromium comes from `LITEFLEET_CHROMIUM` or `PATH` (`scripts/test.sh` installs
 //! Debian's `chromium`). Without it the test prints why and passes, unless `CI=true`.
 
-#[path = "support/fleet.rs"]
-mod fleet;
+mod common;
+
+use common::boards;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -201,7 +202,7 @@ async fn new_tenant_appears_live_and_search_filters() {
     let storage = Storage::from_url(&storage_url, &Options::default()).unwrap();
     // A realistic small fleet: 7 + 5 tenants (one error, one lagging, one starting,
     // one conflict) and one skipped file.
-    let (board, _) = fleet::populated(dir, "s3://saas-backups", "saas-backups", 7);
+    let (board, _) = boards::populated(dir, "s3://saas-backups", "saas-backups", 7);
     let shutdown = CancellationToken::new();
     let base = start_server(board.clone(), storage, shutdown.clone()).await;
 
@@ -215,7 +216,7 @@ async fn new_tenant_appears_live_and_search_filters() {
 
     // A new tenant registers: its row and the new totals appear without a reload.
     let new_id = "0badc0de-1111-4222-8333-444455556666";
-    board.upsert(fleet::tenant(dir, "s3://saas-backups", new_id, TenantState::Starting));
+    board.upsert(boards::tenant(dir, "s3://saas-backups", new_id, TenantState::Starting));
     let took = page.wait_for(&format!("!!document.querySelector('tr[data-id=\"{new_id}\"]')"), "the new row").await;
     eprintln!("new tenant row appeared {} ms after registration", took.as_millis());
     assert!(took <= LIVE_UPDATE_BOUND, "row took {took:?}");
@@ -236,19 +237,19 @@ async fn new_tenant_appears_live_and_search_filters() {
         &format!(
             "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
              return r.length === 1 && r[0].dataset.id === '{}'; }})()",
-            fleet::BETA
+            boards::BETA
         ),
         "the error filter",
     )
     .await;
 
     // Following a tenant's link opens its page with the restore commands.
-    page.eval(&format!("document.querySelector('tr[data-id=\"{}\"] a').click()", fleet::BETA)).await;
+    page.eval(&format!("document.querySelector('tr[data-id=\"{}\"] a').click()", boards::BETA)).await;
     page.wait_for(
         &format!(
             "location.pathname === '/tenants/{id}' && document.getElementById('cmd-litestream').textContent === \
              'litestream restore -o {id}.db s3://saas-backups/databases/{id}'",
-            id = fleet::BETA
+            id = boards::BETA
         ),
         "the tenant page",
     )
@@ -291,9 +292,9 @@ async fn first_paint_with_ten_thousand_tenants() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = Path::new("/data/clients");
     let storage = Storage::from_url(&format!("file://{}", tmp.path().display()), &Options::default()).unwrap();
-    let board = Arc::new(Board::new(fleet::info(dir, "s3://saas-backups", "saas-backups")));
+    let board = Arc::new(Board::new(boards::info(dir, "s3://saas-backups", "saas-backups")));
     for i in 0..10_000 {
-        board.upsert(fleet::tenant(dir, "s3://saas-backups", &fleet::guid(i + 1), TenantState::Active));
+        board.upsert(boards::tenant(dir, "s3://saas-backups", &boards::guid(i + 1), TenantState::Active));
     }
     board.set_ready(true);
     let shutdown = CancellationToken::new();
@@ -321,7 +322,7 @@ async fn first_paint_with_ten_thousand_tenants() {
     }
     let typed = Instant::now();
     page.eval("document.getElementById('q').focus()").await;
-    page.call("Input.insertText", json!({ "text": &fleet::guid(7777)[..13] })).await;
+    page.call("Input.insertText", json!({ "text": &boards::guid(7777)[..13] })).await;
     page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 1", "the search").await;
     eprintln!("search typed -> 1 row: {} ms (includes the 120 ms typing debounce)", typed.elapsed().as_millis());
     shutdown.cancel();
@@ -372,9 +373,9 @@ async fn daemon_dashboard_shows_a_new_tenant_database_live() {
         assert!(st.is_ok_and(|s| s.success()), "writer failed for {}", path.display());
     };
     for i in 1..=3 {
-        make_db(&clients.join(format!("{}.db", fleet::guid(i))));
+        make_db(&clients.join(format!("{}.db", boards::guid(i))));
     }
-    std::fs::write(clients.join(format!("{}.db", fleet::guid(9))), b"this is not a database, it is text").unwrap();
+    std::fs::write(clients.join(format!("{}.db", boards::guid(9))), b"this is not a database, it is text").unwrap();
     std::fs::write(clients.join("regular-name.db"), b"").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = tmp.path().join("fleet.toml");

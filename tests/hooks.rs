@@ -3,14 +3,14 @@
 //! bindings, limits and failure policy the daemon uses. Network traffic goes only to a
 //! receiver on 127.0.0.1 started by the test.
 
-mod hook_wat;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hook_wat::{Behaviour, component};
+use common::hook_wat::{Behaviour, component};
 use litefleet::hooks::{Decision, HookTenant, Hooks, HooksConfig, OnError, Verdict, WebhookConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -638,22 +638,29 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
     assert_eq!((n.queued + n.dropped, n.dropped), (20, refused), "{n:?}");
 }
 
-#[test]
-fn hooks_can_be_shared_across_tasks() {
-    fn shareable<T: Clone + Send + Sync + 'static>() {}
-    shareable::<Hooks>();
-    fn send<T: Send>(_: &T) {}
-    let (_dir, cfg) = setup(&Behaviour::AcceptDefault);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let (hooks, _s) = start(&cfg).await;
-        let t = tenant(GUID);
-        let register = hooks.on_register(&t);
-        send(&register); // the fleet may spawn it
-        drop(register);
-        let spawned = tokio::spawn(async move { hooks.on_register(&tenant(GUID)).await });
-        assert_eq!(spawned.await.unwrap().hook_error, None);
-    });
+/// The fleet calls one `Hooks` from many tasks at once (every registration is its own
+/// task): concurrent calls each get their own tenant's answer, none is lost, and the
+/// call counter sees every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_from_many_tasks_each_get_their_own_answer() {
+    let (_dir, cfg) = setup(&Behaviour::PrefixWithId { base: "tenants".into() });
+    let (hooks, _s) = start(&cfg).await;
+    let ids: Vec<String> = (0..24).map(|i| format!("{i:08x}-1111-2222-3333-444455556666")).collect();
+    let mut calls = tokio::task::JoinSet::new();
+    for id in ids.clone() {
+        let hooks = hooks.clone();
+        calls.spawn(async move { (id.clone(), hooks.on_register(&tenant(&id)).await) });
+    }
+    let mut answered = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        let (id, verdict) = done.unwrap();
+        assert_eq!(verdict.hook_error, None, "{id}");
+        assert_eq!(verdict.decision, accepted(&format!("tenants/{id}")), "{id} got another tenant's answer");
+        answered.push(id);
+    }
+    answered.sort();
+    assert_eq!(answered, ids);
+    assert_eq!(hooks.stats().calls, ids.len() as u64);
 }
 
 /// `restore --config <GUID>` goes through the hook's naming: a replica under a prefix the

@@ -2,8 +2,9 @@
 //! real socket on 127.0.0.1): the seed's `/api/status` field by field, the richer
 //! endpoints, 400/404, the token, the OpenAPI document, escaping, metrics, probes.
 
-#[path = "support/fleet.rs"]
-mod fleet;
+mod common;
+
+use common::boards;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -76,7 +77,7 @@ fn is_rfc3339_seconds(s: &str) -> bool {
 #[tokio::test]
 async fn api_status_has_the_seeds_shape_field_by_field() {
     let f = fixture();
-    let (board, _) = fleet::populated(&f.dir, &f.storage_url, "saas-backups", 3);
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "saas-backups", 3);
     let cli = client(&f, board.clone(), None);
     let resp = cli.get("/api/status").send().await;
     resp.assert_status_is_ok();
@@ -103,16 +104,16 @@ async fn api_status_has_the_seeds_shape_field_by_field() {
         let p = dir.join(format!("{id}.db")).display().to_string();
         clients.iter().find(|c| c["databasePath"] == p.as_str()).map(|c| c["status"].as_str().unwrap().to_owned())
     };
-    assert_eq!(status_of(fleet::ACME, &f.dir).as_deref(), Some("active"));
-    assert_eq!(status_of(fleet::BETA, &f.dir).as_deref(), Some("error"));
-    assert_eq!(status_of(fleet::GAMMA, &f.dir).as_deref(), Some("lagging"), "lag past the threshold shows");
-    assert_eq!(status_of(fleet::ACME, &f.dir.join("staging")).as_deref(), Some("conflict"));
+    assert_eq!(status_of(boards::ACME, &f.dir).as_deref(), Some("active"));
+    assert_eq!(status_of(boards::BETA, &f.dir).as_deref(), Some("error"));
+    assert_eq!(status_of(boards::GAMMA, &f.dir).as_deref(), Some("lagging"), "lag past the threshold shows");
+    assert_eq!(status_of(boards::ACME, &f.dir.join("staging")).as_deref(), Some("conflict"));
 }
 
 #[tokio::test]
 async fn clients_filter_search_and_page() {
     let f = fixture();
-    let (board, _) = fleet::populated(&f.dir, &f.storage_url, "b", 120);
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "b", 120);
     let cli = client(&f, board, None);
 
     let v = get_json(&cli, "/api/clients").await;
@@ -130,7 +131,7 @@ async fn clients_filter_search_and_page() {
 
     let v = get_json(&cli, "/api/clients?status=error").await;
     let c = &v["clients"][0];
-    assert_eq!((v["matching"].as_u64(), c["clientId"].as_str()), (Some(1), Some(fleet::BETA)));
+    assert_eq!((v["matching"].as_u64(), c["clientId"].as_str()), (Some(1), Some(boards::BETA)));
     assert_eq!(c["lastError"], "storage refused the upload: 403 Forbidden");
     assert_eq!(c["txid"], 42);
     assert!(c["lastSyncAgeSeconds"].as_f64().unwrap() >= 3.0);
@@ -138,12 +139,12 @@ async fn clients_filter_search_and_page() {
     // Search by id fragment (any case) and by path fragment.
     let v = get_json(&cli, "/api/clients?q=ABCDEF01").await;
     assert_eq!(v["matching"], 1);
-    assert_eq!(v["clients"][0]["clientId"], fleet::GAMMA);
+    assert_eq!(v["clients"][0]["clientId"], boards::GAMMA);
     assert!(v["clients"][0]["lagSeconds"].as_f64().unwrap() >= 42.0);
     let v = get_json(&cli, "/api/clients?q=staging/").await;
     assert_eq!(v["matching"], 1);
     assert_eq!(v["clients"][0]["status"], "conflict");
-    assert!(v["clients"][0]["conflictWith"].as_str().unwrap().ends_with(&format!("clients/{}.db", fleet::ACME)));
+    assert!(v["clients"][0]["conflictWith"].as_str().unwrap().ends_with(&format!("clients/{}.db", boards::ACME)));
 
     // The issue's own spelling, with every parameter empty, means "no filter".
     let v = get_json(&cli, "/api/clients?status=&q=&page=").await;
@@ -163,7 +164,7 @@ async fn clients_filter_search_and_page() {
 #[tokio::test]
 async fn one_client_404_unknown_400_malformed() {
     let f = fixture();
-    let (board, _) = fleet::populated(&f.dir, &f.storage_url, "b", 1);
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "b", 1);
     let cli = client(&f, board, None);
     cli.get("/api/clients/00000000-0000-4000-8000-000000000000").send().await.assert_status(StatusCode::NOT_FOUND);
     cli.get("/api/clients/not-there").send().await.assert_status(StatusCode::NOT_FOUND);
@@ -174,7 +175,7 @@ async fn one_client_404_unknown_400_malformed() {
     cli.get("/tenants/00000000-0000-4000-8000-000000000000").send().await.assert_status(StatusCode::NOT_FOUND);
 
     // Uppercase GUIDs find the lowercase tenant; a conflict lists both files.
-    let v = get_json(&cli, &format!("/api/clients/{}", fleet::ACME.to_uppercase())).await;
+    let v = get_json(&cli, &format!("/api/clients/{}", boards::ACME.to_uppercase())).await;
     assert_eq!(v["client"]["status"], "active");
     assert_eq!(v["conflicts"].as_array().unwrap().len(), 1);
     assert_eq!(v["conflicts"][0]["status"], "conflict");
@@ -187,7 +188,7 @@ async fn one_client_404_unknown_400_malformed() {
 #[tokio::test]
 async fn tenant_detail_lists_files_window_and_restore_commands() {
     let f = fixture();
-    let id = fleet::ACME;
+    let id = boards::ACME;
     let db = f.dir.join(format!("{id}.db"));
     {
         let c = rusqlite::Connection::open(&db).unwrap();
@@ -205,8 +206,8 @@ async fn tenant_detail_lists_files_window_and_restore_commands() {
     let latest = r.remote_txid().unwrap();
     r.shutdown().await.unwrap();
 
-    let board = Arc::new(Board::new(fleet::info(&f.dir, &f.storage_url, "replicas")));
-    let mut t = fleet::tenant(&f.dir, &f.storage_url, id, TenantState::Active);
+    let board = Arc::new(Board::new(boards::info(&f.dir, &f.storage_url, "replicas")));
+    let mut t = boards::tenant(&f.dir, &f.storage_url, id, TenantState::Active);
     t.replica_url = replica.url();
     t.txid = Some(latest);
     board.upsert(t);
@@ -238,7 +239,7 @@ async fn tenant_detail_lists_files_window_and_restore_commands() {
 async fn token_guards_everything_but_healthz_and_never_leaks() {
     const TOKEN: &str = "s3cr3t-t0ken;with=odd&chars";
     let f = fixture();
-    let (board, _) = fleet::populated(&f.dir, &f.storage_url, "b", 2);
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "b", 2);
     let cli = client(&f, board, Some(TOKEN));
     let bearer = format!("Bearer {TOKEN}");
     for path in ["/", "/api/status", "/api/clients", "/metrics", "/readyz", "/api/openapi.json", "/assets/dashboard.js"]
@@ -257,7 +258,7 @@ async fn token_guards_everything_but_healthz_and_never_leaks() {
 
     // The right token opens everything, and no response ever contains it.
     for path in
-        ["/", "/api/status", "/api/clients", "/metrics", "/api/openapi.json", &format!("/tenants/{}", fleet::ACME)]
+        ["/", "/api/status", "/api/clients", "/metrics", "/api/openapi.json", &format!("/tenants/{}", boards::ACME)]
     {
         let resp = cli.get(path).header("authorization", &bearer).send().await;
         resp.assert_status_is_ok();
@@ -285,7 +286,7 @@ async fn token_guards_everything_but_healthz_and_never_leaks() {
 #[tokio::test]
 async fn openapi_document_describes_the_api_and_docs_page_loads() {
     let f = fixture();
-    let (board, _) = fleet::populated(&f.dir, &f.storage_url, "b", 1);
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "b", 1);
     let cli = client(&f, board, None);
     let v = get_json(&cli, "/api/openapi.json").await;
     // For an external validator: LITEFLEET_OPENAPI_OUT=/tmp/openapi.json.
@@ -319,13 +320,13 @@ async fn openapi_document_describes_the_api_and_docs_page_loads() {
 async fn pages_escape_paths_and_carry_a_strict_csp() {
     let f = fixture();
     let evil_dir = f.dir.join("<script>alert(1)</script>");
-    let board = Arc::new(Board::new(fleet::info(&evil_dir, &f.storage_url, "b\"><img src=x>")));
-    let mut t = fleet::tenant(&evil_dir, &f.storage_url, fleet::ACME, TenantState::Error);
+    let board = Arc::new(Board::new(boards::info(&evil_dir, &f.storage_url, "b\"><img src=x>")));
+    let mut t = boards::tenant(&evil_dir, &f.storage_url, boards::ACME, TenantState::Error);
     t.last_error = Some("<b>boom</b> & 'quotes'".to_owned());
     board.upsert(t);
     board.skip(&evil_dir.join("<i>x</i>.db"), "<u>reason</u>");
     let cli = client(&f, board, None);
-    for path in ["/".to_owned(), format!("/tenants/{}", fleet::ACME)] {
+    for path in ["/".to_owned(), format!("/tenants/{}", boards::ACME)] {
         let resp = cli.get(&path).send().await;
         resp.assert_status_is_ok();
         let csp = resp.0.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
@@ -344,7 +345,7 @@ async fn pages_escape_paths_and_carry_a_strict_csp() {
 #[tokio::test]
 async fn dashboard_renders_counts_and_first_page_server_side() {
     let f = fixture();
-    let (board, _) = fleet::populated(&f.dir, &f.storage_url, "saas-backups", 60);
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "saas-backups", 60);
     let cli = client(&f, board, None);
     let resp = cli.get("/").send().await;
     resp.assert_status_is_ok();
@@ -364,7 +365,7 @@ async fn dashboard_renders_counts_and_first_page_server_side() {
 
     let html = body(cli.get("/?q=abcdef01&status=lagging").send().await).await;
     assert_eq!(html.matches("<tr data-id=").count(), 1);
-    assert!(html.contains(&format!("data-id=\"{}\"", fleet::GAMMA)));
+    assert!(html.contains(&format!("data-id=\"{}\"", boards::GAMMA)));
     let js = cli.get("/assets/dashboard.js").send().await;
     js.assert_status_is_ok();
     js.assert_content_type("text/javascript; charset=utf-8");
@@ -373,10 +374,10 @@ async fn dashboard_renders_counts_and_first_page_server_side() {
 #[tokio::test]
 async fn metrics_show_fleet_totals_and_storage_operations() {
     let f = fixture();
-    let (board, _) = fleet::populated(&f.dir, &f.storage_url, "b", 4);
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "b", 4);
     let cli = client(&f, board, None);
     // A storage listing through the tenant page feeds opendal's metrics layer.
-    cli.get(format!("/api/clients/{}", fleet::ACME)).send().await.assert_status_is_ok();
+    cli.get(format!("/api/clients/{}", boards::ACME)).send().await.assert_status_is_ok();
     let resp = cli.get("/metrics").send().await;
     resp.assert_status_is_ok();
     let text = body(resp).await;
@@ -391,7 +392,7 @@ async fn metrics_show_fleet_totals_and_storage_operations() {
 #[tokio::test]
 async fn readyz_needs_the_initial_scan_and_reachable_storage() {
     let f = fixture();
-    let board = Arc::new(Board::new(fleet::info(&f.dir, &f.storage_url, "b")));
+    let board = Arc::new(Board::new(boards::info(&f.dir, &f.storage_url, "b")));
     let cli = client(&f, board.clone(), None);
     cli.get("/healthz").send().await.assert_status_is_ok();
     let resp = cli.get("/readyz").send().await;
@@ -425,7 +426,7 @@ async fn readyz_needs_the_initial_scan_and_reachable_storage() {
 #[tokio::test]
 async fn events_stream_changes_and_end_on_shutdown() {
     let f = fixture();
-    let board = Arc::new(Board::new(fleet::info(&f.dir, &f.storage_url, "b")));
+    let board = Arc::new(Board::new(boards::info(&f.dir, &f.storage_url, "b")));
     let shutdown = CancellationToken::new();
     let cli = TestClient::new(http::router(&cfg(None), board.clone(), f.storage.clone(), None, shutdown.clone()));
     let resp = cli.get("/api/events").send().await;
@@ -444,9 +445,9 @@ async fn events_stream_changes_and_end_on_shutdown() {
         }
     };
     read_until("event: summary", &mut seen).await;
-    board.upsert(fleet::tenant(&f.dir, &f.storage_url, fleet::GAMMA, TenantState::Starting));
+    board.upsert(boards::tenant(&f.dir, &f.storage_url, boards::GAMMA, TenantState::Starting));
     read_until("event: tenant", &mut seen).await;
-    read_until(&format!("\"clientId\":\"{}\"", fleet::GAMMA), &mut seen).await;
+    read_until(&format!("\"clientId\":\"{}\"", boards::GAMMA), &mut seen).await;
     // A summary with the change follows within the throttle interval.
     seen.clear();
     read_until("\"changes\":1", &mut seen).await;
@@ -464,7 +465,7 @@ async fn events_stream_changes_and_end_on_shutdown() {
 #[tokio::test]
 async fn serve_binds_fails_fast_and_shuts_down_with_sse_open() {
     let f = fixture();
-    let board = Arc::new(Board::new(fleet::info(&f.dir, &f.storage_url, "b")));
+    let board = Arc::new(Board::new(boards::info(&f.dir, &f.storage_url, "b")));
     let shutdown = CancellationToken::new();
     let mut c = cfg(None);
     c.listen = "127.0.0.1:0".parse().unwrap();

@@ -9,8 +9,9 @@
 //! It prints a Markdown table (docs/benchmarks.md, "Dashboard and API") and fails if
 //! `/api/status` takes a second or more.
 
-#[path = "support/fleet.rs"]
-mod fleet;
+mod common;
+
+use common::boards;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +50,7 @@ async fn ten_thousand_tenants() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = std::path::Path::new("/data/clients");
     let storage = Storage::from_url(&format!("file://{}", tmp.path().display()), &Options::default()).unwrap();
-    let board = Arc::new(Board::new(fleet::info(dir, "s3://saas-backups", "saas-backups")));
+    let board = Arc::new(Board::new(boards::info(dir, "s3://saas-backups", "saas-backups")));
     let filled = Instant::now();
     for i in 0..TENANTS {
         let state = match i % 500 {
@@ -57,7 +58,7 @@ async fn ten_thousand_tenants() {
             1 => TenantState::Starting,
             _ => TenantState::Active,
         };
-        board.upsert(fleet::tenant(dir, "s3://saas-backups", &fleet::guid(i + 1), state));
+        board.upsert(boards::tenant(dir, "s3://saas-backups", &boards::guid(i + 1), state));
     }
     board.set_ready(true);
     let fill = filled.elapsed();
@@ -67,7 +68,7 @@ async fn ten_thousand_tenants() {
     let (server, task) = litefleet::http::serve(&cfg, board, storage, None, shutdown.clone()).await.unwrap();
     let addr = server.local_addr;
 
-    let search = format!("/api/clients?q={}", &fleet::guid(7777)[..8]);
+    let search = format!("/api/clients?q={}", &boards::guid(7777)[..8]);
     let cases = [
         ("`GET /api/status` (all 10,000)", "/api/status".to_owned()),
         ("`GET /api/clients?page=1` (50)", "/api/clients?page=1".to_owned()),

@@ -26,7 +26,7 @@ use super::{MAX_BACKOFF, MIN_BACKOFF, Shared, panic_message};
 use crate::errors::chain;
 use crate::replicate::{Replicator, SyncReport};
 use crate::sqlite::Stamp;
-use crate::status::TenantState;
+use crate::status::{Board, TenantState};
 use crate::tenant::{Prefix, TenantId};
 
 /// How a tenant task ended: its final sync (`None`: none was needed), or the panic
@@ -86,6 +86,32 @@ impl Tasks {
 
     pub(super) fn abort_all(&mut self) {
         self.set.abort_all();
+    }
+}
+
+/// Whether a task holds a timer, counted on the board (see [`Board::scheduled`]); the
+/// count is given back when the task ends, however it ends.
+struct Armed<'a> {
+    board: &'a Board,
+    on: bool,
+}
+
+impl<'a> Armed<'a> {
+    fn new(board: &'a Board) -> Armed<'a> {
+        Armed { board, on: false }
+    }
+
+    fn set(&mut self, on: bool) {
+        if on != self.on {
+            self.on = on;
+            self.board.set_scheduled(on);
+        }
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -161,6 +187,7 @@ impl TenantTask {
         self.due = Some(Instant::now());
         self.dirty_since = Some(SystemTime::now());
         let shared = self.shared.clone();
+        let mut armed = Armed::new(&shared.board);
         loop {
             // One timer at most: the next sync, else the release of an idle connection.
             let timer = match (self.due, self.idle_at) {
@@ -168,6 +195,7 @@ impl TenantTask {
                 (None, Some(at)) => Some((at, false)),
                 (None, None) => None,
             };
+            armed.set(timer.is_some());
             let far = Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 biased;
@@ -189,6 +217,7 @@ impl TenantTask {
                 _ = validate.notified() => Box::pin(self.validate(&stop)).await,
             }
         }
+        armed.set(false);
         let result = Box::pin(self.finish()).await;
         self.end(result)
     }

@@ -138,13 +138,16 @@ async fn an_idle_tenant_holds_no_connection_and_sends_no_request() {
     let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GB}.db"));
     write(&db, 3);
     wait("synced", || synced(&board, &db)).await;
-    wait("cold", || board.get(&db).is_some_and(|s| !s.hot)).await;
-    // Our own idle checkpoint may wake it once; let that settle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Cold, and no timer left anywhere in the fleet: nothing can happen until a file
+    // changes (our own idle checkpoint may wake it once; a stamp shows nothing was
+    // committed, so that wake-up arms nothing).
+    wait("cold and resting", || board.get(&db).is_some_and(|s| !s.hot) && board.scheduled() == 0).await;
     let counters = fleet.storage().counters().clone();
     let before = counters.total();
     let txid = board.get(&db).and_then(|s| s.txid);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Several idle_after periods: a timer that survived would have fired by now.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(board.scheduled(), 0, "an idle tenant armed a timer");
     assert_eq!(counters.total(), before, "an idle tenant sent storage requests");
     assert!(board.get(&db).is_some_and(|s| !s.hot), "an idle tenant reopened its database");
     // A write wakes it and ships.

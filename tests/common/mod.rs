@@ -1,4 +1,6 @@
-//! Shared helpers for litefleet's integration tests (`mod common;`).
+//! Shared helpers for litefleet's integration tests: every test file says `mod common;`
+//! and takes what it needs (`boards`: status boards filled the way the fleet fills them;
+//! `hook_wat`: hook components written in WebAssembly text).
 //!
 //! Everything here talks to 127.0.0.1 only, and every wait is bounded.
 //!
@@ -8,6 +10,9 @@
 //! and prints why, so the calling test can skip, unless `CI=true`, where a
 //! missing tool panics: in CI tests fail, they never skip.
 #![allow(dead_code)]
+
+pub mod boards;
+pub mod hook_wat;
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
