@@ -423,7 +423,7 @@ async fn run_scheduler(
                         tracing::debug!(replicas = lives.len(), "lifecycle: storage listed");
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!("lifecycle: listing {} failed, retrying in {}s: {e}", storage.url(), RETRY.as_secs());
+                        tracing::warn!("lifecycle: listing {} failed, retrying in {}s: {}", storage.url(), RETRY.as_secs(), crate::errors::Chain(&e));
                         relist_at = Some(tokio::time::Instant::now() + RETRY);
                     }
                     Err(e) => tracing::error!("lifecycle: listing task failed: {e}"),
@@ -498,7 +498,7 @@ async fn run_scheduler(
                         schedule(&mut lives, &mut queue, &prefix, at);
                     }
                     Err(e) => {
-                        tracing::warn!(replica = %prefix, "lifecycle pass failed, retrying in {}s: {e}", RETRY.as_secs());
+                        tracing::warn!(replica = %prefix, "lifecycle pass failed, retrying in {}s: {}", RETRY.as_secs(), crate::errors::Chain(&e));
                         life.cat = None;
                         schedule(&mut lives, &mut queue, &prefix, Some(SystemTime::now() + RETRY));
                     }

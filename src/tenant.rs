@@ -505,7 +505,7 @@ impl<'de> Deserialize<'de> for Prefix {
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
     /// The path could not be resolved (missing, a dangling symlink, no permission).
-    #[error("cannot resolve {}: {source}", path.display())]
+    #[error("cannot resolve {}", path.display())]
     Resolve {
         /// The path as given.
         path: PathBuf,

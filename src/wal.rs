@@ -25,7 +25,7 @@ pub const VERSION: u32 = 3_007_000;
 /// Errors from reading a WAL.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("wal: {0}")]
+    #[error("wal i/o")]
     Io(#[from] io::Error),
     #[error("wal header: bad magic {0:#010x}")]
     BadMagic(u32),

@@ -525,7 +525,7 @@ impl SingleDb {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read config: {source}", path.display())]
+    #[error("{}: cannot read config", path.display())]
     Read {
         /// The file.
         path: PathBuf,

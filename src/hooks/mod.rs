@@ -169,7 +169,7 @@ pub struct HookStats {
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     /// The module file could not be read.
-    #[error("hook {}: cannot read: {source}", path.display())]
+    #[error("hook {}: cannot read", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -202,7 +202,7 @@ pub enum HookError {
     #[error("hooks: cannot build the webhook HTTP client: {0}")]
     Http(String),
     /// The module file cannot be watched for changes.
-    #[error("hook {}: cannot watch for changes: {source}", path.display())]
+    #[error("hook {}: cannot watch for changes", path.display())]
     Watch {
         /// The file.
         path: PathBuf,
@@ -409,7 +409,7 @@ impl Hooks {
             Ok(false) => {}
             Err(e) => {
                 self.inner.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
-                let message = format!("{e}; the previous version keeps running");
+                let message = format!("{}; the previous version keeps running", crate::errors::Chain(&e));
                 tracing::error!("{message}");
                 self.set_last_error(message);
             }

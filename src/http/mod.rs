@@ -333,7 +333,7 @@ async fn probe_storage(state: &State) -> Result<(), String> {
     let replica = state.storage.replica(&state.board.info().root);
     let r = match tokio::time::timeout(READY_PROBE_TIMEOUT, replica.list(0)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(crate::errors::chain(&e)),
         Err(_) => Err(format!("no answer within {}s", READY_PROBE_TIMEOUT.as_secs())),
     };
     *last = Some((Instant::now(), r.clone()));

@@ -6,14 +6,15 @@
 //! API never disagree. Nothing here writes to the board or to storage.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use poem_openapi::{Enum, Object};
 
+use crate::errors::chain;
 use crate::ltx;
-use crate::restore;
 use crate::status::{Counts, Skipped, Snapshot, TenantState, TenantStatus};
-use crate::storage::{FileInfo, Storage};
+use crate::storage::Storage;
+use crate::storage::catalog::{Catalog, Unrestorable, Window};
 
 /// Tenants per page unless `per_page` says otherwise.
 pub const DEFAULT_PER_PAGE: usize = 50;
@@ -427,6 +428,19 @@ pub struct RestoreWindow {
     pub bytes: u64,
 }
 
+impl From<Window> for RestoreWindow {
+    fn from(w: Window) -> RestoreWindow {
+        RestoreWindow {
+            earliest_txid: w.earliest_txid,
+            earliest_at: w.earliest_at.map(rfc3339),
+            latest_txid: w.latest_txid,
+            latest_at: w.latest_at.map(rfc3339),
+            files: w.files as u64,
+            bytes: w.bytes,
+        }
+    }
+}
+
 /// Commands that restore a tenant, ready to paste into a shell.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 #[oai(rename_all = "camelCase")]
@@ -508,15 +522,12 @@ pub async fn replica_detail(
 ) -> (Vec<Level>, Option<RestoreWindow>, Option<String>) {
     let replica = storage.replica(&t.prefix);
     let work = async {
-        let all = replica.list_all().await.map_err(|e| (Vec::new(), e.to_string()))?;
-        let mut levels: BTreeMap<u32, Vec<FileInfo>> = BTreeMap::new();
-        for f in &all {
-            levels.entry(f.level).or_default().push(f.clone());
-        }
-        let levels: Vec<Level> = levels
-            .into_iter()
-            .map(|(level, files)| Level {
-                level,
+        let cat = Catalog::load(&replica).await.map_err(|e| (Vec::new(), chain(&e)))?;
+        let levels = (0..=ltx::SNAPSHOT_LEVEL)
+            .map(|level| cat.level(level))
+            .filter(|files| !files.is_empty())
+            .map(|files| Level {
+                level: files[0].level,
                 count: files.len() as u64,
                 bytes: files.iter().map(|f| f.size).sum(),
                 files: files[files.len().saturating_sub(MAX_FILES_PER_LEVEL)..]
@@ -530,37 +541,10 @@ pub async fn replica_detail(
                     .collect(),
             })
             .collect();
-        if all.is_empty() {
-            return Ok((levels, None));
-        }
-        let window = async {
-            let steps = restore::plan(&replica, &restore::Target::default()).await.map_err(|e| e.to_string())?;
-            let (Some(first), Some(last)) =
-                (all.iter().filter(|f| f.min_txid == 1).min_by_key(|f| f.max_txid), steps.last())
-            else {
-                return Err("no file starts at TXID 1".to_owned());
-            };
-            let time = |f: FileInfo| {
-                let replica = &replica;
-                async move {
-                    let head = replica.read_range(&f, 0..ltx::HEADER_SIZE as u64).await.ok()?;
-                    let h = ltx::Header::decode(&head.to_bytes()).ok()?;
-                    let ms = u64::try_from(h.timestamp_ms).ok()?;
-                    Some(rfc3339(UNIX_EPOCH + Duration::from_millis(ms)))
-                }
-            };
-            Ok(RestoreWindow {
-                earliest_txid: first.max_txid,
-                earliest_at: time(first.clone()).await,
-                latest_txid: last.file.max_txid,
-                latest_at: time(last.file.clone()).await,
-                files: steps.len() as u64,
-                bytes: steps.iter().map(|s| s.file.size).sum(),
-            })
-        };
-        match window.await {
-            Ok(w) => Ok((levels, Some(w))),
-            Err(e) => Err((levels, e)),
+        match cat.window() {
+            Ok(w) => Ok((levels, Some(RestoreWindow::from(w)))),
+            Err(Unrestorable::Empty) => Ok((levels, None)),
+            Err(e) => Err((levels, e.to_string())),
         }
     };
     match tokio::time::timeout(REPLICA_TIMEOUT, work).await {

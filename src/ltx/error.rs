@@ -10,7 +10,7 @@ use super::TxId;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Underlying reader/writer failed (including unexpected end of file).
-    #[error("ltx i/o: {0}")]
+    #[error("ltx i/o")]
     Io(#[from] std::io::Error),
     /// The first four bytes are not `LTX1`.
     #[error("ltx: bad magic {got:02x?}, want \"LTX1\"")]

@@ -300,7 +300,7 @@ impl std::io::Read for Feed {
                 }
                 Some(Ok(Piece::End)) => self.at_end = true,
                 Some(Err(e)) => {
-                    let msg = e.to_string();
+                    let msg = crate::errors::chain(&e);
                     self.failed = Some(e);
                     return Err(std::io::Error::other(msg));
                 }

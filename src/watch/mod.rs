@@ -167,7 +167,7 @@ pub enum WatchEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The directory cannot be resolved (missing, no permission).
-    #[error("cannot use watch directory {}: {source}", path.display())]
+    #[error("cannot use watch directory {}", path.display())]
     Dir {
         /// The directory as given.
         path: PathBuf,
@@ -181,7 +181,7 @@ pub enum WatchError {
         path: PathBuf,
     },
     /// notify refused to watch it (for inotify, often the watch limit).
-    #[error("cannot watch {}: {source}{}", path.display(), limit_hint(source))]
+    #[error("cannot watch {}{}", path.display(), limit_hint(source))]
     Notify {
         /// The canonical directory.
         path: PathBuf,
@@ -263,7 +263,7 @@ impl WatchHandle {
     /// once the event receiver is dropped).
     pub async fn join(self) {
         if let Err(e) = self.task.await {
-            tracing::error!("directory watcher task failed: {e}");
+            tracing::error!("directory watcher task failed: {}", crate::errors::Chain(&e));
         }
     }
 
@@ -474,7 +474,7 @@ async fn on_blocking_pool(mut work: Work, what: Pass) -> Option<(Work, PassResul
     match joined {
         Ok(done) => Some(done),
         Err(e) => {
-            tracing::error!("directory watcher stopped: {e}");
+            tracing::error!("directory watcher stopped: {}", crate::errors::Chain(&e));
             None
         }
     }

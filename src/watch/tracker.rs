@@ -231,7 +231,7 @@ impl Tracker {
                 && dir.root.is_dir()
                 && let Err(e) = watch_dir(self.watcher.as_mut(), dir)
             {
-                tracing::warn!("{e}");
+                tracing::warn!("{}", crate::errors::Chain(&e));
             }
         }
         for i in 0..self.dirs.len() {
@@ -422,7 +422,7 @@ impl Tracker {
                 Some(previous) => self.dirs.push(previous),
                 None => {
                     if let Err(e) = watch_dir(self.watcher.as_mut(), &mut dir) {
-                        tracing::warn!("{e}");
+                        tracing::warn!("{}", crate::errors::Chain(&e));
                         first_error.get_or_insert(e);
                     }
                     added.push(self.dirs.len());
@@ -461,7 +461,7 @@ pub(super) fn evaluate(root: &Path, path: &Path, meta: &Metadata, wal_listed: bo
     if !kind.is_symlink() {
         return Err("not a regular file".to_owned());
     }
-    let target = tenant::inside(root, path).map_err(|e| e.to_string())?;
+    let target = tenant::inside(root, path).map_err(|e| crate::errors::chain(&e))?;
     match std::fs::metadata(&target) {
         Ok(m) if m.is_file() => Ok(seen(&target, &m, true)),
         Ok(_) => Err(format!("symlink to {}, which is not a regular file", target.display())),
