@@ -169,9 +169,12 @@ class Moto:
         req = urllib.request.Request(f"{self.endpoint}/bench", method="PUT")
         urllib.request.urlopen(req, timeout=10)
 
-    def requests(self):
+    def requests(self, meta=None):
+        """Requests in moto's access log; meta=False: replica requests only, True: only
+        litefleet's own objects under _litefleet/ (heartbeats, ownership: per host)."""
         with open(self.log_path) as f:
-            return sum(1 for line in f if '"' in line and "HTTP/1.1" in line)
+            return sum(1 for line in f if '"' in line and "HTTP/1.1" in line
+                       and (meta is None or ("/_litefleet/" in line) == meta))
 
     def stop(self):
         self.proc.terminate()
@@ -270,11 +273,11 @@ def run_tool(tool, n, tenants_src, work, args, moto):
         if moto:
             # Start-up through S3 takes a while (moto is a Python server): wait until the
             # tool has sent nothing for 20 s, or --settle-max, so the window measures idle.
-            quiet_since, last = time.time(), moto.requests()
+            quiet_since, last = time.time(), moto.requests(meta=False)
             limit = time.time() + args.settle_max
             while time.time() < limit and time.time() - quiet_since < 20:
                 time.sleep(2)
-                now_reqs = moto.requests()
+                now_reqs = moto.requests(meta=False)
                 if now_reqs != last:
                     quiet_since, last = time.time(), now_reqs
             result["settled_s"] = time.time() - t0
@@ -282,7 +285,8 @@ def run_tool(tool, n, tenants_src, work, args, moto):
             result["crashed"] = f"exited {proc.returncode}"
         else:
             s0 = proc_stats(proc.pid)
-            r0 = moto.requests() if moto else None
+            r0 = moto.requests(meta=False) if moto else None
+            m0 = moto.requests(meta=True) if moto else None
             time.sleep(args.idle)
             s1 = proc_stats(proc.pid)
             if proc.poll() is not None:
@@ -297,9 +301,11 @@ def run_tool(tool, n, tenants_src, work, args, moto):
                 "threads": s1["threads"],
             })
             if moto:
-                reqs = moto.requests() - r0
+                reqs = moto.requests(meta=False) - r0
                 result["idle_requests"] = reqs
                 result["req_per_tenant_hour"] = reqs / n * 3600 / args.idle
+                # Heartbeats (several hosts, one bucket): per host, whatever N.
+                result["host_req_per_hour"] = (moto.requests(meta=True) - m0) * 3600 / args.idle
     result["loadavg"] = open("/proc/loadavg").read().split()[:3]
     stop_tool(proc, errlog)
     if "crashed" in result:
@@ -625,8 +631,8 @@ def main():
     print(f"\nidle window {args.idle:.0f} s after {args.settle:.0f} s settle; "
           f"storage {'moto_server (S3)' if args.s3 else 'local folder'}\n")
     print("| tool | N | start-up to all replicated (s) | peak RSS (MB) | idle CPU (s) | idle CPU (% of a core) "
-          "| RSS (MB) | fds | threads | idle S3 requests per tenant-hour | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| RSS (MB) | fds | threads | idle S3 requests per tenant-hour | heartbeat requests per host-hour | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "crashed" in r:
             print(f"| {r['tool']} | {r['n']} | {r['crashed']} (replicated {r['replicated']}) |||||||")
@@ -634,7 +640,7 @@ def main():
         print(f"| {r['tool']} | {r['n']} | {fmt(r['startup_s'], '{:.1f}')} | {fmt(r.get('peak_rss_mb'), '{:.0f}')} "
               f"| {fmt(r.get('idle_cpu_s'))} | {fmt(r.get('idle_cpu_pct'))} | {fmt(r.get('rss_mb'), '{:.0f}')} "
               f"| {r.get('fds')} | {r.get('threads')} | {fmt(r.get('req_per_tenant_hour'), '{:.1f}')} "
-              f"| {' '.join(r.get('loadavg', []))} |"
+              f"| {fmt(r.get('host_req_per_hour'), '{:.0f}')} | {' '.join(r.get('loadavg', []))} |"
               + (f" (window opened {r['settled_s']:.0f} s after start)" if r.get("settled_s") else ""))
 
 

@@ -314,18 +314,22 @@ pub async fn shutdown_signal() {
 async fn run_tenants(a: TenantsArgs) -> anyhow::Result<()> {
     let config = Config::load(&a.config)?;
     let tenants = crate::inventory::inventory(&config).await?;
+    let hosts = crate::inventory::hosts(&config).await?;
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     if a.json {
         for t in &tenants {
             writeln!(out, "{}", serde_json::to_string(t)?)?;
         }
+        for h in &hosts {
+            writeln!(out, "{}", serde_json::to_string(&serde_json::json!({ "hostHeartbeat": h }))?)?;
+        }
         return Ok(());
     }
     writeln!(
         out,
-        "{:<40} {:>16} {:<20} {:<20} {:>6} {:>10}  LOCAL",
-        "TENANT", "TXID", "RESTORABLE FROM", "LATEST", "FILES", "BYTES"
+        "{:<40} {:>16} {:<20} {:<20} {:>6} {:>10}  {:<16} LOCAL",
+        "TENANT", "TXID", "RESTORABLE FROM", "LATEST", "FILES", "BYTES", "OWNER"
     )?;
     let time = |t: Option<std::time::SystemTime>| {
         t.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "-".into())
@@ -334,16 +338,24 @@ async fn run_tenants(a: TenantsArgs) -> anyhow::Result<()> {
         let local = t.local.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(file gone)".into());
         writeln!(
             out,
-            "{:<40} {:016x} {:<20} {:<20} {:>6} {:>10}  {local}",
+            "{:<40} {:016x} {:<20} {:<20} {:>6} {:>10}  {:<16} {local}",
             t.prefix,
             t.latest_txid,
             time(t.earliest_at),
             time(t.latest_at),
             t.files,
-            t.bytes
+            t.bytes,
+            t.owner.as_deref().unwrap_or("-"),
         )?;
     }
     writeln!(out, "{} tenant(s) in {}", tenants.len(), crate::fleet::open_storage(&config)?.location())?;
+    if !hosts.is_empty() {
+        writeln!(out, "\n{:<24} {:<20} {:<8} {:>8}  VERSION", "HOST", "LAST HEARTBEAT", "STATE", "PID")?;
+        for h in &hosts {
+            let state = if h.stopped { "stopped" } else { "running" };
+            writeln!(out, "{:<24} {:<20} {:<8} {:>8}  {}", h.host, time(h.heartbeat_at), state, h.pid, h.version)?;
+        }
+    }
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //! replica, with its restore window and the local file that replicates there now) and
 //! restore by tenant id (`litefleet restore --config FILE <id>`).
 //!
-//! It only reads: one recursive listing of the storage root, and one walk of the watch
-//! directories by the watcher's own rules.
+//! It only reads: one recursive listing of the storage root, one of the ownership
+//! records (and one read per owned prefix), and one walk of the watch directories by
+//! the watcher's own rules.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::errors::Chain;
 use crate::fleet::open_storage;
 use crate::hooks::{Decision, HookTenant, Hooks};
+use crate::ownership::Ownership;
 use crate::storage::catalog::Catalog;
 use crate::storage::{self, Storage};
 use crate::tenant::{self, Classified, Prefix, TenantId};
@@ -46,6 +48,25 @@ pub struct StoredTenant {
     /// The local database file that replicates there now, if any is in a watch
     /// directory (`None`: its file is gone, the backups remain).
     pub local: Option<PathBuf>,
+    /// The host that owns the prefix when several hosts share the storage (see
+    /// `crate::ownership`); `None`: no owner recorded (single host, or released).
+    pub owner: Option<String>,
+    /// The ownership epoch (how many times the prefix changed hands, plus one).
+    pub owner_epoch: Option<u64>,
+}
+
+/// A host's heartbeat, as `litefleet tenants` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredHost {
+    pub host: String,
+    /// When the storage last saw its heartbeat written.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_at: Option<SystemTime>,
+    /// It shut down cleanly (its prefixes are free).
+    pub stopped: bool,
+    pub pid: u32,
+    pub version: String,
 }
 
 /// Why the storage could not be read.
@@ -80,6 +101,7 @@ pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
     let storage = open_storage(config)?;
     let local = local_prefixes(config);
     let tree = storage.list_tree(search_root(config)).await?;
+    let owners = Ownership::records(&storage).await?;
     let mut out = Vec::with_capacity(tree.len());
     for (prefix, files) in tree {
         let cat = Catalog::new(files);
@@ -93,9 +115,29 @@ pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
             files: cat.files().len(),
             bytes: cat.files().iter().map(|f| f.size).sum(),
             local: local.get(prefix.as_str()).cloned(),
+            owner: owners.get(&prefix).filter(|r| !r.released).map(|r| r.host.clone()),
+            owner_epoch: owners.get(&prefix).map(|r| r.epoch),
             prefix,
         });
     }
+    Ok(out)
+}
+
+/// Every host that keeps a heartbeat in the config's storage (hosts sharing it).
+pub async fn hosts(config: &Config) -> Result<Vec<StoredHost>, Error> {
+    let storage = open_storage(config)?;
+    let mut out: Vec<StoredHost> = Ownership::hosts(&storage)
+        .await?
+        .into_iter()
+        .map(|(hb, at)| StoredHost {
+            host: hb.host,
+            heartbeat_at: at,
+            stopped: hb.stopped,
+            pid: hb.pid,
+            version: hb.version,
+        })
+        .collect();
+    out.sort_by(|a, b| a.host.cmp(&b.host));
     Ok(out)
 }
 

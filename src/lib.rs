@@ -20,6 +20,7 @@
 //! | [`metrics`] | Prometheus metrics, fed from the tenant tasks |
 //! | [`replicate`] | one database's replicator: WAL → L0 files |
 //! | [`restore`] | replica → database file, and restore validation |
+//! | [`ownership`] | many hosts, one bucket: heartbeats, one owner per prefix, fencing |
 //! | [`lifecycle`] | compaction, snapshots, retention; the fleet-wide scheduler |
 //! | [`hooks`] | sandboxed WebAssembly tenant hooks and their webhooks |
 //! | [`watch`] | finding tenant files: notify events and rescans |
@@ -45,6 +46,7 @@ pub mod storage;
 pub mod metrics;
 
 pub mod lifecycle;
+pub mod ownership;
 pub mod replicate;
 pub mod restore;
 

@@ -168,6 +168,8 @@ pub fn record_board(board: &Board) {
             TenantState::Lagging => c.lagging,
             TenantState::Error => c.error,
             TenantState::Conflict => c.conflict,
+            TenantState::Held => c.held,
+            TenantState::Fenced => c.fenced,
         };
         gauge!(TENANTS, "state" => s.as_str()).set(n as f64);
     }

@@ -44,6 +44,12 @@ pub enum TenantState {
     /// Not replicated: another file already replicates under the same storage prefix.
     /// `conflict_with` names it.
     Conflict,
+    /// Not replicated here: another host sharing the storage owns the prefix
+    /// (`held_by` names it); taken over when that host releases it or dies.
+    Held,
+    /// Not replicated here any more: this host owned the prefix and another host took
+    /// it over (this one was paused or cut off); nothing more is written.
+    Fenced,
 }
 
 impl TenantState {
@@ -55,12 +61,21 @@ impl TenantState {
             TenantState::Lagging => "lagging",
             TenantState::Error => "error",
             TenantState::Conflict => "conflict",
+            TenantState::Held => "held",
+            TenantState::Fenced => "fenced",
         }
     }
 
     /// Every state, in display order.
-    pub const ALL: [TenantState; 5] =
-        [TenantState::Active, TenantState::Lagging, TenantState::Starting, TenantState::Error, TenantState::Conflict];
+    pub const ALL: [TenantState; 7] = [
+        TenantState::Active,
+        TenantState::Lagging,
+        TenantState::Starting,
+        TenantState::Error,
+        TenantState::Conflict,
+        TenantState::Held,
+        TenantState::Fenced,
+    ];
 }
 
 /// One registered database file.
@@ -111,6 +126,8 @@ pub struct TenantStatus {
     /// Unusable files the lifecycle found in its replica (torn or corrupt), and what is
     /// being done about it; `None` once a repair snapshot made it whole again.
     pub damage: Option<String>,
+    /// For `held` and `fenced`: the host that owns the prefix.
+    pub held_by: Option<String>,
 }
 
 impl TenantStatus {
@@ -144,6 +161,7 @@ impl TenantStatus {
             labels: BTreeMap::new(),
             validation: None,
             damage: None,
+            held_by: None,
         }
     }
 
@@ -281,6 +299,10 @@ pub struct Counts {
     pub error: usize,
     /// `conflict`.
     pub conflict: usize,
+    /// `held`.
+    pub held: usize,
+    /// `fenced`.
+    pub fenced: usize,
     /// Skipped files (not tenants).
     pub skipped: usize,
     /// Tenants holding an open SQLite connection.
@@ -512,6 +534,8 @@ fn count(g: &Inner, now: SystemTime) -> Counts {
             TenantState::Lagging => c.lagging += 1,
             TenantState::Error => c.error += 1,
             TenantState::Conflict => c.conflict += 1,
+            TenantState::Held => c.held += 1,
+            TenantState::Fenced => c.fenced += 1,
         }
         if t.hot {
             c.hot += 1;

@@ -143,6 +143,24 @@ impl Config {
         if f.poll_interval.is_zero() {
             return Some(problem("fleet.poll_interval", "must be longer than 0s"));
         }
+        if !crate::ownership::valid_host_id(&f.host_id) {
+            return Some(problem(
+                "fleet.host_id",
+                format!("{:?} must be 1 to 64 letters, digits, '.', '_' or '-'", f.host_id),
+            ));
+        }
+        if f.heartbeat_interval.is_zero() {
+            return Some(problem("fleet.heartbeat_interval", "must be longer than 0s"));
+        }
+        if f.owner_expiry < f.heartbeat_interval * 3 {
+            return Some(problem(
+                "fleet.owner_expiry",
+                format!(
+                    "must be at least three heartbeat intervals ({}): a host is taken for dead after missing that many",
+                    humantime::format_duration(f.heartbeat_interval * 3)
+                ),
+            ));
+        }
         None
     }
 

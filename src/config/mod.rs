@@ -38,7 +38,7 @@ pub use crate::hooks::HooksConfig;
 pub use crate::ltx::PageEncoding;
 pub use crate::redact::Secret;
 use crate::tenant::{self, NonGuidPolicy, Prefix, TenantId};
-use crate::{lifecycle, replicate, watch};
+use crate::{lifecycle, ownership, replicate, watch};
 
 /// Replica location when the config names none: a `replicas` folder in the current
 /// directory, so a minimal config (and `config.example.toml`) runs with no cloud at all.
@@ -376,6 +376,20 @@ pub struct FleetConfig {
     /// How often the polling watcher walks the directories (only with `poll = true`).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// This daemon's name among the hosts sharing the storage (default: the host name).
+    /// Every daemon writing to one storage needs its own.
+    pub host_id: String,
+    /// One writer per tenant prefix among hosts sharing the storage (`crate::ownership`):
+    /// `auto` (where the storage can fence writers), `on` (refuse to start where it
+    /// cannot), `off` (this daemon is the only writer).
+    pub ownership: ownership::Mode,
+    /// How often this host rewrites its heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A host whose heartbeat has not changed for this long is dead: its prefixes may
+    /// be taken over. At least three heartbeat intervals.
+    #[serde(with = "humantime_serde")]
+    pub owner_expiry: Duration,
 }
 
 impl Default for FleetConfig {
@@ -387,6 +401,10 @@ impl Default for FleetConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             poll: false,
             poll_interval: watch::DEFAULT_POLL_INTERVAL,
+            host_id: ownership::default_host_id(),
+            ownership: ownership::Mode::default(),
+            heartbeat_interval: ownership::DEFAULT_HEARTBEAT_INTERVAL,
+            owner_expiry: ownership::DEFAULT_OWNER_EXPIRY,
         }
     }
 }

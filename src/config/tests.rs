@@ -268,6 +268,18 @@ fn syntax_error_names_line() {
 fn semantic_errors_name_line_and_key() {
     let cases: &[(&str, usize, &str, &str)] = &[
         (
+            "[[watch]]\ndir = \"d\"\n[fleet]\nheartbeat_interval = \"30s\"\nowner_expiry = \"1m\"\n",
+            5,
+            "fleet.owner_expiry",
+            "prod.toml:5: fleet.owner_expiry: must be at least three heartbeat intervals (1m 30s): a host is taken for dead after missing that many",
+        ),
+        (
+            "[[watch]]\ndir = \"d\"\n[fleet]\nhost_id = \"web 1/a\"\n",
+            4,
+            "fleet.host_id",
+            "prod.toml:4: fleet.host_id: \"web 1/a\" must be 1 to 64 letters, digits, '.', '_' or '-'",
+        ),
+        (
             "# nothing to watch\n[storage]\nroot = \"x\"\n",
             1,
             "watch",

@@ -45,6 +45,7 @@ use self::registry::Supervisor;
 use crate::config::{self, Config, StorageUrl};
 use crate::hooks::Hooks;
 use crate::lifecycle::{Policy, Scheduler};
+use crate::ownership::{self, Ownership};
 use crate::replicate::Settings;
 use crate::status::{Board, FleetInfo};
 use crate::storage::{self, Storage};
@@ -83,6 +84,9 @@ pub enum Error {
     /// The hook module could not be loaded at start.
     #[error(transparent)]
     Hooks(#[from] crate::hooks::HookError),
+    /// Ownership of prefixes could not start (see `crate::ownership`).
+    #[error(transparent)]
+    Ownership(#[from] ownership::Error),
     /// The fleet has already stopped.
     #[error("the fleet has stopped")]
     Stopped,
@@ -111,6 +115,19 @@ pub struct Fleet {
     watcher: Arc<crate::watch::WatchHandle>,
     commands: mpsc::Sender<Command>,
     supervisor: tokio::task::JoinHandle<()>,
+    heartbeat: Heartbeat,
+}
+
+/// This host's heartbeat (when prefixes have owners): marked stopped by a clean
+/// shutdown, and only halted — as a crash would leave it — when the fleet is dropped.
+struct Heartbeat(Option<Ownership>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        if let Some(o) = &self.0 {
+            o.halt();
+        }
+    }
 }
 
 /// A request to the supervisor.
@@ -175,6 +192,19 @@ impl Fleet {
                 return Err(Error::Config(config.error_at(key, e)));
             }
         }
+        // The first write to storage: a probe of conditional creates and a heartbeat.
+        let ownership = match Ownership::start(&storage, &ownership_settings(&config)).await {
+            Ok(o) => o,
+            Err(e) => {
+                shutdown.cancel();
+                watch_token.cancel();
+                return Err(ownership_error(&config, e));
+            }
+        };
+        let storage = match &ownership {
+            Some(o) => storage.with_gate(Arc::new(o.clone())),
+            None => storage,
+        };
         banner(&config, &storage);
         let (damage_tx, damage) = mpsc::unbounded_channel();
         let (lifecycle, _) = Scheduler::start(
@@ -184,6 +214,7 @@ impl Fleet {
             config.lifecycle.concurrency,
             shutdown.child_token(),
             damage_tx,
+            ownership.clone(),
         );
         let released = Arc::new(Notify::new());
         tokio::spawn(trim_heap_after_releases(released.clone(), shutdown.child_token()));
@@ -201,6 +232,8 @@ impl Fleet {
             lifecycle,
             released,
             validation: config.validation.enabled.then(|| validation::Validator::new(&config.validation)),
+            ownership: ownership.clone(),
+            heartbeat_interval: config.fleet.heartbeat_interval,
         });
         let (commands, command_rx) = mpsc::channel(4);
         let sup = Supervisor::new(shared, config, keys, single, watcher.clone(), watch_token, hooks);
@@ -210,6 +243,7 @@ impl Fleet {
         Ok(Fleet {
             board,
             storage,
+            heartbeat: Heartbeat(ownership),
             #[cfg(test)]
             watcher,
             commands,
@@ -248,6 +282,10 @@ impl Fleet {
         }
         let report = rx.await.unwrap_or_default();
         let _ = self.supervisor.await;
+        // After the final syncs: this host's prefixes may be taken over at once.
+        if let Some(o) = &self.heartbeat.0 {
+            o.stop().await;
+        }
         report
     }
 }
@@ -276,6 +314,10 @@ struct Shared {
     validation: Option<validation::Validator>,
     /// Signalled when a tenant releases its connection (see [`trim_heap_after_releases`]).
     released: Arc<Notify>,
+    /// Who owns which prefix, when several hosts share the storage.
+    ownership: Option<Ownership>,
+    /// How often a tenant held by another host asks again.
+    heartbeat_interval: Duration,
 }
 
 /// A watch directory that cannot be used, named by its place in the config.
@@ -286,6 +328,26 @@ fn watch_error(config: &Config, e: watch::WatchError) -> Error {
     match at {
         Some(i) => Error::Config(config.error_at(&format!("watch[{i}].dir"), e)),
         None => Error::Watch(e),
+    }
+}
+
+/// Ownership that cannot start, named by its place in the config.
+fn ownership_error(config: &Config, e: ownership::Error) -> Error {
+    match e {
+        ownership::Error::Unsupported(_) => Error::Config(config.error_at("fleet.ownership", e)),
+        ownership::Error::Twin { .. } => Error::Config(config.error_at("fleet.host_id", e)),
+        other => Error::Ownership(other),
+    }
+}
+
+/// The ownership settings of a config.
+pub fn ownership_settings(config: &Config) -> ownership::Settings {
+    let f = &config.fleet;
+    ownership::Settings {
+        mode: f.ownership,
+        host_id: f.host_id.clone(),
+        heartbeat_interval: f.heartbeat_interval,
+        expiry: f.owner_expiry,
     }
 }
 

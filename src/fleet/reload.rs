@@ -89,7 +89,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         || f.0.poll != f.1.poll
         || f.0.poll_interval != f.1.poll_interval
         || f.0.startup_concurrency != f.1.startup_concurrency
-        || f.0.shutdown_timeout != f.1.shutdown_timeout;
+        || f.0.shutdown_timeout != f.1.shutdown_timeout
+        || f.0.host_id != f.1.host_id
+        || f.0.ownership != f.1.ownership
+        || f.0.heartbeat_interval != f.1.heartbeat_interval
+        || f.0.owner_expiry != f.1.owner_expiry;
     [
         ("storage", old.storage != new.storage),
         ("replication", old.replication != new.replication),

@@ -166,6 +166,10 @@ pub(super) struct TenantTask {
     /// Stamp taken before the last successful sync.
     stamp: Option<Stamp>,
     synced_once: bool,
+    /// Another host owns the prefix (`crate::ownership`): `Some(false)` held — asked
+    /// again every heartbeat interval —, `Some(true)` fenced — this host lost it and
+    /// writes nothing more until the tenant is registered again.
+    held: Option<bool>,
 }
 
 impl TenantTask {
@@ -184,6 +188,7 @@ impl TenantTask {
             paced_until: None,
             stamp: None,
             synced_once: false,
+            held: None,
         }
     }
 
@@ -207,7 +212,7 @@ impl TenantTask {
                 _ = stop.cancelled() => return self.end(None),
             }
         }
-        let replica = self.shared.storage.replica(&self.prefix);
+        let replica = self.shared.storage.replica(&self.prefix).claiming();
         self.r = Some(Replicator::new(&self.path, replica, self.shared.settings.clone()));
         self.due = Some(Instant::now());
         self.dirty_since = Some(SystemTime::now());
@@ -270,6 +275,9 @@ impl TenantTask {
     /// The lifecycle found this tenant's replica damaged: the next sync (now, unless
     /// backing off) ships a full-page file for the repair snapshot.
     fn repair(&mut self) {
+        if self.held.is_some() {
+            return;
+        }
         tracing::warn!(tenant = %self.id, "shipping a full-page file to repair the replica");
         self.replicator().request_snapshot();
         if self.backoff.is_zero() {
@@ -278,6 +286,10 @@ impl TenantTask {
     }
 
     fn on_wake(&mut self) {
+        if self.held.is_some() {
+            // Held: asked again on its own timer; fenced: nothing more.
+            return;
+        }
         let now = Instant::now();
         let unchanged = self.stamp.is_some_and(|s| s.nothing_committed_since(&Stamp::of(&self.path)));
         if !self.is_hot() && self.backoff.is_zero() && self.due.is_none() && unchanged {
@@ -324,6 +336,9 @@ impl TenantTask {
     }
 
     async fn sync_now(&mut self, stop: &CancellationToken) {
+        if self.held.is_some() && !self.owner_again().await {
+            return;
+        }
         let startup = if self.synced_once {
             None
         } else {
@@ -383,7 +398,7 @@ impl TenantTask {
                     (a, b) => a.or(b),
                 };
                 let message = chain(&e);
-                self.failed(message.clone()).await;
+                self.sync_failed(&e, message.clone()).await;
                 Err(message)
             }
         }
@@ -419,6 +434,7 @@ impl TenantTask {
         let now = SystemTime::now();
         self.shared.board.update(&self.path, |s| {
             s.state = TenantState::Active;
+            s.held_by = None;
             s.txid = txid.or(s.txid);
             s.files_shipped += rep.uploaded;
             s.bytes_shipped += rep.bytes;
@@ -429,6 +445,86 @@ impl TenantTask {
             s.last_error = None;
             s.hot = hot;
         });
+    }
+
+    /// A sync failed: another host owns the prefix, or a plain failure (backoff).
+    async fn sync_failed(&mut self, e: &crate::replicate::Error, message: String) {
+        let storage_error = match e {
+            crate::replicate::Error::Storage(se) => Some(se),
+            _ => None,
+        };
+        if let Some((host, fenced)) = storage_error.and_then(|se| se.not_owner()) {
+            let host = host.map(str::to_owned);
+            return self.not_owner(host, fenced, message).await;
+        }
+        if matches!(storage_error, Some(crate::storage::Error::Exists { .. })) {
+            // A name this host was about to write is taken, yet the prefix is still
+            // ours (a late write of an earlier owner): learn the replica again.
+            let _ = self.replicator().forget_replica().await;
+        }
+        self.failed(message).await;
+    }
+
+    /// Another host owns the prefix: nothing is written; a held tenant asks again every
+    /// heartbeat interval, a fenced one stops.
+    async fn not_owner(&mut self, host: Option<String>, fenced: bool, message: String) {
+        let first = self.held != Some(fenced);
+        self.held = Some(fenced);
+        // What was prepared was numbered after the replica as this host knew it.
+        let _ = self.replicator().forget_replica().await;
+        self.permit = None;
+        self.idle_at = None;
+        self.backoff = Duration::ZERO;
+        self.due = (!fenced).then(|| Instant::now() + self.shared.heartbeat_interval);
+        let owner = host.clone().unwrap_or_else(|| "another host".to_owned());
+        let error = if fenced {
+            format!(
+                "fenced: {owner} took this tenant's prefix over while this host could not renew its heartbeat (paused or cut off); nothing more is written from here. Make sure the database lives on one host only, then restart litefleet (or move the file out and back) to replicate it from this host again"
+            )
+        } else {
+            message
+        };
+        if fenced {
+            tracing::error!(tenant = %self.id, owner = %owner, "{}: {error}", self.path.display());
+        } else if first {
+            tracing::warn!(tenant = %self.id, owner = %owner, "{} is held by {owner}, which replicates this tenant: not replicated from here until {owner} releases it or stops", self.path.display());
+        }
+        let state = if fenced { TenantState::Fenced } else { TenantState::Held };
+        self.shared.board.update(&self.path, |s| {
+            s.state = state;
+            s.held_by = host;
+            s.last_error = Some(error);
+            s.hot = false;
+        });
+    }
+
+    /// A held tenant's timer: may this host write now (the owner released the prefix
+    /// or died)? If not, the timer is set again.
+    async fn owner_again(&mut self) -> bool {
+        if self.held == Some(true) {
+            return false;
+        }
+        let asked = self.replicator().replica().may_write().await;
+        match asked {
+            Ok(()) => {
+                tracing::info!(tenant = %self.id, "{} is replicated from this host now", self.path.display());
+                self.held = None;
+                self.shared.board.update(&self.path, |s| s.held_by = None);
+                true
+            }
+            Err(e) => match e.not_owner() {
+                Some((host, fenced)) => {
+                    let host = host.map(str::to_owned);
+                    self.not_owner(host, fenced, chain(&e)).await;
+                    false
+                }
+                None => {
+                    // Storage did not answer: ask again later.
+                    self.due = Some(Instant::now() + self.shared.heartbeat_interval);
+                    false
+                }
+            },
+        }
     }
 
     async fn failed(&mut self, error: String) {
@@ -467,7 +563,7 @@ impl TenantTask {
                     self.due = Some(Instant::now());
                 }
             }
-            Err(e) => self.failed(chain(&e)).await,
+            Err(e) => self.sync_failed(&e, chain(&e)).await,
         }
         // Only now, with the board saying cold, may another tenant take the slot.
         self.permit = None;
@@ -477,6 +573,21 @@ impl TenantTask {
     /// After stop: the final sync when one can be needed.
     async fn finish(&mut self) -> Option<Result<SyncReport, String>> {
         let shutting_down = self.shared.shutdown.is_cancelled();
+        let result = self.final_sync(shutting_down).await;
+        // Unregistered (not a shutdown): another host may take the prefix over now.
+        if !shutting_down && let Some(o) = &self.shared.ownership {
+            o.release(self.prefix.as_str()).await;
+        }
+        result
+    }
+
+    async fn final_sync(&mut self, shutting_down: bool) -> Option<Result<SyncReport, String>> {
+        if self.held.is_some() {
+            if let Some(r) = self.r.as_mut() {
+                let _ = r.release().await;
+            }
+            return None;
+        }
         let exists = self.path.exists();
         let needed = exists
             && (self.is_hot()

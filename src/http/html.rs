@@ -220,13 +220,15 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
         ready = if snap.ready { "done" } else { "running" },
     );
     out.push_str("<nav class=\"totals\" aria-label=\"Tenants by state\"><ul>");
-    let totals: [(&str, &str, usize); 7] = [
+    let totals: [(&str, &str, usize); 9] = [
         ("", "All", c.total),
         ("active", "Healthy", c.active),
         ("starting", "Starting", c.starting),
         ("lagging", "Lagging", c.lagging),
         ("error", "Error", c.error),
         ("conflict", "Conflict", c.conflict),
+        ("held", "Held elsewhere", c.held),
+        ("fenced", "Fenced", c.fenced),
         ("skipped", "Skipped", c.skipped),
     ];
     for (key, label, n) in totals {
@@ -256,6 +258,8 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
         ("lagging", "lagging"),
         ("error", "error"),
         ("conflict", "conflict"),
+        ("held", "held"),
+        ("fenced", "fenced"),
     ] {
         let sel = if v == status_s { " selected" } else { "" };
         let _ = write!(out, "<option value=\"{v}\"{sel}>{label}</option>");

@@ -108,6 +108,10 @@ pub struct FleetCounts {
     pub error: u64,
     /// `conflict`: another file owns the same storage prefix.
     pub conflict: u64,
+    /// `held`: another host sharing the storage owns the prefix.
+    pub held: u64,
+    /// `fenced`: another host took the prefix over from this one.
+    pub fenced: u64,
     /// Database files not replicated (name or location refused).
     pub skipped: u64,
     /// Tenants holding an open SQLite connection.
@@ -123,6 +127,8 @@ impl From<Counts> for FleetCounts {
             lagging: c.lagging as u64,
             error: c.error as u64,
             conflict: c.conflict as u64,
+            held: c.held as u64,
+            fenced: c.fenced as u64,
             skipped: c.skipped as u64,
             hot: c.hot as u64,
         }
@@ -170,6 +176,8 @@ pub struct Client {
     pub last_error: Option<String>,
     /// For `conflict`: the database file that owns the prefix.
     pub conflict_with: Option<String>,
+    /// For `held` and `fenced`: the host that owns the prefix.
+    pub held_by: Option<String>,
     /// Holds an open SQLite connection.
     pub hot: bool,
     /// Labels set by a hook.
@@ -229,6 +237,7 @@ impl Client {
             errors: t.errors,
             last_error: t.error_shown(),
             conflict_with: t.conflict_with.as_ref().map(|p| p.display().to_string()),
+            held_by: t.held_by.clone(),
             hot: t.hot,
             labels: t.labels.clone(),
             validation: t.validation.as_ref().map(ValidationView::from),
@@ -250,6 +259,10 @@ pub enum StatusFilter {
     Error,
     /// Same prefix as another file.
     Conflict,
+    /// Another host owns the prefix.
+    Held,
+    /// Another host took the prefix over from this one.
+    Fenced,
 }
 
 impl StatusFilter {
@@ -261,6 +274,8 @@ impl StatusFilter {
             StatusFilter::Lagging => TenantState::Lagging,
             StatusFilter::Error => TenantState::Error,
             StatusFilter::Conflict => TenantState::Conflict,
+            StatusFilter::Held => TenantState::Held,
+            StatusFilter::Fenced => TenantState::Fenced,
         }
     }
 

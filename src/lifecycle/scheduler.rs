@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Policy, maintain, next_due};
 use crate::ltx;
+use crate::ownership::Ownership;
 use crate::storage::catalog::Catalog;
 use crate::storage::{self, FileInfo};
 
@@ -37,7 +38,10 @@ pub enum Damage {
 impl Scheduler {
     /// Starts the scheduler for replicas below `root` of `storage`. It stops when
     /// `shutdown` is cancelled (a pass in flight is abandoned; every step of a pass is
-    /// safe to abandon). Damage found and repaired is sent to `damage`.
+    /// safe to abandon). Damage found and repaired is sent to `damage`. With
+    /// `ownership` (several hosts share the storage), a replica gets passes only while
+    /// this host owns its prefix; others' replicas are dropped from the schedule until
+    /// one of our replicators ships there.
     pub fn start(
         storage: storage::Storage,
         root: String,
@@ -45,9 +49,11 @@ impl Scheduler {
         concurrency: usize,
         shutdown: tokio_util::sync::CancellationToken,
         damage: tokio::sync::mpsc::UnboundedSender<Damage>,
+        ownership: Option<Ownership>,
     ) -> (Scheduler, tokio::task::JoinHandle<()>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(run_scheduler(storage, root, policy, concurrency.max(1), shutdown, rx, damage));
+        let run = run_scheduler(storage, root, policy, concurrency.max(1), shutdown, rx, damage, ownership);
+        let task = tokio::spawn(run);
         (Scheduler { tx }, task)
     }
 
@@ -78,6 +84,7 @@ struct Life {
 /// How long a failed pass or listing waits before trying again.
 const RETRY: Duration = Duration::from_secs(60);
 
+#[allow(clippy::too_many_arguments)]
 async fn run_scheduler(
     storage: storage::Storage,
     root: String,
@@ -86,6 +93,7 @@ async fn run_scheduler(
     shutdown: tokio_util::sync::CancellationToken,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<(FileInfo, bool)>)>,
     damage: tokio::sync::mpsc::UnboundedSender<Damage>,
+    ownership: Option<Ownership>,
 ) {
     let mut lives: HashMap<String, Life> = HashMap::new();
     let mut queue: BTreeSet<(SystemTime, String)> = BTreeSet::new();
@@ -205,7 +213,15 @@ async fn run_scheduler(
                 let extra = std::mem::take(&mut life.extra);
                 let replica = storage.replica(&prefix);
                 let policy = policy.clone();
+                let ownership = ownership.clone();
                 passes.spawn(async move {
+                    if let Some(o) = &ownership {
+                        match o.adopt(&prefix).await {
+                            Ok(true) => {}
+                            Ok(false) => return (prefix, None, Ok(None)),
+                            Err(e) => return (prefix, cat, Err(e.into())),
+                        }
+                    }
                     let mut cat = match cat {
                         Some(c) => c,
                         None => match Catalog::load(&replica).await {
@@ -215,7 +231,7 @@ async fn run_scheduler(
                     };
                     for f in extra { add_shipped(&mut cat, f); }
                     let r = maintain(&replica, &mut cat, &policy, SystemTime::now()).await;
-                    (prefix, Some(cat), r)
+                    (prefix, Some(cat), r.map(Some))
                 });
             }
             Some(done) = passes.join_next(), if !passes.is_empty() => {
@@ -223,7 +239,16 @@ async fn run_scheduler(
                 let life = lives.entry(prefix.clone()).or_default();
                 life.running = false;
                 match result {
-                    Ok(outcome) => {
+                    Ok(None) => {
+                        // Another host's replica: its owner maintains it. Unless one of
+                        // our replicators shipped there meanwhile (then it is ours now).
+                        if life.extra.is_empty() {
+                            lives.remove(&prefix);
+                        } else {
+                            schedule(&mut lives, &mut queue, &prefix, Some(SystemTime::now()));
+                        }
+                    }
+                    Ok(Some(outcome)) => {
                         let mut cat = cat.unwrap_or_default();
                         for f in life.extra.drain(..) { add_shipped(&mut cat, f); }
                         let replica = storage.replica(&prefix);

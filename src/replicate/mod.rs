@@ -341,6 +341,17 @@ impl Replicator {
         });
     }
 
+    /// Forgets what it knew of the replica and drops what it prepared: another host
+    /// wrote there (or may have), so the next sync lists it again, and continues from
+    /// its own position only if the replica still ends exactly there — else it ships a
+    /// full-page file after the newest TXID it finds.
+    pub async fn forget_replica(&mut self) -> Result<()> {
+        self.pending.clear();
+        self.remote_max = None;
+        self.uploaded_pos = None;
+        self.release().await
+    }
+
     /// Releases the SQLite connection and file descriptors (an idle tenant keeps only
     /// its position in memory). The next sync re-attaches and proves continuity or
     /// ships a snapshot.

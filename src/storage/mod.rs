@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod catalog;
+pub mod meta;
 
 use opendal::layers::{MetricsLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator, services};
@@ -58,6 +59,22 @@ pub enum Error {
         #[source]
         source: opendal::Error,
     },
+    /// A conditional create found its name taken.
+    #[error("{what}: the name is taken")]
+    Exists { what: String },
+    /// Another host owns the prefix (see `crate::ownership`): this host must not write.
+    /// `fenced`: this host owned it and lost it (taken over while it was paused or cut
+    /// off); otherwise it is held by the other host.
+    #[error(
+        "{prefix}: {} {}",
+        if *fenced { "fenced: taken over by" } else { "held by" },
+        host.as_deref().unwrap_or("another host")
+    )]
+    NotOwner { prefix: String, host: Option<String>, fenced: bool },
+    /// The ownership of prefixes keeps this host from writing (not established yet,
+    /// or it cannot be).
+    #[error("{0}")]
+    Gate(String),
     /// A local file operation of a folder replica failed.
     #[error("{what}")]
     Local {
@@ -70,13 +87,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// When this error says another host owns the prefix: that host (if known) and
+    /// whether this host was fenced (it owned the prefix and lost it).
+    pub fn not_owner(&self) -> Option<(Option<&str>, bool)> {
+        match self {
+            Error::NotOwner { host, fenced, .. } => Some((host.as_deref(), *fenced)),
+            _ => None,
+        }
+    }
+
     /// Whether the object asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Op { source, .. } if source.kind() == ErrorKind::NotFound)
     }
 }
 
-type Result<T> = std::result::Result<T, Error>;
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// How LTX files are laid out below a replica path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +143,8 @@ pub struct Storage {
     /// Local root folder for the file backend (to set mtimes).
     fs_root: Option<PathBuf>,
     counters: Arc<Counters>,
+    /// Asked before every replica write (see [`meta::Gate`]); `None`: single host.
+    gate: Option<Arc<dyn meta::Gate>>,
 }
 
 /// Storage requests sent, by kind. Idle tenants must not move these.
@@ -127,6 +155,9 @@ pub struct Counters {
     pub lists: AtomicU64,
     pub deletes: AtomicU64,
     pub bytes_put: AtomicU64,
+    /// Requests for litefleet's own objects (heartbeats, ownership records): per host,
+    /// not per tenant, and not in [`Counters::total`].
+    pub meta: AtomicU64,
 }
 
 impl Counters {
@@ -292,13 +323,21 @@ impl Storage {
         // Outermost: one observation per call (retries included), into the global
         // `metrics` recorder that `/metrics` renders (a no-op until one is installed).
         let op = op.layer(MetricsLayer::default());
-        Storage { op, layout, base, location, query, fs_root, counters: Arc::new(Counters::default()) }
+        Storage { op, layout, base, location, query, fs_root, counters: Arc::new(Counters::default()), gate: None }
+    }
+
+    /// This storage with every replica write asking `gate` first, and uploads made
+    /// conditional creates.
+    pub fn with_gate(mut self, gate: Arc<dyn meta::Gate>) -> Storage {
+        self.gate = Some(gate);
+        self
     }
 
     /// The replica for a path below this storage (a tenant's prefix).
     pub fn replica(&self, prefix: impl AsRef<str>) -> Replica {
         let prefix = normalize_dir(prefix.as_ref());
-        Replica { storage: self.clone(), path: format!("{}{}", self.base, prefix) }
+        let rel = prefix.trim_end_matches('/').to_owned();
+        Replica { storage: self.clone(), path: format!("{}{}", self.base, prefix), rel, claim: false }
     }
 
     /// The storage base's URL as `litefleet restore` takes it (no credentials; an S3
@@ -423,9 +462,30 @@ pub struct Replica {
     storage: Storage,
     /// Path inside the operator, ending in `/` (or empty).
     path: String,
+    /// The prefix relative to the storage base, without slashes at its ends.
+    rel: String,
+    /// Its writer replicates the tenant and may claim the prefix (see [`meta::Gate`]).
+    claim: bool,
 }
 
 impl Replica {
+    /// This replica for the tenant's replicator: a write may claim the prefix for this
+    /// host (compaction and retention write only where this host owns it already).
+    pub fn claiming(mut self) -> Replica {
+        self.claim = true;
+        self
+    }
+
+    /// Asks the gate, if any, whether this host may write here now (claiming the
+    /// prefix if this is a [`Replica::claiming`] one and it is free):
+    /// [`Error::NotOwner`] if not.
+    pub async fn may_write(&self) -> Result<()> {
+        match &self.storage.gate {
+            Some(g) => g.check(&self.rel, self.claim).await,
+            None => Ok(()),
+        }
+    }
+
     /// The replica's URL, as `litefleet restore` and `litestream restore` take it.
     pub fn url(&self) -> String {
         with_query(&self.location(), &self.storage.query)
@@ -498,22 +558,24 @@ impl Replica {
         let key = self.key(level, min, max);
         let len = data.len() as u64;
         let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
+        self.may_write().await?;
         self.storage.counters.puts.fetch_add(1, Ordering::Relaxed);
-        let what = || format!("upload {}", self.describe(&key));
-        if let Some(root) = &self.storage.fs_root {
-            let path = root.join(&key);
-            let written = tokio::task::spawn_blocking(move || {
-                durable::publish(&path, &data, Some(ts), durable::Existing::Replace)
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            written.map_err(|source| Error::Local { what: what(), source })?;
-        } else {
-            let mut w = self.storage.op.write_with(&key, data);
-            if self.storage.layout == Layout::Hex {
-                w = w.user_metadata([(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))]);
+        let metadata = match self.storage.layout {
+            Layout::Hex => vec![(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))],
+            Layout::Dir => Vec::new(),
+        };
+        // With several hosts, never overwrite: a taken TXID is a fence.
+        let fenced = self.storage.gate.as_ref().is_some_and(|g| g.fences());
+        let existing = if fenced { durable::Existing::Keep } else { durable::Existing::Replace };
+        match self.storage.write_object(&key, data, existing, Some(ts), metadata).await {
+            Ok(()) => {}
+            Err(Error::Exists { what }) => {
+                if let Some(g) = &self.storage.gate {
+                    g.taken(&self.rel).await?;
+                }
+                return Err(Error::Exists { what });
             }
-            w.await.map_err(|source| Error::Op { what: what(), source })?;
+            Err(e) => return Err(e),
         }
         self.storage.counters.bytes_put.fetch_add(len, Ordering::Relaxed);
         Ok(())
@@ -546,6 +608,9 @@ impl Replica {
 
     /// Deletes LTX files. Only retention calls this; replication never deletes.
     pub async fn delete(&self, files: &[FileInfo]) -> Result<()> {
+        if !files.is_empty() {
+            self.may_write().await?;
+        }
         for f in files {
             let key = self.key(f.level, f.min_txid, f.max_txid);
             self.storage.counters.deletes.fetch_add(1, Ordering::Relaxed);

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod boards;
+pub mod daemon;
 pub mod hook_wat;
 
 use std::collections::VecDeque;

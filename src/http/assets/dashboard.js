@@ -100,7 +100,7 @@
     const created = td(c.createdAt.replace("T", " ").slice(0, 16));
     created.title = c.createdAt;
     tr.appendChild(created);
-    tr.appendChild(td(c.lastError || (c.conflictWith ? "same prefix as " + c.conflictWith : ""), "err"));
+    tr.appendChild(td(c.lastError || (c.conflictWith ? "same prefix as " + c.conflictWith : "") || (c.heldBy ? "held by " + c.heldBy : ""), "err"));
     return tr;
   }
 
@@ -115,6 +115,8 @@
     setCount("n-lagging", c.lagging);
     setCount("n-error", c.error);
     setCount("n-conflict", c.conflict);
+    setCount("n-held", c.held);
+    setCount("n-fenced", c.fenced);
     setCount("n-skipped", c.skipped);
     setCount("n-activeclients", c.active + c.lagging + c.starting);
     document.title = "litefleet — " + c.total + " tenants";
