@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::services::Azurite;
+use common::services::{Azurite, GcsEmulator};
 use common::*;
 use litefleet::storage::{Options, Storage};
 
@@ -250,6 +250,34 @@ fn azure_blob_on_azurite() {
                 let args: Vec<PathBuf> =
                     vec!["restore".into(), "-config".into(), cfg, "-o".into(), out.into(), db.into()];
                 run_litestream(&bin, &args, &[], LITESTREAM_TIMEOUT)
+            })
+        }),
+    };
+    replicate_and_restore(case);
+}
+
+/// Google Cloud Storage on gcp-storage-emulator: the daemon finds it through
+/// `STORAGE_EMULATOR_HOST` (as Google's own clients do), `litefleet restore` through the
+/// URL's `?endpoint=`, and `litestream restore` through `STORAGE_EMULATOR_HOST`.
+#[test]
+fn gcs_on_an_emulator() {
+    let Some(gcs) = GcsEmulator::start("fleet") else { return };
+    let (host, endpoint) = (gcs.host(), gcs.endpoint());
+    let ls = litestream_bin();
+    let case = Case {
+        storage_toml: "[storage]\nurl = \"gs://fleet\"\n".to_owned(),
+        daemon_env: vec![("STORAGE_EMULATOR_HOST", host.as_str())],
+        url: "gs://fleet".to_owned(),
+        opts: Options { endpoint: Some(endpoint.clone()), ..Default::default() },
+        restore_url: Box::new(|prefix| format!("gs://fleet/{prefix}?endpoint={endpoint}")),
+        restore_env: vec![],
+        secrets: vec![],
+        litestream: ls.map(|bin| -> LitestreamRestore {
+            let host = host.clone();
+            Box::new(move |_db: &Path, prefix: &str, out: &Path| {
+                let args: Vec<PathBuf> =
+                    vec!["restore".into(), "-o".into(), out.into(), format!("gs://fleet/{prefix}").into()];
+                run_litestream(&bin, &args, &[("STORAGE_EMULATOR_HOST".to_owned(), host.clone())], LITESTREAM_TIMEOUT)
             })
         }),
     };

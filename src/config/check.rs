@@ -58,12 +58,13 @@ impl Config {
         let s = &self.storage;
         const S3: &[&str] = &["s3"];
         // Which services each key means something to.
-        let keys: [(&str, bool, &[&str]); 8] = [
-            ("endpoint", s.endpoint.is_some(), &["s3", "abs"]),
+        let keys: [(&str, bool, &[&str]); 9] = [
+            ("endpoint", s.endpoint.is_some(), &["s3", "gs", "abs"]),
             ("region", s.region.is_some(), S3),
             ("force_path_style", s.force_path_style.is_some(), S3),
             ("access_key_id", s.access_key_id.is_some(), S3),
             ("secret_access_key", s.secret_access_key.is_some(), S3),
+            ("credentials_file", s.credentials_file.is_some(), &["gs"]),
             ("account_key", s.account_key.is_some(), &["abs"]),
             ("sas_token", s.sas_token.is_some(), &["abs"]),
             ("connection_string", s.connection_string.is_some(), &["abs"]),

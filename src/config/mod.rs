@@ -160,17 +160,18 @@ impl WatchConfig {
 }
 
 /// Where replicas go (`[storage]`). Credentials left out here come from each service's
-/// usual environment variables (`AWS_*`, `AZURE_STORAGE_*`), read by the storage
+/// usual environment variables (`AWS_*`, `GOOGLE_APPLICATION_CREDENTIALS`,
+/// `AZURE_STORAGE_*`), read by the storage
 /// module at run time. Each key applies to the services named in its doc; `check` refuses the rest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `file://<path>`, `s3://<bucket>[/<path>]`,
+    /// `file://<path>`, `s3://<bucket>[/<path>]`, `gs://<bucket>[/<path>]`,
     /// `abs://[<account>@]<container>[/<path>]` or `memory://` (tests).
     pub url: StorageUrl,
-    /// Endpoint of an S3-compatible server (MinIO, Garage, R2…) or of Azurite
-    /// (`http://127.0.0.1:10000/devstoreaccount1`); unset means the service itself (or
-    /// `AWS_ENDPOINT_URL`). S3, Azure.
+    /// Endpoint of an S3-compatible server (MinIO, Garage, R2…), a GCS emulator or
+    /// Azurite (`http://127.0.0.1:10000/devstoreaccount1`); unset means the service
+    /// itself (or `AWS_ENDPOINT_URL`, `STORAGE_EMULATOR_HOST`). S3, GCS, Azure.
     #[serde(deserialize_with = "de_opt_endpoint")]
     pub endpoint: Option<String>,
     /// S3 region; unset means `AWS_REGION`. S3 only.
@@ -183,6 +184,9 @@ pub struct StorageConfig {
     pub access_key_id: Option<Secret>,
     /// S3 secret access key; unset means `AWS_SECRET_ACCESS_KEY`. Never printed.
     pub secret_access_key: Option<Secret>,
+    /// GCS service-account key file (JSON); unset means `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// else gcloud's application-default credentials or the VM's metadata server. GCS.
+    pub credentials_file: Option<PathBuf>,
     /// Azure storage account key; unset means `AZURE_STORAGE_KEY`. Never printed. Azure.
     pub account_key: Option<Secret>,
     /// Azure SAS token; unset means `AZURE_STORAGE_SAS_TOKEN`. Never printed. Azure.
@@ -204,6 +208,7 @@ impl Default for StorageConfig {
             force_path_style: None,
             access_key_id: None,
             secret_access_key: None,
+            credentials_file: None,
             account_key: None,
             sas_token: None,
             connection_string: None,
@@ -229,6 +234,13 @@ pub enum StorageUrl {
         bucket: String,
         /// A validated prefix inside the bucket, `""` for none; the root and tenant
         /// prefixes go below it.
+        path: String,
+    },
+    /// `gs://<bucket>[/<path>]`: Google Cloud Storage.
+    Gcs {
+        /// The bucket name.
+        bucket: String,
+        /// A validated prefix inside the bucket, `""` for none.
         path: String,
     },
     /// `abs://[<account>@]<container>[/<path>]`: Azure Blob Storage.
@@ -297,13 +309,19 @@ impl StorageUrl {
                 validate_bucket(authority)?;
                 Ok(StorageUrl::S3 { bucket: authority.to_owned(), path: path_of(path)? })
             }
+            "gs" => match address("bucket (gs://<bucket>/<path>)")? {
+                (None, bucket, None) => Ok(StorageUrl::Gcs { bucket, path: path_of(path)? }),
+                _ => Err(format!("{s:?}: a bucket name has no user or port (gs://<bucket>/<path>)")),
+            },
             "abs" => match address("container (abs://<account>@<container>/<path>)")? {
                 (account, container, None) => Ok(StorageUrl::Azure { account, container, path: path_of(path)? }),
                 _ => Err(format!("{s:?}: a container name has no port (abs://<account>@<container>/<path>)")),
             },
             "memory" if rest.is_empty() => Ok(StorageUrl::Memory),
             "memory" => Err(format!("{s:?}: write just \"memory://\"")),
-            other => Err(format!("unknown scheme \"{other}\" in {s:?} (expected file://, s3://, abs:// or memory://)")),
+            other => Err(format!(
+                "unknown scheme \"{other}\" in {s:?} (expected file://, s3://, gs://, abs:// or memory://)"
+            )),
         }
     }
 
@@ -317,6 +335,7 @@ impl StorageUrl {
         match self {
             StorageUrl::File { .. } => "file",
             StorageUrl::S3 { .. } => "s3",
+            StorageUrl::Gcs { .. } => "gs",
             StorageUrl::Azure { .. } => "abs",
             StorageUrl::Memory => "memory",
         }
@@ -326,7 +345,7 @@ impl StorageUrl {
     /// the folder of `file://`.
     pub fn bucket(&self) -> String {
         match self {
-            StorageUrl::S3 { bucket, .. } => bucket.clone(),
+            StorageUrl::S3 { bucket, .. } | StorageUrl::Gcs { bucket, .. } => bucket.clone(),
             StorageUrl::Azure { container, .. } => container.clone(),
             StorageUrl::File { path } => path.display().to_string(),
             StorageUrl::Memory => "memory".to_owned(),
@@ -348,6 +367,7 @@ impl fmt::Display for StorageUrl {
         match self {
             StorageUrl::File { path } => write!(f, "file://{}", path.display()),
             StorageUrl::S3 { bucket, path } => write!(f, "s3://{bucket}{}", slash(path)),
+            StorageUrl::Gcs { bucket, path } => write!(f, "gs://{bucket}{}", slash(path)),
             StorageUrl::Azure { account, container, path } => {
                 write!(f, "abs://{}{container}{}", at(account), slash(path))
             }

@@ -192,7 +192,7 @@ fn bad_values_name_line_and_key() {
             "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"gcs://bucket\"\n",
             4,
             "storage.url",
-            "prod.toml:4: storage.url: unknown scheme \"gcs\" in \"gcs://bucket\" (expected file://, s3://, abs:// or memory://)",
+            "prod.toml:4: storage.url: unknown scheme \"gcs\" in \"gcs://bucket\" (expected file://, s3://, gs://, abs:// or memory://)",
         ),
         (
             "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"replicas\"\n",
@@ -575,7 +575,7 @@ fn legacy_errors_name_the_flag() {
         ),
         (
             Config::from_legacy(&["a".into()], Some("gcs://b"), None, None),
-            "-bucket: unknown scheme \"gcs\" in \"gcs://b\" (expected file://, s3://, abs:// or memory://)",
+            "-bucket: unknown scheme \"gcs\" in \"gcs://b\" (expected file://, s3://, gs://, abs:// or memory://)",
         ),
         (
             Config::from_legacy(&["a,a/".into()], None, None, None),
@@ -603,6 +603,28 @@ fn storage_urls_roundtrip() {
     assert!(StorageUrl::parse("memory://x").is_err());
     assert!(StorageUrl::parse("s3://bucket//x").is_err());
     assert!(StorageUrl::parse("s3://key:secret@bucket").is_err());
+}
+
+#[test]
+fn gcs_urls_and_keys() {
+    for s in ["gs://bkt", "gs://bkt/a/b"] {
+        assert_eq!(StorageUrl::parse(s).unwrap_or_else(|e| panic!("{e}")).to_string(), s);
+    }
+    assert!(StorageUrl::parse("gs://user@bkt").unwrap_err().contains("refused"));
+    assert!(StorageUrl::parse("gs://bkt:443/a").unwrap_err().contains("no user or port"));
+    let ok = Config::parse(
+        &format!("{MINIMAL}[storage]\nurl = \"gs://bkt\"\ncredentials_file = \"/etc/key.json\"\nendpoint = \"http://127.0.0.1:9023\"\n"),
+        "prod.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.storage.url, StorageUrl::Gcs { bucket: "bkt".into(), path: String::new() });
+    assert!(ok.redacted_summary().contains("credentials=from-config"), "{}", ok.redacted_summary());
+    assert_fails(
+        &format!("{MINIMAL}[storage]\nurl = \"s3://bkt\"\ncredentials_file = \"k.json\"\n"),
+        5,
+        "storage.credentials_file",
+        "prod.toml:5: storage.credentials_file: only applies to gs:// urls (storage.url is \"s3://bkt\")",
+    );
 }
 
 #[test]

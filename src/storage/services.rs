@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `file:///path`, a bare path | a local folder | `ltx/<level>/` |
 //! | `s3://bucket/path?endpoint=…&region=…&force-path-style=…` | S3 and compatibles | `<level %04x>/` |
+//! | `gs://bucket/path` | Google Cloud Storage | `ltx/<level>/` |
 //! | `abs://[account@]container/path` | Azure Blob Storage | `ltx/<level>/` |
 //! | `memory://name` | process memory (tests) | `ltx/<level>/` |
 
@@ -26,6 +27,8 @@ pub enum Service {
     Folder,
     /// S3: one PUT; `x-amz-meta-litestream-timestamp`.
     S3,
+    /// Google Cloud Storage: one upload; `x-goog-meta-litestream-timestamp`.
+    Gcs,
     /// Azure Blob Storage: one Put Blob; `x-ms-meta-litestreamtimestamp`.
     Azure,
     /// Process memory (tests).
@@ -38,6 +41,7 @@ impl Service {
         match self {
             Service::Folder => "file",
             Service::S3 => "s3",
+            Service::Gcs => "gs",
             Service::Azure => "abs",
             Service::Memory => "memory",
         }
@@ -46,7 +50,7 @@ impl Service {
     /// The user-metadata key Litestream reads a file's time from, where it has one.
     pub fn timestamp_key(self) -> Option<&'static str> {
         match self {
-            Service::S3 => Some(super::TIMESTAMP_METADATA_KEY),
+            Service::S3 | Service::Gcs => Some(super::TIMESTAMP_METADATA_KEY),
             // Azure metadata names are C# identifiers: no hyphen.
             Service::Azure => Some("litestreamtimestamp"),
             _ => None,
@@ -141,8 +145,9 @@ pub(super) fn build(url: &str, opts: &Options) -> Result<Built> {
             fs_root: None,
         }),
         "s3" => s3(parts(rest, &bad)?, opts, &bad),
+        "gs" => gcs(parts(rest, &bad)?, opts),
         "abs" => azure(parts(rest, &bad)?, opts, &bad),
-        _ => Err(bad("unknown scheme (use file://, s3://, abs:// or memory://)")),
+        _ => Err(bad("unknown scheme (use file://, s3://, gs://, abs:// or memory://)")),
     }
 }
 
@@ -232,6 +237,40 @@ fn s3(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built> {
         location: format!("s3://{bucket}/{}", base.trim_end_matches('/')),
         base,
         query,
+        fs_root: None,
+    })
+}
+
+/// `gs://bucket/path`. Credentials: `[storage] credentials_file`, else
+/// `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's application-default credentials or
+/// the VM's metadata server. An emulator: `[storage] endpoint` or `STORAGE_EMULATOR_HOST`
+/// (as Google's own clients), with no credentials.
+fn gcs(p: Parts, opts: &Options) -> Result<Built> {
+    let bucket = p.host;
+    let emulator = env("STORAGE_EMULATOR_HOST")
+        .map(|h| if h.contains("://") { h } else { format!("http://{h}") })
+        .map(|h| h.trim_end_matches('/').to_owned());
+    let endpoint = opts.endpoint.clone().or_else(|| p.query.get("endpoint").cloned()).or(emulator);
+    let credentials = opts.credentials_file.clone().or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"));
+    let mut b = services::Gcs::default().bucket(bucket).root("/");
+    if let Some(ep) = &endpoint {
+        b = b.endpoint(ep);
+    }
+    match &credentials {
+        Some(path) => b = b.credential_path(path).disable_vm_metadata(),
+        // An emulator wants no token, and there is no metadata server to ask.
+        None if endpoint.is_some() => b = b.skip_signature().disable_vm_metadata().disable_config_load(),
+        None => {}
+    }
+    let op = Operator::new(b).map_err(op_err(format!("gs bucket {bucket}")))?;
+    let base = super::normalize_dir(p.path);
+    Ok(Built {
+        op,
+        service: Service::Gcs,
+        layout: Layout::Dir,
+        location: format!("gs://{bucket}/{}", base.trim_end_matches('/')),
+        base,
+        query: endpoint.map(|e| format!("endpoint={e}")).unwrap_or_default(),
         fs_root: None,
     })
 }

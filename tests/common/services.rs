@@ -1,7 +1,7 @@
 //! Storage emulators on 127.0.0.1 for `tests/services.rs`, each a child process killed
-//! on drop: Azurite (Azure Blob). The binaries come from environment variables that
-//! `scripts/test.sh` exports; when one is missing the helper returns `None` and prints
-//! why, except with `CI=true`, where it panics.
+//! on drop: Azurite (Azure Blob), gcp-storage-emulator (GCS). The binaries come from
+//! environment variables that `scripts/test.sh` exports; when one is missing the helper
+//! returns `None` and prints why, except with `CI=true`, where it panics.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,5 +172,46 @@ impl Azurite {
         let p = dir.join("litestream-abs.yml");
         std::fs::write(&p, yml).unwrap_or_else(|e| panic!("{e}"));
         p
+    }
+}
+
+// ───────────────────────────── GCS ─────────────────────────────
+
+/// gcp-storage-emulator (`LITEFLEET_GCS_EMULATOR`: its script, from PyPI), in memory,
+/// with one bucket. It speaks the JSON API opendal uses and the XML download path
+/// Google's Go client (Litestream) reads with, ranges included.
+pub struct GcsEmulator {
+    pub proc: Proc,
+}
+
+impl GcsEmulator {
+    /// Starts the emulator with `bucket`. `None` (with a printed reason) when
+    /// `LITEFLEET_GCS_EMULATOR` is unset outside CI.
+    pub fn start(bucket: &str) -> Option<GcsEmulator> {
+        let bin = tool_from_env("LITEFLEET_GCS_EMULATOR")?;
+        let proc = start_with_retries("gcp-storage-emulator", || {
+            let dir = tempfile::Builder::new().prefix("litefleet-gcs-").tempdir().map_err(|e| e.to_string())?;
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "--in-memory", "--quiet"])
+                .args(["--default-bucket", bucket]);
+            let ready = |port: u16| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                http_request(addr, "GET", &format!("/storage/v1/b/{bucket}"), &[], b"", Duration::from_secs(2))
+                    .is_ok_and(|r| r.status == 200)
+            };
+            Proc::spawn(cmd, dir, port, ready)
+        });
+        Some(GcsEmulator { proc })
+    }
+
+    /// `127.0.0.1:PORT`, as `STORAGE_EMULATOR_HOST` takes it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.proc.port)
+    }
+
+    /// `http://127.0.0.1:PORT`, as `[storage] endpoint` takes it.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.host())
     }
 }
