@@ -7,7 +7,8 @@
 #   LITEFLEET_VENV            venv for moto/boto3/litestream 0.5.17 (default: $PWD/.venv)
 #                             litestream 0.5.15 goes into "${LITEFLEET_VENV}-015",
 #                             Azurite (npm) into "${LITEFLEET_VENV}-azurite",
-#                             gcp-storage-emulator into "${LITEFLEET_VENV}-storage"
+#                             gcp-storage-emulator into "${LITEFLEET_VENV}-storage";
+#                             Debian's openssh-server is installed when sshd is missing
 #   LITEFLEET_BROWSER_TESTS   1 (default): install Debian's chromium when missing, for
 #                             tests/dashboard.rs; 0: skip installing (the test then
 #                             skips, or fails with CI=true)
@@ -137,7 +138,7 @@ GCS_EMULATOR_VERSION=2026.7.19
 STORAGE_VENV="${LITEFLEET_VENV}-storage"
 
 install_emulators() {
-  phase "storage emulators: Azurite $AZURITE_VERSION in $AZURITE_DIR, gcp-storage-emulator in $STORAGE_VENV"
+  phase "storage emulators: Azurite $AZURITE_VERSION in $AZURITE_DIR, gcp-storage-emulator in $STORAGE_VENV, sshd"
   local az="$AZURITE_DIR/node_modules/.bin/azurite-blob"
   if [[ -x "$az" ]] && grep -q "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null; then
     echo "    $AZURITE_DIR already has azurite $AZURITE_VERSION"
@@ -167,7 +168,20 @@ install_emulators() {
   fi
   echo "    LITEFLEET_GCS_EMULATOR=${LITEFLEET_GCS_EMULATOR:-<missing>}"
 
+  # OpenSSH's server for the SFTP test (it runs its own sshd on a free port, with a
+  # throwaway host key; the system's service is not used).
+  if [[ ! -x /usr/sbin/sshd ]] && command -v apt-get >/dev/null 2>&1; then
+    apt_update_once \
+      && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null \
+      || echo "!! apt-get install openssh-server failed" >&2
+  fi
+  if [[ -x /usr/sbin/sshd ]] && command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; then
+    export LITEFLEET_SSHD=/usr/sbin/sshd
+  fi
+  echo "    LITEFLEET_SSHD=${LITEFLEET_SSHD:-<missing>}"
+
   local missing=()
+  [[ -n "${LITEFLEET_SSHD:-}" ]] || missing+=(LITEFLEET_SSHD)
   [[ -n "${LITEFLEET_AZURITE:-}" ]] || missing+=(LITEFLEET_AZURITE)
   [[ -n "${LITEFLEET_GCS_EMULATOR:-}" ]] || missing+=(LITEFLEET_GCS_EMULATOR)
   if (( ${#missing[@]} )); then

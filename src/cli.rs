@@ -118,7 +118,7 @@ pub struct TenantsArgs {
 pub struct RestoreArgs {
     /// The replica: `file:///path`, `s3://bucket/path?endpoint=…`,
     /// `gs://bucket/path[?endpoint=…]`, `abs://account@container/path[?endpoint=…]`,
-    /// `memory://x`; or,
+    /// `sftp://user@host[:port]/path`, `memory://x`; or,
     /// with `--config`, a tenant id (its GUID).
     pub replica_url: String,
     /// The daemon's config file: restore tenant REPLICA_URL (an id) through its storage

@@ -319,6 +319,8 @@ pub fn open_storage(config: &Config) -> Result<Storage, storage::Error> {
         account_key: secret(&s.account_key),
         sas_token: secret(&s.sas_token),
         connection_string: secret(&s.connection_string),
+        ssh_key: s.ssh_key.clone(),
+        strict_host_key_checking: s.strict_host_key_checking.clone(),
     };
     Storage::from_url(&url, &opts)
 }

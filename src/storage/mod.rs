@@ -3,7 +3,7 @@
 //! the other's backups:
 //!
 //! * S3: `<path>/<level as %04x>/<min %016x>-<max %016x>.ltx`
-//! * a local folder, GCS, Azure Blob (and memory):
+//! * a local folder, GCS, Azure Blob, SFTP (and memory):
 //!   `<path>/ltx/<level decimal>/<min>-<max>.ltx`
 //!
 //! S3 and GCS objects carry the `litestream-timestamp` metadata (RFC 3339, the LTX
@@ -119,6 +119,10 @@ pub struct Options {
     pub sas_token: Option<String>,
     /// Azure connection string; else `AZURE_STORAGE_CONNECTION_STRING`. Never logged.
     pub connection_string: Option<String>,
+    /// SSH private key file for SFTP; else ssh's own choice (agent, `~/.ssh`).
+    pub ssh_key: Option<PathBuf>,
+    /// ssh's `StrictHostKeyChecking` for SFTP: `yes` (default), `accept-new`, `no`.
+    pub strict_host_key_checking: Option<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -134,6 +138,8 @@ impl std::fmt::Debug for Options {
             .field("account_key", &set(&self.account_key))
             .field("sas_token", &set(&self.sas_token))
             .field("connection_string", &set(&self.connection_string))
+            .field("ssh_key", &self.ssh_key)
+            .field("strict_host_key_checking", &self.strict_host_key_checking)
             .finish()
     }
 }
@@ -205,7 +211,8 @@ impl FileInfo {
 impl Storage {
     /// Builds storage from a replica URL: `file:///abs/path`, `file://./relative`, a bare
     /// path, `s3://bucket/prefix?endpoint=…&region=…&force-path-style=true`,
-    /// `gs://bucket/prefix`, `abs://[account@]container/prefix`, or `memory://name`
+    /// `gs://bucket/prefix`, `abs://[account@]container/prefix`,
+    /// `sftp://user@host[:port]/path`, or `memory://name`
     /// (process-local, for tests). See `services` for credentials.
     pub fn from_url(url: &str, opts: &Options) -> Result<Storage> {
         let b = services::build(url, opts)?;
@@ -433,10 +440,12 @@ impl Replica {
 
     /// Uploads one LTX file, complete or not at all: on S3 one PUT (or a multipart
     /// upload, which appears only when completed), on GCS one upload, on Azure one Put
-    /// Blob (each committed whole or not at all), all carrying the timestamp metadata Litestream reads; on a
-    /// folder a temporary file in the same directory, its mtime set to
-    /// the header time, fsynced and renamed into place ([`durable::publish`]) — a full
-    /// disk or a crash leaves at most a temporary file, never a torn `.ltx`.
+    /// Blob (each committed whole or not at all), all carrying the timestamp metadata
+    /// Litestream reads; over SFTP under a temporary name in the same folder, then
+    /// renamed over the final name; on a folder a temporary file in the same directory,
+    /// its mtime set to the header time, fsynced and renamed into place
+    /// ([`durable::publish`]) — a full disk or a crash leaves at most a temporary file,
+    /// never a torn `.ltx`.
     pub async fn put(&self, level: u32, min: TxId, max: TxId, data: Vec<u8>, timestamp_ms: i64) -> Result<()> {
         let key = self.key(level, min, max);
         let len = data.len() as u64;
@@ -451,6 +460,18 @@ impl Replica {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
             written.map_err(|source| Error::Local { what: what(), source })?;
+        } else if self.storage.service.renames() {
+            let op = &self.storage.op;
+            let tmp = durable::unique_temp_path(Path::new(&key)).to_string_lossy().into_owned();
+            let moved = match op.write(&tmp, data).await {
+                Ok(_) => op.rename(&tmp, &key).await,
+                Err(e) => Err(e),
+            };
+            if moved.is_err() {
+                // Best effort: one left behind is removed by the lifecycle later.
+                let _ = op.delete(&tmp).await;
+            }
+            moved.map_err(|source| Error::Op { what: what(), source })?;
         } else {
             let mut w = self.storage.op.write_with(&key, data);
             if let Some(meta) = self.storage.service.timestamp_key() {

@@ -2,7 +2,8 @@
 //! spells it, plus what the URL cannot hold ([`Options`]: `[storage]` keys, else each
 //! ecosystem's usual environment variables). Credentials are registered with
 //! [`crate::redact`] so no log line can show them; a URL with a password in it is
-//! refused (a user name is fine where the service has one: `abs://account@…`).
+//! refused (a user name is fine where the service has one: `abs://account@…`,
+//! `sftp://user@…`).
 //!
 //! | URL | service | layout |
 //! |---|---|---|
@@ -10,6 +11,7 @@
 //! | `s3://bucket/path?endpoint=…&region=…&force-path-style=…` | S3 and compatibles | `<level %04x>/` |
 //! | `gs://bucket/path` | Google Cloud Storage | `ltx/<level>/` |
 //! | `abs://[account@]container/path` | Azure Blob Storage | `ltx/<level>/` |
+//! | `sftp://user@host[:port]/path` | SFTP (through the system's `ssh`) | `ltx/<level>/` |
 //! | `memory://name` | process memory (tests) | `ltx/<level>/` |
 
 use std::collections::HashMap;
@@ -31,6 +33,8 @@ pub enum Service {
     Gcs,
     /// Azure Blob Storage: one Put Blob; `x-ms-meta-litestreamtimestamp`.
     Azure,
+    /// SFTP: a temporary name, then a rename over the final name.
+    Sftp,
     /// Process memory (tests).
     Memory,
 }
@@ -43,8 +47,15 @@ impl Service {
             Service::S3 => "s3",
             Service::Gcs => "gs",
             Service::Azure => "abs",
+            Service::Sftp => "sftp",
             Service::Memory => "memory",
         }
+    }
+
+    /// Whether a file is published under a temporary name and then renamed: the
+    /// service's own write is not atomic.
+    pub fn renames(self) -> bool {
+        self == Service::Sftp
     }
 
     /// The user-metadata key Litestream reads a file's time from, where it has one.
@@ -129,7 +140,7 @@ pub(super) fn build(url: &str, opts: &Options) -> Result<Built> {
     }
     let Some((scheme, rest)) = url.split_once("://") else { return folder(url, &bad) };
     // Only these services have a user; everywhere else a '@' is a credential.
-    let user_allowed = scheme == "abs";
+    let user_allowed = matches!(scheme, "abs" | "sftp");
     if !user_allowed && crate::redact::has_userinfo(url) {
         return Err(bad(CREDENTIALS_IN_URL));
     }
@@ -147,7 +158,8 @@ pub(super) fn build(url: &str, opts: &Options) -> Result<Built> {
         "s3" => s3(parts(rest, &bad)?, opts, &bad),
         "gs" => gcs(parts(rest, &bad)?, opts),
         "abs" => azure(parts(rest, &bad)?, opts, &bad),
-        _ => Err(bad("unknown scheme (use file://, s3://, gs://, abs:// or memory://)")),
+        "sftp" => sftp(parts(rest, &bad)?, opts, &bad),
+        _ => Err(bad("unknown scheme (use file://, s3://, gs://, abs://, sftp:// or memory://)")),
     }
 }
 
@@ -330,6 +342,41 @@ fn azure(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built>
         location: format!("abs://{at}{container}/{}", base.trim_end_matches('/')),
         base,
         query: given.map(|e| format!("endpoint={e}")).unwrap_or_default(),
+        fs_root: None,
+    })
+}
+
+/// `sftp://user@host[:port]/path` (the path is absolute on the server, as
+/// Litestream's). opendal runs the system's `ssh`, so `~/.ssh/config`, the agent
+/// (`SSH_AUTH_SOCK`) and `~/.ssh/known_hosts` apply as for any ssh command; `[storage]
+/// ssh_key` picks one private key, `strict_host_key_checking` is ssh's option of that
+/// name (`yes`, the default; `accept-new`; `no`).
+fn sftp(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built> {
+    let Some(user) = p.user else { return Err(bad("no user: write sftp://<user>@<host>/<path>")) };
+    let strategy = match opts.strict_host_key_checking.as_deref().unwrap_or("yes") {
+        "yes" => "strict",
+        "accept-new" => "add",
+        "no" => "accept",
+        other => return Err(bad(&format!("strict_host_key_checking {other:?}: use yes, accept-new or no"))),
+    };
+    let endpoint = match p.port {
+        Some(port) => format!("ssh://{user}@{}:{port}", p.host),
+        None => format!("ssh://{user}@{}", p.host),
+    };
+    let mut b = services::Sftp::default().endpoint(&endpoint).user(user).root("/").known_hosts_strategy(strategy);
+    if let Some(k) = &opts.ssh_key {
+        b = b.key(&k.to_string_lossy());
+    }
+    let op = Operator::new(b).map_err(op_err(format!("sftp host {}", p.host)))?;
+    let base = super::normalize_dir(p.path);
+    let port = p.port.map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(Built {
+        op,
+        service: Service::Sftp,
+        layout: Layout::Dir,
+        location: format!("sftp://{user}@{}{port}/{}", p.host, base.trim_end_matches('/')),
+        base,
+        query: String::new(),
         fs_root: None,
     })
 }
