@@ -48,7 +48,7 @@ impl Storage {
     /// link on a folder), as the service says. Some servers claim it and ignore the
     /// header: [`Storage::probe_conditional_create`] checks for real.
     pub fn supports_conditional_create(&self) -> bool {
-        self.fs_root.is_some() || self.op.info().capability().write_with_if_not_exists
+        self.fs_root.is_some() || (!self.service.renames() && self.op.info().capability().write_with_if_not_exists)
     }
 
     /// Writes `key` twice with a conditional create and expects the second to be
@@ -165,6 +165,20 @@ impl Storage {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Exists { what: what() }),
                 Err(source) => Err(Error::Local { what: what(), source }),
             };
+        }
+        if self.service.renames() {
+            // The service's own write is not atomic: publish under a temporary name.
+            // (No conditional create here: `supports_conditional_create` says so.)
+            let tmp = durable::unique_temp_path(std::path::Path::new(key)).to_string_lossy().into_owned();
+            let moved = match self.op.write(&tmp, data).await {
+                Ok(_) => self.op.rename(&tmp, key).await,
+                Err(e) => Err(e),
+            };
+            if moved.is_err() {
+                // Best effort: one left behind is removed by the lifecycle later.
+                let _ = self.op.delete(&tmp).await;
+            }
+            return moved.map_err(|source| Error::Op { what: what(), source });
         }
         let mut w = self.op.write_with(key, data);
         if !metadata.is_empty() {

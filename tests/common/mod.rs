@@ -14,6 +14,7 @@
 pub mod boards;
 pub mod daemon;
 pub mod hook_wat;
+pub mod services;
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
