@@ -91,6 +91,7 @@ impl World {
             force_path_style: Some(true),
             access_key_id: Some("test".into()),
             secret_access_key: Some("test".into()),
+            ..Options::default()
         };
         let storage = Storage::from_url(&format!("s3://{BUCKET}"), &opts).unwrap_or_else(|e| panic!("{e}"));
         Some(World { dir: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")), moto, rt, storage })
