@@ -101,7 +101,11 @@ pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
     let storage = open_storage(config)?;
     let local = local_prefixes(config);
     let tree = storage.list_tree(search_root(config)).await?;
-    let owners = Ownership::records(&storage).await?;
+    // Owners are extra information: a storage that cannot list them still lists replicas.
+    let owners = Ownership::records(&storage).await.unwrap_or_else(|e| {
+        tracing::warn!("cannot read the ownership records: {}", Chain(&e));
+        Default::default()
+    });
     let mut out = Vec::with_capacity(tree.len());
     for (prefix, files) in tree {
         let cat = Catalog::new(files);
@@ -126,8 +130,11 @@ pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
 /// Every host that keeps a heartbeat in the config's storage (hosts sharing it).
 pub async fn hosts(config: &Config) -> Result<Vec<StoredHost>, Error> {
     let storage = open_storage(config)?;
-    let mut out: Vec<StoredHost> = Ownership::hosts(&storage)
-        .await?
+    let hosts = Ownership::hosts(&storage).await.unwrap_or_else(|e| {
+        tracing::warn!("cannot read the hosts' heartbeats: {}", Chain(&e));
+        Vec::new()
+    });
+    let mut out: Vec<StoredHost> = hosts
         .into_iter()
         .map(|(hb, at)| StoredHost {
             host: hb.host,

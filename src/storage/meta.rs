@@ -76,7 +76,13 @@ impl Storage {
     pub async fn meta_put(&self, key: &str, bytes: Vec<u8>, existing: Existing) -> Result<()> {
         let full = self.meta_key(key);
         self.counters.meta.fetch_add(1, Ordering::Relaxed);
-        self.write_object(&full, bytes, existing, None, Vec::new()).await
+        // A metadata entry where the service has them: some servers (the GCS emulator)
+        // list an object without any as one they cannot describe.
+        let kind = match self.service.timestamp_key() {
+            Some(_) if self.fs_root.is_none() => vec![("litefleet".to_owned(), "meta".to_owned())],
+            _ => Vec::new(),
+        };
+        self.write_object(&full, bytes, existing, None, kind).await
     }
 
     /// Reads a litefleet object: its bytes and when the storage last wrote it, or
