@@ -91,12 +91,24 @@ struct Tenant {
     gone: bool,
 }
 
-type Shared = Arc<Mutex<Vec<Arc<Mutex<Tenant>>>>>;
-
-fn guid(rng: &mut fastrand::Rng) -> String {
-    let h = |n: usize, rng: &mut fastrand::Rng| (0..n).map(|_| format!("{:x}", rng.u8(0..16))).collect::<String>();
-    format!("{}-{}-4{}-8{}-{}", h(8, rng), h(4, rng), h(3, rng), h(3, rng), h(12, rng))
+impl Tenant {
+    /// A new tenant with a random GUID in `data` (its file is created by the first write).
+    fn new(data: &Path, rng: &mut fastrand::Rng) -> Tenant {
+        let h = |n: usize, rng: &mut fastrand::Rng| (0..n).map(|_| format!("{:x}", rng.u8(0..16))).collect::<String>();
+        let id = format!("{}-{}-4{}-8{}-{}", h(8, rng), h(4, rng), h(3, rng), h(3, rng), h(12, rng));
+        Tenant {
+            path: data.join(format!("{id}.db")),
+            id,
+            first: 1,
+            acked: 0,
+            last_write: None,
+            frozen: false,
+            gone: false,
+        }
+    }
 }
+
+type Shared = Arc<Mutex<Vec<Arc<Mutex<Tenant>>>>>;
 
 #[derive(Default)]
 struct Counts {
@@ -274,16 +286,7 @@ fn main() {
         let mut w = Writer::spawn();
         let mut all = tenants.lock().unwrap();
         for _ in 0..a.tenants {
-            let id = guid(&mut rng);
-            let mut t = Tenant {
-                path: data.join(format!("{id}.db")),
-                id,
-                first: 1,
-                acked: 0,
-                last_write: None,
-                frozen: false,
-                gone: false,
-            };
+            let mut t = Tenant::new(&data, &mut rng);
             write_batch(&mut w, &mut t, &mut rng, &counts);
             all.push(Arc::new(Mutex::new(t)));
         }
@@ -369,16 +372,7 @@ fn main() {
                             let _ = std::fs::remove_file(p);
                         }
                         g.gone = true;
-                        let id = guid(&mut rng);
-                        let t = Tenant {
-                            path: data.join(format!("{id}.db")),
-                            id,
-                            first: 1,
-                            acked: 0,
-                            last_write: None,
-                            frozen: false,
-                            gone: false,
-                        };
+                        let t = Tenant::new(&data, &mut rng);
                         tenants.lock().unwrap().push(Arc::new(Mutex::new(t)));
                     } else {
                         let away = dir.path().join(format!("away-{}.db", g.id));

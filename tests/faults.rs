@@ -237,7 +237,7 @@ fn kill_9_of_the_daemon_at_random_moments_loses_nothing_acknowledged() {
     }
     let t = assert_no_torn_objects("after the kills", &w.bucket_dir());
     eprintln!("{} whole LTX objects after {rounds} kill -9 rounds", t.whole);
-    d.stop();
+    print_warnings("after the kills", &d.stop());
 }
 
 /// `kill -9` of `litefleet restore` half-way (slowed by the proxy): no output appears
@@ -366,7 +366,7 @@ fn storage_outages_through_a_proxy_recover_without_a_restart() {
     let stats = w.proxy.stats();
     eprintln!("proxy: {stats:?}");
     assert!(stats.uploads_cut.load(std::sync::atomic::Ordering::Relaxed) > 0, "no upload was cut half-way");
-    d.stop();
+    print_warnings("storage outages", &d.stop());
 }
 
 /// Storage answering garbage: the proxy flips a byte in every GET of an `.ltx`
@@ -433,6 +433,7 @@ fn storage_answering_garbage_is_caught_by_checksums() {
     assert_no_torn_objects("after garbage", &w.bucket_dir());
     let log = d.stop();
     eprintln!("{flipped} bytes flipped; daemon log mentions of checksum errors: {}", log.matches("checksum").count());
+    print_warnings("storage answering garbage", &log);
 }
 
 // ───────────────────────────── full disks ─────────────────────────────
@@ -492,7 +493,7 @@ fn a_full_disk_under_a_folder_replica_leaves_no_torn_file_and_recovers() {
         assert_eq!(ledger_of(&ours), acks.iter().map(|a| a.seq).collect::<Vec<_>>());
         wr.quit();
     }
-    d.stop();
+    print_warnings("full disk under a folder replica", &d.stop());
     let t = assert_no_torn_objects("the replica folder after a full disk", &replicas);
     assert!(t.temps.is_empty(), "temporary files left in the replica folder: {:?}", t.temps);
     drop(disk);
@@ -551,7 +552,7 @@ fn a_full_state_directory_loses_nothing() {
         w.settle_and_compare(&format!("after the full state dir {id}"), id, load, 1).0.quit();
     }
     assert_no_torn_objects("after the full state dir", &w.bucket_dir());
-    d.stop();
+    print_warnings("full state directory", &d.stop());
     drop(disk);
 }
 
@@ -736,5 +737,5 @@ fn tenant_files_replaced_renamed_recreated_truncated_vacuumed_and_switched_out_o
         eprintln!("{name}: restores equal the source, ledger {first}..={last}");
     }
     assert_no_torn_objects("after the tenant file changes", &w.bucket_dir());
-    d.stop();
+    print_warnings("tenant file changes", &d.stop());
 }

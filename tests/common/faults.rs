@@ -588,3 +588,36 @@ pub fn tmpfs_or_skip(scenario: &str, dir: &Path, size: &str) -> Option<Tmpfs> {
         }
     }
 }
+
+// ───────────────────────────── what the log said ─────────────────────────────
+
+/// One example of each kind of WARN/ERROR line in a daemon log (timestamps cut, lines
+/// grouped by their text with digits and paths blurred), for the scenario's output and
+/// for docs/operations.md.
+pub fn distinct_warnings(log: &str) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else { continue };
+        let text = line[at + 1..].to_string();
+        let shape: String = text
+            .split_whitespace()
+            .map(|w| if w.contains('/') || w.chars().any(|c| c.is_ascii_digit()) { "_" } else { w })
+            .take(8)
+            .collect::<Vec<_>>()
+            .join(" ");
+        if seen.insert(shape) {
+            out.push(text);
+        }
+    }
+    out
+}
+
+/// Prints [`distinct_warnings`] under a heading.
+pub fn print_warnings(scenario: &str, log: &str) {
+    let w = distinct_warnings(log);
+    eprintln!("{scenario}: {} kinds of WARN/ERROR lines", w.len());
+    for line in w.iter().take(20) {
+        eprintln!("    {}", line.chars().take(400).collect::<String>());
+    }
+}
