@@ -315,15 +315,19 @@ fn main() {
     let mut mismatches: Vec<String> = Vec::new();
     let mut samples = 0u64;
     let mut max_rss = 0u64;
-    let mut fault_no = 0u64;
+    let mut order: Vec<u64> = vec![5, 4, 3, 2, 1];
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(a.fault_every).min(deadline.saturating_duration_since(Instant::now())));
         if let Some(d) = &daemon {
             max_rss = max_rss.max(rss_kib(d.child.id()));
         }
         // One fault, healed before anything is compared.
-        fault_no += 1;
-        let kind = if a.minutes < 1.0 { fault_no % 7 } else { rng.u64(0..7) };
+        // Every kind once per cycle of six, in a random order.
+        if order.is_empty() {
+            order = (0..6).collect();
+            rng.shuffle(&mut order);
+        }
+        let kind = order.pop().unwrap_or(0);
         match kind {
             0 => {
                 daemon.take().expect("running").kill9();
