@@ -51,7 +51,7 @@ impl Args {
     fn parse() -> Args {
         let benching = std::env::args().any(|a| a == "--bench");
         let mut a = if benching {
-            Args { minutes: 60.0, tenants: 1000, writers: 8, sample: 10, restore_every: 180, fault_every: 45, seed: 0 }
+            Args { minutes: 60.0, tenants: 1000, writers: 4, sample: 10, restore_every: 180, fault_every: 45, seed: 0 }
         } else {
             Args { minutes: 0.3, tenants: 12, writers: 2, sample: 3, restore_every: 8, fault_every: 4, seed: 0 }
         };
@@ -122,6 +122,7 @@ struct Counts {
     vacuums: AtomicU64,
     truncates: AtomicU64,
     write_errors: AtomicU64,
+    restore_retries: AtomicU64,
 }
 
 /// One batch of writes to one tenant: open, ledger rows, churn, close.
@@ -171,7 +172,7 @@ fn writer_loop(tenants: Shared, stop: Arc<AtomicBool>, counts: Arc<Counts>, seed
         {
             write_batch(&mut w, &mut t, &mut rng, &counts);
         }
-        std::thread::sleep(Duration::from_millis(rng.u64(5..40)));
+        std::thread::sleep(Duration::from_millis(rng.u64(20..120)));
     }
     w.quit();
 }
@@ -203,8 +204,11 @@ fn compare(
         let source = checkpointed_bytes(&path);
         let loc = Location::s3(s3, &s3.endpoint(), BUCKET, &format!("databases/{id}"));
         let out = scratch.join("soak-restore.db");
-        let (got, _) =
-            litefleet_restore(&loc, &out, &[]).map_err(|e| format!("{id}: litefleet restore failed: {e}"))?;
+        // A restore races the lifecycle (an L0 file deleted between the listing and the
+        // download, or between listing level 1 and level 0 in Litestream's planner): a
+        // failure is retried (counted); different bytes never are.
+        let (got, _) = retried(counts, || litefleet_restore(&loc, &out, &[]))
+            .map_err(|e| format!("{id}: litefleet restore failed 3 times: {e}"))?;
         counts.restores_litefleet.fetch_add(1, Ordering::Relaxed);
         if got != source {
             return Err(format!("{id}: litefleet restore differs at {:?}", first_difference(&got, &source, 4096)));
@@ -219,8 +223,10 @@ fn compare(
                 rows.len()
             ));
         }
-        if with_litestream && let Some(r) = litestream_restore(&loc, &scratch.join("soak-litestream.db"), None) {
-            let theirs = r.map_err(|e| format!("{id}: litestream restore failed: {e}"))?;
+        let theirs_out = scratch.join("soak-litestream.db");
+        if with_litestream && common::litestream_bin().is_some() {
+            let theirs = retried(counts, || litestream_restore(&loc, &theirs_out, None).unwrap_or(Err(String::new())))
+                .map_err(|e| format!("{id}: litestream restore failed 3 times: {e}"))?;
             counts.restores_litestream.fetch_add(1, Ordering::Relaxed);
             if theirs != source {
                 return Err(format!(
@@ -233,6 +239,26 @@ fn compare(
     })();
     t.lock().unwrap().frozen = false;
     result
+}
+
+/// `f` until it succeeds, at most 3 times (1 s apart); every failed try is counted (a
+/// restore that hangs past its bound panics in the helper: that is a failed try too).
+fn retried<T>(counts: &Counts, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut f))
+            .unwrap_or_else(|p| Err(p.downcast_ref::<String>().cloned().unwrap_or_else(|| "panicked".to_owned())));
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                counts.restore_retries.fetch_add(1, Ordering::Relaxed);
+                eprintln!("soak: restore failed, trying again: {}", e.trim().lines().last().unwrap_or(""));
+                last = e;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+    Err(last)
 }
 
 fn config(dir: &Path, proxy: &FaultProxy, port: u16) -> PathBuf {
@@ -483,6 +509,10 @@ fn main() {
         mismatches.len(),
         max_rss / 1024,
     );
-    eprintln!("soak: {} write errors (busy databases, retried by the next batch)", l(&c.write_errors));
+    eprintln!(
+        "soak: {} write errors (busy databases, retried by the next batch); {} restore tries failed and were retried",
+        l(&c.write_errors),
+        l(&c.restore_retries)
+    );
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
 }
