@@ -7,7 +7,9 @@
 //! `cargo test --all-targets` runs it too (without `--bench`): then it runs a short smoke
 //! pass (a dozen tenants, about half a minute) so the soak keeps working.
 //!
-//! What runs: the real daemon (`litefleet daemon`, accelerated lifecycle) replicating
+//! What runs: the real daemon (`litefleet daemon`; lifecycle levels of 10 s and 1 min,
+//! snapshots every 3 min kept 15 min, L0 files kept 30 s, so the bucket stays bounded
+//! over hours) replicating
 //! to an in-process S3 server through the fault proxy; `--writers` `litefleet-writer`
 //! processes writing ledger rows (one transaction each, recorded once acknowledged),
 //! other rows, application checkpoints, each batch opening and closing the tenant's
@@ -267,7 +269,8 @@ fn config(dir: &Path, proxy: &FaultProxy, port: u16) -> PathBuf {
          force_path_style = true\naccess_key_id = {:?}\nsecret_access_key = {:?}\n\
          [replication]\nsync_interval = \"500ms\"\nidle_after = \"3s\"\nstate_dir = {:?}\n\
          [http]\nlisten = \"127.0.0.1:{port}\"\n\
-         [lifecycle]\nlevels = [\"10s\", \"1m\"]\nsnapshot_interval = \"3m\"\nl0_retention = \"30s\"\n",
+         [lifecycle]\nlevels = [\"10s\", \"1m\"]\nsnapshot_interval = \"3m\"\nsnapshot_retention = \"15m\"\n\
+         l0_retention = \"30s\"\n",
         dir.join("data").display().to_string(),
         proxy.endpoint(),
         S3Server::ACCESS_KEY,
