@@ -442,10 +442,6 @@ fn storage_answering_garbage_is_caught_by_checksums() {
 /// under a final name (the lifecycle's compaction output included), no temp file left,
 /// and after the disk is freed the daemon catches up by itself.
 #[test]
-#[ignore = "waiting for complete objects on folder replicas (issue 18, item 1: temp file, fsync, rename): \
-            a full disk leaves 0-byte and torn files under final names, e.g. ltx/0/…0004-…0004.ltx \
-            (0 bytes: ltx i/o: failed to fill whole buffer), the L1 ltx/1/…0002-…0003.ltx (0 bytes) and \
-            a 12288-byte L0; litefleet restore then fails until they are deleted by hand"]
 fn a_full_disk_under_a_folder_replica_leaves_no_torn_file_and_recovers() {
     let seed = seed("full_disk_folder_replica");
     let w = World::new();
