@@ -355,6 +355,8 @@ pub struct TreeCheck {
     pub whole: usize,
     /// Files under a final `.ltx` name that do not decode: `(path, error)`.
     pub torn: Vec<(PathBuf, String)>,
+    /// Files listed but deleted (by the running daemon's retention) before they were read.
+    pub gone: usize,
     /// Temporary files (`*.tmp`, s3s-fs's `.tmp.*`), which no restore reads.
     pub temps: Vec<PathBuf>,
 }
@@ -376,7 +378,10 @@ pub fn check_ltx_tree(root: &Path) -> TreeCheck {
             } else if name.ends_with(".ltx") {
                 match decode_file(&p, &name) {
                     Ok(()) => out.whole += 1,
-                    Err(e) => out.torn.push((p, e)),
+                    // Listed, then deleted by the running daemon's retention before we
+                    // read it: gone whole, not torn.
+                    Err(e) if e.kind == Some(std::io::ErrorKind::NotFound) => out.gone += 1,
+                    Err(e) => out.torn.push((p, e.what)),
                 }
             }
         }
@@ -384,13 +389,26 @@ pub fn check_ltx_tree(root: &Path) -> TreeCheck {
     out
 }
 
-fn decode_file(p: &Path, name: &str) -> Result<(), String> {
-    let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
+/// Why a file under a final `.ltx` name did not check out.
+struct Unwhole {
+    what: String,
+    /// Set when the file could not be read at all.
+    kind: Option<std::io::ErrorKind>,
+}
+
+impl From<String> for Unwhole {
+    fn from(what: String) -> Unwhole {
+        Unwhole { what, kind: None }
+    }
+}
+
+fn decode_file(p: &Path, name: &str) -> Result<(), Unwhole> {
+    let bytes = std::fs::read(p).map_err(|e| Unwhole { what: e.to_string(), kind: Some(e.kind()) })?;
     let dec = litefleet::ltx::Decoder::new(&bytes[..]).map_err(|e| format!("{} bytes: {}", bytes.len(), chain(&e)))?;
     let (min, max) = (dec.header().min_txid, dec.header().max_txid);
     dec.finish().map_err(|e| format!("{} bytes: {}", bytes.len(), chain(&e)))?;
     if litefleet::ltx::parse_filename(name) != Some((min, max)) {
-        return Err(format!("header says TXIDs {min:016x}-{max:016x}"));
+        return Err(format!("header says TXIDs {min:016x}-{max:016x}").into());
     }
     Ok(())
 }
