@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod faults;
 pub mod hook_wat;
 pub mod proxy;
+pub mod services;
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
