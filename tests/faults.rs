@@ -241,7 +241,8 @@ fn kill_9_of_the_daemon_at_random_moments_loses_nothing_acknowledged() {
 }
 
 /// `kill -9` of `litefleet restore` half-way (slowed by the proxy): no output appears
-/// (or the old one is left whole, with `--force`), and a rerun succeeds.
+/// (or the old one is left whole, with `--force`), a rerun succeeds, and both restorers
+/// still give the source.
 #[test]
 fn kill_9_of_a_restore_leaves_no_partial_output_and_a_rerun_succeeds() {
     let seed = seed("kill_9_of_a_restore");
@@ -301,6 +302,9 @@ fn kill_9_of_a_restore_leaves_no_partial_output_and_a_rerun_succeeds() {
         assert!(leftovers.is_empty(), "files left next to the output after the rerun: {leftovers:?}");
         eprintln!("restore killed after {after:?} (force={force}): no partial output; the rerun succeeded");
     }
+    // As every scenario ends: both restorers give the source (the replica was never
+    // touched by the killed restores).
+    assert_restores_to("after the killed restores", &w.s3_loc(G1), w.dir.path(), &source);
 }
 
 // ───────────────────────────── storage outages ─────────────────────────────
