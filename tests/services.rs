@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::services::Azurite;
+use common::services::{Azurite, GcsEmulator, SshServer};
 use common::*;
 use litefleet::storage::{Options, Storage};
 
@@ -247,6 +247,73 @@ fn azure_blob_on_azurite() {
             Box::new(move |db: &Path, prefix: &str, out: &Path| {
                 let dir = out.parent().unwrap_or(Path::new("."));
                 let cfg = az.litestream_config(dir, db, "fleet", prefix);
+                let args: Vec<PathBuf> =
+                    vec!["restore".into(), "-config".into(), cfg, "-o".into(), out.into(), db.into()];
+                run_litestream(&bin, &args, &[], LITESTREAM_TIMEOUT)
+            })
+        }),
+    };
+    replicate_and_restore(case);
+}
+
+/// Google Cloud Storage on gcp-storage-emulator: the daemon finds it through
+/// `STORAGE_EMULATOR_HOST` (as Google's own clients do), `litefleet restore` through the
+/// URL's `?endpoint=`, and `litestream restore` through `STORAGE_EMULATOR_HOST`.
+#[test]
+fn gcs_on_an_emulator() {
+    let Some(gcs) = GcsEmulator::start("fleet") else { return };
+    let (host, endpoint) = (gcs.host(), gcs.endpoint());
+    let ls = litestream_bin();
+    let case = Case {
+        storage_toml: "[storage]\nurl = \"gs://fleet\"\n".to_owned(),
+        daemon_env: vec![("STORAGE_EMULATOR_HOST", host.as_str())],
+        url: "gs://fleet".to_owned(),
+        opts: Options { endpoint: Some(endpoint.clone()), ..Default::default() },
+        restore_url: Box::new(|prefix| format!("gs://fleet/{prefix}?endpoint={endpoint}")),
+        restore_env: vec![],
+        secrets: vec![],
+        litestream: ls.map(|bin| -> LitestreamRestore {
+            let host = host.clone();
+            Box::new(move |_db: &Path, prefix: &str, out: &Path| {
+                let args: Vec<PathBuf> =
+                    vec!["restore".into(), "-o".into(), out.into(), format!("gs://fleet/{prefix}").into()];
+                run_litestream(&bin, &args, &[("STORAGE_EMULATOR_HOST".to_owned(), host.clone())], LITESTREAM_TIMEOUT)
+            })
+        }),
+    };
+    replicate_and_restore(case);
+}
+
+/// SFTP on OpenSSH's sshd: the daemon logs in with `[storage] ssh_key` and checks the
+/// host key against known hosts (`strict_host_key_checking` "yes", the default);
+/// `litefleet restore` leaves the key to ssh's own config. The test reads the replica
+/// folder on the server's side directly (the server is this machine).
+#[test]
+fn sftp_on_openssh() {
+    let Some(ssh) = SshServer::start() else { return };
+    let remote = ssh.remote_dir();
+    let url = format!("sftp://{}@127.0.0.1:{}{}", ssh.user, ssh.proc.port, remote.display());
+    let path = ssh.path_with_ssh();
+    let ls = litestream_bin();
+    let case = Case {
+        storage_toml: format!("[storage]\nurl = {url:?}\nssh_key = {:?}\n", ssh.key.display().to_string()),
+        daemon_env: vec![("PATH", path.as_str())],
+        url: format!("file://{}", remote.display()),
+        opts: Options::default(),
+        restore_url: Box::new(|prefix| format!("{url}/{prefix}")),
+        restore_env: vec![("PATH", path.as_str())],
+        secrets: vec![],
+        litestream: ls.map(|bin| -> LitestreamRestore {
+            let (url, ssh) = (url.clone(), &ssh);
+            Box::new(move |db: &Path, prefix: &str, out: &Path| {
+                let yml = format!(
+                    "dbs:\n  - path: {}\n    replica:\n      url: {url}/{prefix}\n      key-path: {}\n      host-key: {}\n",
+                    db.display(),
+                    ssh.key.display(),
+                    ssh.host_key
+                );
+                let cfg = out.with_extension("yml");
+                std::fs::write(&cfg, yml).unwrap_or_else(|e| panic!("{e}"));
                 let args: Vec<PathBuf> =
                     vec!["restore".into(), "-config".into(), cfg, "-o".into(), out.into(), db.into()];
                 run_litestream(&bin, &args, &[], LITESTREAM_TIMEOUT)
