@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{Daemon, WAIT};
+use common::daemon::{Daemon, POLL, WAIT};
 use common::*;
 
 const G1: &str = "12345678-1234-5678-9abc-123456789012";
@@ -20,7 +20,6 @@ const G4: &str = "fedcba98-7654-3210-fedc-ba9876543210";
 const G5: &str = "0a0b0c0d-1111-2222-3333-444455556666";
 const G6: &str = "0f0f0f0f-aaaa-bbbb-cccc-ddddeeeeffff";
 const BUCKET: &str = "fleet";
-const POLL: Duration = Duration::from_millis(25);
 
 /// A test's world: a temp dir, an S3 server with the bucket, paths.
 struct World {

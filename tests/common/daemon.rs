@@ -1,16 +1,19 @@
-//! A `litefleet` daemon process under test, its log collected.
+//! The real `litefleet` binary as a child process: its log (stderr) collected line by
+//! line, waits on what it logs, signals, `kill -9`, and its JSON API.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::wait_until;
+use super::{http_request, wait_until};
 
-/// How long a daemon has to show what a test waits for.
+/// Bound of every wait on the daemon's log.
 pub const WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(25);
+/// How often a wait looks again.
+pub const POLL: Duration = Duration::from_millis(25);
 
 /// A running `litefleet` process whose stderr (the log) is collected.
 pub struct Daemon {
@@ -46,6 +49,7 @@ impl Daemon {
         Daemon { child, log }
     }
 
+    /// `litefleet daemon --config <config>` run in `cwd`.
     pub fn config(config: &Path, cwd: &Path) -> Daemon {
         Daemon::spawn(&["daemon", "--config", config.to_str().unwrap()], &[], cwd)
     }
@@ -92,6 +96,15 @@ impl Daemon {
         assert!(status.success(), "exit status {status}; log:\n{log}");
         log
     }
+
+    /// `kill -9`: the process dies wherever it is (no final sync, no cleanup). Returns
+    /// its log.
+    pub fn kill9(mut self) -> String {
+        self.signal("KILL");
+        let status = self.wait_exit();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{status}");
+        self.log()
+    }
 }
 
 impl Drop for Daemon {
@@ -99,4 +112,14 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` on a daemon's API at `addr`, parsed as JSON; `None` while it does not
+/// answer 200 (starting, stopped).
+pub fn api(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    let r = http_request(addr, "GET", path, &[], b"", Duration::from_secs(10)).ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    serde_json::from_slice(&r.body).ok()
 }
