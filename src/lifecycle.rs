@@ -241,6 +241,12 @@ async fn snapshot(
     write_merged(replica, cat, ltx::SNAPSHOT_LEVEL, &chain, encoding, now).await.map(Some)
 }
 
+/// Bytes per ranged read of each input of a merge (k inputs hold k such chunks).
+const MERGE_CHUNK: u64 = 1 << 20;
+
+/// Merges `inputs` into one level file, streamed: each input is read in ranged
+/// requests and the output uploaded as it is written, so memory holds a chunk per
+/// input and a few of the output, whatever the files' sizes.
 async fn write_merged(
     replica: &Replica,
     cat: &mut Catalog,
@@ -249,24 +255,41 @@ async fn write_merged(
     encoding: ltx::PageEncoding,
     now: SystemTime,
 ) -> Result<FileInfo, Error> {
-    let mut bodies = Vec::with_capacity(inputs.len());
-    for f in inputs {
-        bodies.push(replica.read(f).await?.to_bytes());
-    }
     let names: Vec<String> = inputs.iter().map(|f| replica.describe_file(f)).collect();
-    let merged = tokio::task::spawn_blocking(move || {
-        let comp = Compactor::new(bodies.iter().map(|b| &b[..]))
-            .map_err(|source| Error::Ltx { file: names.join(", "), source })?;
-        let header = comp.header().clone();
-        let (bytes, _) =
-            comp.compact(Vec::new(), encoding).map_err(|source| Error::Ltx { file: names.join(", "), source })?;
-        Ok::<_, Error>((header, bytes))
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))??;
-    let (h, bytes) = merged;
-    let size = bytes.len() as u64;
-    replica.put(level, h.min_txid, h.max_txid, bytes, h.timestamp_ms).await?;
+    let ltx_err = move |source| Error::Ltx { file: names.join(", "), source };
+    let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else {
+        return Err(ltx_err(ltx::Error::NoInputs));
+    };
+    // The output carries the newest input's time: read its header first (the bytes
+    // read are the start of that input's stream, not an extra request).
+    let head = if last.size == 0 {
+        replica.read(last).await?
+    } else {
+        replica.read_range(last, 0..last.size.min(MERGE_CHUNK)).await?
+    };
+    let timestamp_ms = match ltx::Header::decode(&head.to_vec()) {
+        Ok(h) => h.timestamp_ms,
+        Err(e) => return Err(ltx_err(e)),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let mut readers: Vec<storage::RangeReader> =
+        inputs[..inputs.len() - 1].iter().map(|f| replica.range_reader(f, MERGE_CHUNK, handle.clone(), None)).collect();
+    readers.push(replica.range_reader(last, MERGE_CHUNK, handle, Some(head)));
+    let (min, max) = (first.min_txid, last.max_txid);
+    let merged = replica
+        .upload_from(level, min, max, timestamp_ms, move |w| {
+            let comp = Compactor::new(readers)?;
+            let h = comp.header().clone();
+            if (h.min_txid, h.max_txid, h.timestamp_ms) != (min, max, timestamp_ms) {
+                return Err(ltx::Error::InvalidHeader {
+                    reason: "compaction inputs' headers disagree with their file names",
+                });
+            }
+            comp.compact(w, encoding)?;
+            Ok(h)
+        })
+        .await?;
+    let (h, size) = merged.map_err(ltx_err)?;
     let f = FileInfo { level, min_txid: h.min_txid, max_txid: h.max_txid, size, created: Some(now) };
     cat.add(f.clone());
     tracing::debug!(replica = %replica.url(), level, min = h.min_txid, max = h.max_txid, inputs = inputs.len(), "compacted");
