@@ -202,10 +202,11 @@ impl Engine {
         let more = stop == wal::Stop::Budget;
         if let Some(reason) = reason {
             // Every page, unless the replica's own state is known (page table or
-            // digest): then compare first, and ship what differs (or nothing).
+            // digest): then compare first, and ship what differs (or nothing). A
+            // repair needs every page (the lifecycle turns the file into a snapshot).
             let every = (1..=commit).filter(|&p| p != lock).map(|p| (p, src(p)));
             let known = self.pos.as_ref().and_then(|p| p.digest.filter(|_| p.page_size == page_size));
-            if base.is_none() && known.is_none() {
+            if reason == SnapshotReason::ReplicaRepair || base.is_none() && known.is_none() {
                 job.pages = every.collect();
                 job.crcs = Some(vec![0; commit as usize]);
                 job.snapshot = Some(reason);

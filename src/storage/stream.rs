@@ -3,18 +3,22 @@
 //! [`RangeReader`] that reads a stored file in ranged requests from a blocking thread.
 //!
 //! An object at its final name is always complete: on S3 a multipart upload becomes
-//! visible only when it completes; on a folder the pieces go to `<name>.tmp`, which is
-//! fsynced, renamed over the final name and the directory fsynced (the recipe of
-//! `crate::durable`); an upload that is aborted or dropped leaves no object behind (at
-//! most an unfinished multipart upload that S3's lifecycle rules clean up, or a
-//! `.tmp` file that no reader takes for an LTX file).
+//! visible only when it completes; on a folder the pieces go to a temporary file of
+//! this upload's own in the final directory, which is fsynced and renamed over the
+//! final name, then the directory fsynced (the recipe of [`durable::publish`]). An
+//! upload that fails, is aborted or dropped leaves no object behind (at most an
+//! unfinished multipart upload that S3's lifecycle rules clean up, or a temporary
+//! file that no reader takes for an LTX file and the lifecycle's sweep removes).
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
+use tokio::io::AsyncWriteExt;
+
 use super::{Error, FileInfo, Layout, Replica, Result, TIMESTAMP_METADATA_KEY, rfc3339_nanos};
 use crate::durable;
-use crate::ltx::TxId;
+use crate::ltx::{self, TxId};
 
 /// Part size of a streamed upload to S3 (multipart parts must be ≥ 5 MiB).
 pub const UPLOAD_PART: usize = 8 << 20;
@@ -25,12 +29,19 @@ const CHUNK: usize = 2 << 20;
 pub struct Upload {
     replica: Replica,
     key: String,
-    /// Where the bytes go until [`Upload::finish`]: the final key on S3, `<key>.tmp`
-    /// on a folder; `None` for the memory store (buffered, written at the end).
-    writer: Option<opendal::Writer>,
-    buffered: Vec<u8>,
+    /// Where the bytes go until [`Upload::finish`] (`None` once finished or aborted).
+    sink: Option<Sink>,
     written: u64,
     timestamp_ms: i64,
+}
+
+enum Sink {
+    /// S3: a multipart upload of the final key.
+    Object(opendal::Writer),
+    /// A folder: a temporary file of this upload's own beside the final name.
+    File { file: tokio::fs::File, tmp: PathBuf, path: PathBuf },
+    /// The memory store: buffered, written whole at the end.
+    Memory(Vec<u8>),
 }
 
 impl Replica {
@@ -39,10 +50,19 @@ impl Replica {
     /// [`Upload::write`], then [`Upload::finish`] or [`Upload::abort`].
     pub async fn upload(&self, level: u32, min: TxId, max: TxId, timestamp_ms: i64) -> Result<Upload> {
         let key = self.key(level, min, max);
-        let writer = if self.storage.fs_root.is_some() {
-            let tmp = format!("{key}{}", durable::TEMP_SUFFIX);
-            let w = self.storage.op.writer(&tmp).await;
-            Some(w.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&tmp)), source: e })?)
+        let sink = if let Some(root) = &self.storage.fs_root {
+            let path = root.join(&key);
+            let tmp = durable::unique_temp_path(&path);
+            let t = tmp.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                durable::create_dirs(durable::parent_dir(&t))?;
+                std::fs::File::options().write(true).create_new(true).open(&t)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            let file =
+                opened.map_err(|source| Error::Local { what: format!("upload {}", self.describe(&key)), source })?;
+            Sink::File { file: tokio::fs::File::from_std(file), tmp, path }
         } else if self.storage.layout == Layout::Hex {
             let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
             let w = self
@@ -52,11 +72,11 @@ impl Replica {
                 .chunk(UPLOAD_PART)
                 .user_metadata([(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))])
                 .await;
-            Some(w.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?)
+            Sink::Object(w.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?)
         } else {
-            None
+            Sink::Memory(Vec::new())
         };
-        Ok(Upload { replica: self.clone(), key, writer, buffered: Vec::new(), written: 0, timestamp_ms })
+        Ok(Upload { replica: self.clone(), key, sink: Some(sink), written: 0, timestamp_ms })
     }
 
     /// Uploads the LTX file `level/min-max` that `produce` writes on a blocking thread,
@@ -129,50 +149,63 @@ impl Upload {
         Error::Op { what: format!("upload {}", self.replica.describe(&self.key)), source }
     }
 
+    fn failed_local(&self, source: std::io::Error) -> Error {
+        Error::Local { what: format!("upload {}", self.replica.describe(&self.key)), source }
+    }
+
     /// Appends bytes.
     pub async fn write(&mut self, bytes: Vec<u8>) -> Result<()> {
         self.written += bytes.len() as u64;
-        match &mut self.writer {
-            Some(w) => {
-                let r = w.write(bytes).await;
-                r.map_err(|e| self.failed(e))
-            }
-            None => {
-                self.buffered.extend_from_slice(&bytes);
+        let r = match &mut self.sink {
+            Some(Sink::Object(w)) => w.write(bytes).await.map_err(Err),
+            Some(Sink::File { file, .. }) => file.write_all(&bytes).await.map_err(Ok),
+            Some(Sink::Memory(buf)) => {
+                buf.extend_from_slice(&bytes);
                 Ok(())
             }
-        }
+            None => Err(Ok(std::io::Error::other("the upload is over"))),
+        };
+        r.map_err(|e| match e {
+            Ok(io) => self.failed_local(io),
+            Err(op) => self.failed(op),
+        })
     }
 
     /// Completes the upload: the file appears at its final name, complete. Returns its
-    /// size.
+    /// size. On error nothing appears (and nothing is left behind).
     pub async fn finish(mut self) -> Result<u64> {
         let storage = self.replica.storage.clone();
         storage.counters.puts.fetch_add(1, Ordering::Relaxed);
-        match self.writer.take() {
-            Some(mut w) => {
+        match self.sink.take() {
+            Some(Sink::Object(mut w)) => {
                 if let Err(e) = w.close().await {
                     let _ = w.abort().await;
                     return Err(self.failed(e));
                 }
             }
-            None => {
-                let data = std::mem::take(&mut self.buffered);
+            Some(Sink::File { mut file, tmp, path }) => {
+                let flushed = file.flush().await;
+                let file = file.into_std().await;
+                let ts = UNIX_EPOCH + Duration::from_millis(self.timestamp_ms.max(0) as u64);
+                let placed = tokio::task::spawn_blocking(move || {
+                    let r = flushed
+                        .and_then(|()| file.set_modified(ts))
+                        .and_then(|()| file.sync_all())
+                        .and_then(|()| durable::replace(&tmp, &path));
+                    if r.is_err() {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
+                    r
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                placed.map_err(|e| self.failed_local(e))?;
+            }
+            Some(Sink::Memory(data)) => {
                 let r = storage.op.write(&self.key, data).await;
                 r.map_err(|e| self.failed(e))?;
             }
-        }
-        if let Some(root) = &storage.fs_root {
-            let tmp = root.join(format!("{}{}", self.key, durable::TEMP_SUFFIX));
-            let path = root.join(&self.key);
-            let ts = UNIX_EPOCH + Duration::from_millis(self.timestamp_ms.max(0) as u64);
-            let placed = tokio::task::spawn_blocking(move || {
-                std::fs::File::options().write(true).open(&tmp)?.set_modified(ts)?;
-                durable::replace(&tmp, &path)
-            })
-            .await
-            .map_err(std::io::Error::other)?;
-            placed?;
+            None => return Err(self.failed_local(std::io::Error::other("the upload is over"))),
         }
         storage.counters.bytes_put.fetch_add(self.written, Ordering::Relaxed);
         Ok(self.written)
@@ -180,11 +213,24 @@ impl Upload {
 
     /// Gives the upload up: nothing appears at the final name.
     pub async fn abort(mut self) {
-        if let Some(mut w) = self.writer.take() {
-            let _ = w.abort().await;
+        match self.sink.take() {
+            Some(Sink::Object(mut w)) => {
+                let _ = w.abort().await;
+            }
+            Some(Sink::File { file, tmp, .. }) => {
+                drop(file);
+                let _ = tokio::fs::remove_file(tmp).await;
+            }
+            Some(Sink::Memory(_)) | None => {}
         }
-        if let Some(root) = &self.replica.storage.fs_root {
-            let _ = tokio::fs::remove_file(root.join(format!("{}{}", self.key, durable::TEMP_SUFFIX))).await;
+    }
+}
+
+impl Drop for Upload {
+    /// An upload dropped half-way (its task cancelled) leaves no temporary file.
+    fn drop(&mut self) {
+        if let Some(Sink::File { tmp, .. }) = &self.sink {
+            let _ = std::fs::remove_file(tmp);
         }
     }
 }
@@ -244,7 +290,15 @@ impl std::io::Read for RangeReader {
                 let end = (self.at + self.chunk).min(file.size);
                 self.handle.block_on(replica.read_range(file, self.at..end))
             };
-            let got = got.map_err(|e| std::io::Error::other(crate::errors::chain(&e)))?;
+            // A range past the object's end (416 on S3): the object is shorter than
+            // listed, which is the object's fault, not a failed request.
+            let short =
+                matches!(&got, Err(Error::Op { source, .. }) if source.kind() == opendal::ErrorKind::RangeNotSatisfied);
+            let got = if short {
+                opendal::Buffer::new()
+            } else {
+                got.map_err(|e| std::io::Error::other(ReadFailure(crate::errors::chain(&e))))?
+            };
             if got.is_empty() {
                 let what = self.replica.describe_file(&self.file);
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{what}: ends early")));
@@ -253,6 +307,29 @@ impl std::io::Read for RangeReader {
             self.cur = got;
         }
         std::io::Read::read(&mut self.cur, buf)
+    }
+}
+
+/// A storage request of a [`RangeReader`] failed: the file may be fine (a network
+/// error, a timeout), unlike bytes that fail to decode.
+#[derive(Debug)]
+struct ReadFailure(String);
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ReadFailure {}
+
+/// Whether an LTX error while decoding from a [`RangeReader`] is a failed storage
+/// request (retry later) rather than damage in the file's bytes.
+pub fn is_read_failure(e: &ltx::Error) -> bool {
+    match e {
+        ltx::Error::Input { source, .. } => is_read_failure(source),
+        ltx::Error::Io(io) => io.get_ref().is_some_and(|r| r.is::<ReadFailure>()),
+        _ => false,
     }
 }
 
