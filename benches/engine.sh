@@ -194,6 +194,10 @@ for w in $WORKLOADS; do
 done
 
 # ------------------------------------------------------------------ 1. WAL throughput
+# The restore benchmark (section 2) reads the big run's databases and replicas; without
+# it each run's files are removed as soon as it is measured (a GB-sized run needs disk).
+RESTORE=1
+[[ "${BENCH_SKIP_RESTORE:-}" == 1 || " $WORKLOADS " != *" big "* || " $TOOLS " != *" litefleet "* || " $TOOLS " != *" litestream "* ]] && RESTORE=0
 declare -A R_WRITER R_STALL R_P99 R_WALL R_TAIL R_CPU R_RSS R_FILES R_REPLICA R_ROWS
 replicate_run() { # <tool> <workload>
   local tool="$1" w="$2" d="$TMP/$1-$2"
@@ -243,6 +247,7 @@ print("%.4f %.4f %d" % (gaps[-1], p99, errs))' >"$d/stall" || die "writer failed
   R_WRITER[$tool-$w]=$(calc "$t1 - $t0")
   if ((${#cmd[@]} == 0)); then
     log "$tool/$w: writer ${R_WRITER[$tool-$w]} s, commit p99 ${R_P99[$tool-$w]} s, worst ${R_STALL[$tool-$w]} s"
+    rm -rf "$d"
     return
   fi
   kill -INT "$cpid"
@@ -272,6 +277,7 @@ print("%.4f %.4f %d" % (gaps[-1], p99, errs))' >"$d/stall" || die "writer failed
   [[ "$out_rows" == "$src_rows" ]] || die "$tool/$w: restored $out_rows rows, source has $src_rows"
   R_ROWS[$tool-$w]=$out_rows
   rm -f "$d/verify.db"*
+  ((RESTORE)) && [[ "$w" == big ]] || rm -rf "$d"
   log "$tool/$w: wall ${R_WALL[$tool-$w]} s (writer ${R_WRITER[$tool-$w]} s, commit p99 ${R_P99[$tool-$w]} s, worst ${R_STALL[$tool-$w]} s, tail ${R_TAIL[$tool-$w]} s), cpu ${R_CPU[$tool-$w]} s, rss ${R_RSS[$tool-$w]} MB, ${R_FILES[$tool-$w]} files; restore ok ($out_rows rows)"
 }
 
@@ -304,8 +310,6 @@ restore_bench() { # <label> <reference db> <command...>  (the command writes $OU
   log "$label: median ${T_MED[$label]} s (runs: ${walls[*]}), cpu ${T_CPU[$label]} s"
 }
 
-RESTORE=1
-[[ "${BENCH_SKIP_RESTORE:-}" == 1 || " $WORKLOADS " != *" big "* || " $TOOLS " != *" litefleet "* || " $TOOLS " != *" litestream "* ]] && RESTORE=0
 if ((RESTORE)); then
 OUT="$TMP/out.db"
 SRC="$TMP/litefleet-big/clients/$GUID.db"
