@@ -159,15 +159,20 @@ impl WatchConfig {
     }
 }
 
-/// Where replicas go (`[storage]`). Credentials left out here come from the standard
-/// `AWS_*` environment variables, read by the storage module at run time.
+/// Where replicas go (`[storage]`). Credentials left out here come from each service's
+/// usual environment variables (`AWS_*`, `GOOGLE_APPLICATION_CREDENTIALS`,
+/// `AZURE_STORAGE_*`, ssh's own files and agent), read by the storage
+/// module at run time. Each key applies to the services named in its doc; `check` refuses the rest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `file://<path>`, `s3://<bucket>[/<path>]` or `memory://` (tests).
+    /// `file://<path>`, `s3://<bucket>[/<path>]`, `gs://<bucket>[/<path>]`,
+    /// `abs://[<account>@]<container>[/<path>]`, `sftp://<user>@<host>[:<port>]/<path>`
+    /// or `memory://` (tests).
     pub url: StorageUrl,
-    /// S3 endpoint for S3-compatible servers (MinIO, Garage, R2…); unset means AWS, or
-    /// `AWS_ENDPOINT_URL`. S3 only.
+    /// Endpoint of an S3-compatible server (MinIO, Garage, R2…), a GCS emulator or
+    /// Azurite (`http://127.0.0.1:10000/devstoreaccount1`); unset means the service
+    /// itself (or `AWS_ENDPOINT_URL`, `STORAGE_EMULATOR_HOST`). S3, GCS, Azure.
     #[serde(deserialize_with = "de_opt_endpoint")]
     pub endpoint: Option<String>,
     /// S3 region; unset means `AWS_REGION`. S3 only.
@@ -180,6 +185,23 @@ pub struct StorageConfig {
     pub access_key_id: Option<Secret>,
     /// S3 secret access key; unset means `AWS_SECRET_ACCESS_KEY`. Never printed.
     pub secret_access_key: Option<Secret>,
+    /// GCS service-account key file (JSON); unset means `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// else gcloud's application-default credentials or the VM's metadata server. GCS.
+    pub credentials_file: Option<PathBuf>,
+    /// Azure storage account key; unset means `AZURE_STORAGE_KEY`. Never printed. Azure.
+    pub account_key: Option<Secret>,
+    /// Azure SAS token; unset means `AZURE_STORAGE_SAS_TOKEN`. Never printed. Azure.
+    pub sas_token: Option<Secret>,
+    /// Azure connection string; unset means `AZURE_STORAGE_CONNECTION_STRING`. Never
+    /// printed. Azure.
+    pub connection_string: Option<Secret>,
+    /// SSH private key file; unset leaves the choice to ssh (agent, `~/.ssh/id_*`,
+    /// `~/.ssh/config`). SFTP.
+    pub ssh_key: Option<PathBuf>,
+    /// ssh's `StrictHostKeyChecking`: `yes` (the host must be in `~/.ssh/known_hosts`),
+    /// `accept-new` (trust on first use) or `no`. SFTP.
+    #[serde(deserialize_with = "de_opt_host_key_checking")]
+    pub strict_host_key_checking: Option<String>,
     /// Prefix under the bucket or folder for every replica (the seed's `databases/`).
     /// `""` puts tenants at the top.
     pub root: Prefix,
@@ -194,6 +216,12 @@ impl Default for StorageConfig {
             force_path_style: None,
             access_key_id: None,
             secret_access_key: None,
+            credentials_file: None,
+            account_key: None,
+            sas_token: None,
+            connection_string: None,
+            ssh_key: None,
+            strict_host_key_checking: None,
             root: Prefix::parse(tenant::DEFAULT_ROOT).unwrap_or_default(),
         }
     }
@@ -218,21 +246,79 @@ pub enum StorageUrl {
         /// prefixes go below it.
         path: String,
     },
+    /// `gs://<bucket>[/<path>]`: Google Cloud Storage.
+    Gcs {
+        /// The bucket name.
+        bucket: String,
+        /// A validated prefix inside the bucket, `""` for none.
+        path: String,
+    },
+    /// `abs://[<account>@]<container>[/<path>]`: Azure Blob Storage.
+    Azure {
+        /// The storage account (else `AZURE_STORAGE_ACCOUNT`, or the connection
+        /// string's).
+        account: Option<String>,
+        /// The container.
+        container: String,
+        /// A validated prefix inside the container, `""` for none.
+        path: String,
+    },
+    /// `sftp://<user>@<host>[:<port>]/<path>`: a folder on an SSH server (the path is
+    /// absolute there, as in Litestream).
+    Sftp {
+        /// The login user.
+        user: String,
+        /// Host name or address.
+        host: String,
+        /// TCP port; `None` means ssh's (22, or `~/.ssh/config`'s).
+        port: Option<u16>,
+        /// A validated path on the server, `""` for `/`.
+        path: String,
+    },
     /// `memory://`: an in-process store for tests; lost at exit.
     Memory,
 }
 
 impl StorageUrl {
-    /// Parses `file://…`, `s3://…` or `memory://`, with a message that says what to write
-    /// instead when it is wrong.
+    /// Parses a replica URL (the forms of [`StorageUrl`]), with a message that says
+    /// what to write instead when it is wrong.
     pub fn parse(s: &str) -> Result<StorageUrl, String> {
-        if crate::redact::has_userinfo(s) {
-            return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
-        }
         let Some((scheme, rest)) = s.split_once("://") else {
+            if crate::redact::has_userinfo(s) {
+                return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
+            }
             return Err(format!(
                 "{s:?} is not a URL (try \"file://{s}\" for a local folder or \"s3://{s}\" for a bucket)"
             ));
+        };
+        // A user is part of the address on these services; a password never is.
+        let with_user = matches!(scheme, "abs" | "sftp");
+        let refused = if with_user { crate::redact::has_password(s) } else { crate::redact::has_userinfo(s) };
+        if refused {
+            return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
+        }
+        let path_of = |path: &str| {
+            if path.is_empty() {
+                Ok(String::new())
+            } else {
+                tenant::validate_prefix(path).map_err(|e| format!("in {s:?}: {e}"))
+            }
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        // `[user@]host[:port]`, for the schemes that have one.
+        let address = |what: &str| -> Result<(Option<String>, String, Option<u16>), String> {
+            let (user, hostport) = match authority.rsplit_once('@') {
+                Some((u, h)) => (Some(u.to_owned()), h),
+                None => (None, authority),
+            };
+            let (host, port) = match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| format!("{s:?}: port {p:?} is not a number"))?)),
+                None => (hostport, None),
+            };
+            if host.is_empty() || user.as_deref() == Some("") {
+                return Err(format!("{s:?} names no {what}"));
+            }
+            Ok((user, host.to_owned(), port))
         };
         match scheme {
             "file" => {
@@ -242,24 +328,56 @@ impl StorageUrl {
                 Ok(StorageUrl::File { path: PathBuf::from(rest) })
             }
             "s3" => {
-                let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
-                validate_bucket(bucket)?;
-                let path = if path.is_empty() {
-                    String::new()
-                } else {
-                    tenant::validate_prefix(path).map_err(|e| format!("in {s:?}: {e}"))?
-                };
-                Ok(StorageUrl::S3 { bucket: bucket.to_owned(), path })
+                validate_bucket(authority)?;
+                Ok(StorageUrl::S3 { bucket: authority.to_owned(), path: path_of(path)? })
             }
+            "gs" => match address("bucket (gs://<bucket>/<path>)")? {
+                (None, bucket, None) => Ok(StorageUrl::Gcs { bucket, path: path_of(path)? }),
+                _ => Err(format!("{s:?}: a bucket name has no user or port (gs://<bucket>/<path>)")),
+            },
+            "abs" => match address("container (abs://<account>@<container>/<path>)")? {
+                (account, container, None) => Ok(StorageUrl::Azure { account, container, path: path_of(path)? }),
+                _ => Err(format!("{s:?}: a container name has no port (abs://<account>@<container>/<path>)")),
+            },
+            "sftp" => match address("host (sftp://<user>@<host>[:<port>]/<path>)")? {
+                (Some(user), host, port) => Ok(StorageUrl::Sftp { user, host, port, path: path_of(path)? }),
+                (None, ..) => Err(format!("{s:?} names no user (sftp://<user>@<host>[:<port>]/<path>)")),
+            },
             "memory" if rest.is_empty() => Ok(StorageUrl::Memory),
             "memory" => Err(format!("{s:?}: write just \"memory://\"")),
-            other => Err(format!("unknown scheme \"{other}\" in {s:?} (expected file://, s3:// or memory://)")),
+            other => Err(format!(
+                "unknown scheme \"{other}\" in {s:?} (expected file://, s3://, gs://, abs://, sftp:// or memory://)"
+            )),
         }
     }
 
     /// True for `s3://` URLs, the only ones the S3 keys of `[storage]` apply to.
     pub fn is_s3(&self) -> bool {
         matches!(self, StorageUrl::S3 { .. })
+    }
+
+    /// The URL's scheme (`s3`, `abs`, …).
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            StorageUrl::File { .. } => "file",
+            StorageUrl::S3 { .. } => "s3",
+            StorageUrl::Gcs { .. } => "gs",
+            StorageUrl::Azure { .. } => "abs",
+            StorageUrl::Sftp { .. } => "sftp",
+            StorageUrl::Memory => "memory",
+        }
+    }
+
+    /// The seed's `bucket` (status document, start-up line): the bucket or container,
+    /// the host of SFTP, the folder of `file://`.
+    pub fn bucket(&self) -> String {
+        match self {
+            StorageUrl::S3 { bucket, .. } | StorageUrl::Gcs { bucket, .. } => bucket.clone(),
+            StorageUrl::Azure { container, .. } => container.clone(),
+            StorageUrl::Sftp { host, .. } => host.clone(),
+            StorageUrl::File { path } => path.display().to_string(),
+            StorageUrl::Memory => "memory".to_owned(),
+        }
     }
 }
 
@@ -272,10 +390,19 @@ impl TryFrom<String> for StorageUrl {
 
 impl fmt::Display for StorageUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slash = |p: &str| if p.is_empty() { String::new() } else { format!("/{p}") };
+        let at = |u: &Option<String>| u.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
         match self {
             StorageUrl::File { path } => write!(f, "file://{}", path.display()),
-            StorageUrl::S3 { bucket, path } if path.is_empty() => write!(f, "s3://{bucket}"),
-            StorageUrl::S3 { bucket, path } => write!(f, "s3://{bucket}/{path}"),
+            StorageUrl::S3 { bucket, path } => write!(f, "s3://{bucket}{}", slash(path)),
+            StorageUrl::Gcs { bucket, path } => write!(f, "gs://{bucket}{}", slash(path)),
+            StorageUrl::Azure { account, container, path } => {
+                write!(f, "abs://{}{container}{}", at(account), slash(path))
+            }
+            StorageUrl::Sftp { user, host, port, path } => {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                write!(f, "sftp://{user}@{host}{port}{}", slash(path))
+            }
             StorageUrl::Memory => f.write_str("memory://"),
         }
     }
@@ -729,6 +856,16 @@ fn de_opt_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D:
         Ok(Some(e.trim_end_matches('/').to_owned()))
     } else {
         Err(serde::de::Error::custom(format!("{e:?} is not an http(s) URL (like \"http://127.0.0.1:9000\")")))
+    }
+}
+
+fn de_opt_host_key_checking<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.as_str() {
+        "yes" | "accept-new" | "no" => Ok(Some(v)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{v:?}: use \"yes\", \"accept-new\" or \"no\" (ssh's StrictHostKeyChecking)"
+        ))),
     }
 }
 

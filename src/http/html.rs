@@ -462,10 +462,23 @@ fn render_tenant(d: &ClientDetail) -> String {
         let _ = write!(out, "<p class=\"err\">Replica: {}</p>", esc(e));
     }
     let cmd = &d.commands;
-    let creds = if c.replica_url.starts_with("s3://") {
-        "<p>Both read S3 credentials from <code>AWS_ACCESS_KEY_ID</code> and <code>AWS_SECRET_ACCESS_KEY</code>.</p>"
-    } else {
-        ""
+    let creds = match c.replica_url.split("://").next().unwrap_or_default() {
+        "s3" => {
+            "<p>Both read S3 credentials from <code>AWS_ACCESS_KEY_ID</code> and <code>AWS_SECRET_ACCESS_KEY</code>.</p>"
+        }
+        "gs" => {
+            "<p>Both read Google credentials from <code>GOOGLE_APPLICATION_CREDENTIALS</code>, and an emulator from <code>STORAGE_EMULATOR_HOST</code>.</p>"
+        }
+        "sftp" => {
+            "<p>litefleet runs your <code>ssh</code> (its keys, agent and known hosts); Litestream needs \
+             <code>key-path</code> (and <code>host-key</code>) in a config file.</p>"
+        }
+        "abs" => {
+            "<p>litefleet reads the account key from <code>AZURE_STORAGE_KEY</code>, Litestream from \
+             <code>LITESTREAM_AZURE_ACCOUNT_KEY</code>; Litestream takes a custom endpoint (Azurite) only \
+             from a config file's <code>endpoint</code>.</p>"
+        }
+        _ => "",
     };
     let _ = write!(
         out,

@@ -2,8 +2,9 @@
 //! full-page file of a 1 GB database, a compaction of many files) and a
 //! [`RangeReader`] that reads a stored file in ranged requests from a blocking thread.
 //!
-//! An object at its final name is always complete: on S3 a multipart upload becomes
-//! visible only when it completes; on a folder the pieces go to a temporary file of
+//! An object at its final name is always complete: on S3 a multipart upload (on GCS a
+//! resumable upload, on Azure a block list) becomes visible only when it completes; on
+//! SFTP the bytes go to a temporary name renamed when complete; on a folder the pieces go to a temporary file of
 //! this upload's own in the final directory, which is fsynced and renamed over the
 //! final name, then the directory fsynced (the recipe of [`durable::publish`]). An
 //! upload that fails, is aborted or dropped leaves no object behind (at most an
@@ -16,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
-use super::{Error, FileInfo, Layout, Replica, Result, TIMESTAMP_METADATA_KEY, rfc3339_nanos};
+use super::{Error, FileInfo, Replica, Result, Service, rfc3339_nanos};
 use crate::durable;
 use crate::ltx::{self, TxId};
 
@@ -36,8 +37,10 @@ pub struct Upload {
 }
 
 enum Sink {
-    /// S3: a multipart upload of the final key.
+    /// An object store: a multipart (resumable, block) upload of the final key.
     Object(opendal::Writer),
+    /// SFTP: an upload of a temporary key, renamed over the final key when complete.
+    Renamed { writer: opendal::Writer, tmp: String },
     /// A folder: a temporary file of this upload's own beside the final name.
     File { file: tokio::fs::File, tmp: PathBuf, path: PathBuf },
     /// The memory store: buffered, written whole at the end.
@@ -63,18 +66,23 @@ impl Replica {
             let file =
                 opened.map_err(|source| Error::Local { what: format!("upload {}", self.describe(&key)), source })?;
             Sink::File { file: tokio::fs::File::from_std(file), tmp, path }
-        } else if self.storage.layout == Layout::Hex {
-            let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
-            let w = self
-                .storage
-                .op
-                .writer_with(&key)
-                .chunk(UPLOAD_PART)
-                .user_metadata([(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))])
-                .await;
-            Sink::Object(w.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?)
-        } else {
+        } else if self.storage.service.renames() {
+            // SFTP: written under a temporary name of its own, renamed when complete.
+            let tmp = durable::unique_temp_path(std::path::Path::new(&key)).to_string_lossy().into_owned();
+            let w = self.storage.op.writer_with(&tmp).chunk(UPLOAD_PART).await;
+            let w = w.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?;
+            Sink::Renamed { writer: w, tmp }
+        } else if self.storage.service == Service::Memory {
             Sink::Memory(Vec::new())
+        } else {
+            // S3 multipart, a GCS resumable upload, Azure blocks: each becomes visible
+            // only when the upload completes.
+            let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
+            let mut w = self.storage.op.writer_with(&key).chunk(UPLOAD_PART);
+            if let Some(meta) = self.storage.service.timestamp_key() {
+                w = w.user_metadata([(meta.to_string(), rfc3339_nanos(ts))]);
+            }
+            Sink::Object(w.await.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?)
         };
         Ok(Upload { replica: self.clone(), key, sink: Some(sink), written: 0, timestamp_ms })
     }
@@ -157,7 +165,7 @@ impl Upload {
     pub async fn write(&mut self, bytes: Vec<u8>) -> Result<()> {
         self.written += bytes.len() as u64;
         let r = match &mut self.sink {
-            Some(Sink::Object(w)) => w.write(bytes).await.map_err(Err),
+            Some(Sink::Object(w) | Sink::Renamed { writer: w, .. }) => w.write(bytes).await.map_err(Err),
             Some(Sink::File { file, .. }) => file.write_all(&bytes).await.map_err(Ok),
             Some(Sink::Memory(buf)) => {
                 buf.extend_from_slice(&bytes);
@@ -180,6 +188,18 @@ impl Upload {
             Some(Sink::Object(mut w)) => {
                 if let Err(e) = w.close().await {
                     let _ = w.abort().await;
+                    return Err(self.failed(e));
+                }
+            }
+            Some(Sink::Renamed { mut writer, tmp }) => {
+                let op = &storage.op;
+                let moved = match writer.close().await {
+                    Ok(_) => op.rename(&tmp, &self.key).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = moved {
+                    // Best effort: one left behind is removed by the lifecycle later.
+                    let _ = op.delete(&tmp).await;
                     return Err(self.failed(e));
                 }
             }
@@ -220,6 +240,10 @@ impl Upload {
             Some(Sink::File { file, tmp, .. }) => {
                 drop(file);
                 let _ = tokio::fs::remove_file(tmp).await;
+            }
+            Some(Sink::Renamed { mut writer, tmp }) => {
+                let _ = writer.abort().await;
+                let _ = self.replica.storage.op.delete(&tmp).await;
             }
             Some(Sink::Memory(_)) | None => {}
         }

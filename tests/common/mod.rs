@@ -13,6 +13,7 @@
 
 pub mod boards;
 pub mod hook_wat;
+pub mod services;
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
