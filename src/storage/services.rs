@@ -305,6 +305,14 @@ fn azure(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built>
     let key =
         opts.account_key.clone().or_else(|| env("AZURE_STORAGE_KEY")).or_else(|| env("LITESTREAM_AZURE_ACCOUNT_KEY"));
     secret(&[&conn, &sas, &key]);
+    // The key or SAS inside a connection string is a secret by itself too.
+    for part in conn.iter().flat_map(|c| c.split(';')) {
+        if let Some((k, v)) = part.split_once('=')
+            && matches!(k.trim(), "AccountKey" | "SharedAccessSignature")
+        {
+            secret(&[&Some(v.trim().to_owned())]);
+        }
+    }
     let account = p.user.map(str::to_owned).or_else(|| env("AZURE_STORAGE_ACCOUNT"));
     let mut b = match &conn {
         Some(c) => services::Azblob::from_connection_string(c)

@@ -1,6 +1,8 @@
 //! Shared helpers for litefleet's integration tests: every test file says `mod common;`
 //! and takes what it needs (`boards`: status boards filled the way the fleet fills them;
-//! `hook_wat`: hook components written in WebAssembly text).
+//! `hook_wat`: hook components written in WebAssembly text; `daemon`: the `litefleet`
+//! binary as a child process; `proxy`: a TCP proxy that injects storage faults;
+//! `faults`: ledger writers, restores with both tools, whole-object checks, tmpfs).
 //!
 //! Everything here talks to 127.0.0.1 only, and every wait is bounded.
 //!
@@ -12,7 +14,10 @@
 #![allow(dead_code)]
 
 pub mod boards;
+pub mod daemon;
+pub mod faults;
 pub mod hook_wat;
+pub mod proxy;
 pub mod services;
 
 use std::collections::VecDeque;
