@@ -224,7 +224,7 @@ async fn run_scheduler(
                     }
                     let mut cat = match cat {
                         Some(c) => c,
-                        None => match Catalog::load(&replica).await {
+                        None => match Catalog::load_sweeping(&replica).await {
                             Ok(c) => c,
                             Err(e) => return (prefix, None, Err(e.into())),
                         },
