@@ -73,11 +73,18 @@ pub fn publish(path: &Path, bytes: &[u8], mtime: Option<SystemTime>, existing: E
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    install(&tmp, path, existing)
+}
+
+/// Puts the complete, already fsynced `tmp` at `path` — renamed over it, or (with
+/// [`Existing::Keep`]) linked only if `path` does not exist (`AlreadyExists`) — and
+/// fsyncs the directory. `tmp` is gone afterwards, whatever happened.
+pub fn install(tmp: &Path, path: &Path, existing: Existing) -> io::Result<()> {
     match existing {
-        Existing::Replace => replace(&tmp, path),
+        Existing::Replace => replace(tmp, path),
         Existing::Keep => {
-            let linked = std::fs::hard_link(&tmp, path);
-            let _ = std::fs::remove_file(&tmp);
+            let linked = std::fs::hard_link(tmp, path);
+            let _ = std::fs::remove_file(tmp);
             linked?;
             sync_dir(parent_dir(path))
         }

@@ -34,6 +34,8 @@ pub struct Upload {
     sink: Option<Sink>,
     written: u64,
     timestamp_ms: i64,
+    /// Only if the name is free (several hosts: an L0 name taken is a fence).
+    existing: durable::Existing,
 }
 
 enum Sink {
@@ -53,6 +55,11 @@ impl Replica {
     /// [`Upload::write`], then [`Upload::finish`] or [`Upload::abort`].
     pub async fn upload(&self, level: u32, min: TxId, max: TxId, timestamp_ms: i64) -> Result<Upload> {
         let key = self.key(level, min, max);
+        // Several hosts: only the prefix's owner writes, and the replicator's L0 files
+        // are conditional creates (see `Replica::put`).
+        self.may_write().await?;
+        let keep = self.claim && self.storage.gate.as_ref().is_some_and(|g| g.fences());
+        let existing = if keep { durable::Existing::Keep } else { durable::Existing::Replace };
         let sink = if let Some(root) = &self.storage.fs_root {
             let path = root.join(&key);
             let tmp = durable::unique_temp_path(&path);
@@ -79,12 +86,15 @@ impl Replica {
             // only when the upload completes.
             let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
             let mut w = self.storage.op.writer_with(&key).chunk(UPLOAD_PART);
+            if keep {
+                w = w.if_not_exists(true);
+            }
             if let Some(meta) = self.storage.service.timestamp_key() {
                 w = w.user_metadata([(meta.to_string(), rfc3339_nanos(ts))]);
             }
             Sink::Object(w.await.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?)
         };
-        Ok(Upload { replica: self.clone(), key, sink: Some(sink), written: 0, timestamp_ms })
+        Ok(Upload { replica: self.clone(), key, sink: Some(sink), written: 0, timestamp_ms, existing })
     }
 
     /// Uploads the LTX file `level/min-max` that `produce` writes on a blocking thread,
@@ -181,13 +191,31 @@ impl Upload {
 
     /// Completes the upload: the file appears at its final name, complete. Returns its
     /// size. On error nothing appears (and nothing is left behind).
-    pub async fn finish(mut self) -> Result<u64> {
+    pub async fn finish(self) -> Result<u64> {
+        let replica = self.replica.clone();
+        match self.complete().await {
+            Err(Error::Exists { what }) => {
+                // A name taken under a fenced upload: lost to another host, or a late
+                // write of an earlier owner (see `Replica::put`).
+                if let Some(g) = &replica.storage.gate {
+                    g.taken(&replica.rel).await?;
+                }
+                Err(Error::Exists { what })
+            }
+            r => r,
+        }
+    }
+
+    async fn complete(mut self) -> Result<u64> {
         let storage = self.replica.storage.clone();
         storage.counters.puts.fetch_add(1, Ordering::Relaxed);
         match self.sink.take() {
             Some(Sink::Object(mut w)) => {
                 if let Err(e) = w.close().await {
                     let _ = w.abort().await;
+                    if e.kind() == opendal::ErrorKind::ConditionNotMatch {
+                        return Err(Error::Exists { what: format!("upload {}", self.replica.describe(&self.key)) });
+                    }
                     return Err(self.failed(e));
                 }
             }
@@ -207,11 +235,12 @@ impl Upload {
                 let flushed = file.flush().await;
                 let file = file.into_std().await;
                 let ts = UNIX_EPOCH + Duration::from_millis(self.timestamp_ms.max(0) as u64);
+                let existing = self.existing;
                 let placed = tokio::task::spawn_blocking(move || {
                     let r = flushed
                         .and_then(|()| file.set_modified(ts))
                         .and_then(|()| file.sync_all())
-                        .and_then(|()| durable::replace(&tmp, &path));
+                        .and_then(|()| durable::install(&tmp, &path, existing));
                     if r.is_err() {
                         let _ = std::fs::remove_file(&tmp);
                     }
@@ -219,7 +248,12 @@ impl Upload {
                 })
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-                placed.map_err(|e| self.failed_local(e))?;
+                match placed {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(Error::Exists { what: format!("upload {}", self.replica.describe(&self.key)) });
+                    }
+                    r => r.map_err(|e| self.failed_local(e))?,
+                }
             }
             Some(Sink::Memory(data)) => {
                 let r = storage.op.write(&self.key, data).await;
