@@ -194,7 +194,8 @@ enum StartResponse {
     #[oai(status = 404)]
     NotFound(PlainText<String>),
     /// The daemon cannot write it: no `[restore] dir`, a destination directory missing
-    /// or not writable, the output exists, or the id names several replicas.
+    /// or not writable, the output exists or a job in progress writes it, or the id
+    /// names several replicas.
     #[oai(status = 409)]
     Conflict(PlainText<String>),
     /// The point is outside the tenant's restore window (the message says the window),
@@ -299,7 +300,8 @@ impl RestoreApi {
                     SubmitError::Ambiguous { .. }
                     | SubmitError::NoCopyDir
                     | SubmitError::Directory { .. }
-                    | SubmitError::OutputExists(_) => StartResponse::Conflict(text),
+                    | SubmitError::OutputExists(_)
+                    | SubmitError::SameOutput { .. } => StartResponse::Conflict(text),
                     SubmitError::NotRestorable { .. } | SubmitError::OutsideWindow { .. } => {
                         StartResponse::Unprocessable(text)
                     }

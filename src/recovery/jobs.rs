@@ -158,6 +158,8 @@ pub enum SubmitError {
     NotAWatchDir { dir: PathBuf, choices: Vec<String> },
     #[error("{} exists already (a restore of the same point); remove it to restore again", .0.display())]
     OutputExists(PathBuf),
+    #[error("restore job {job} writes {} already (a restore of the same point in progress)", output.display())]
+    SameOutput { job: String, output: PathBuf },
     #[error("{0} restore jobs are waiting already (at most {MAX_QUEUED}); try again when some have finished")]
     QueueFull(usize),
     #[error("listing the replica of tenant {id}")]
@@ -338,6 +340,9 @@ impl Restores {
             let queued = jobs.iter().filter(|e| e.view.state == State::Queued).count();
             if queued >= MAX_QUEUED {
                 return Err(SubmitError::QueueFull(queued));
+            }
+            if let Some(e) = jobs.iter().find(|e| !e.view.state.is_finished() && e.view.output == view.output) {
+                return Err(SubmitError::SameOutput { job: e.view.id.clone(), output: view.output.clone() });
             }
             jobs.push(Entry { view: view.clone(), progress: progress.clone(), cancel: cancel.clone() });
         }
