@@ -300,7 +300,7 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
          <li>Create client: <code>touch /path/to/12345678-1234-5678-9abc-123456789012.db</code></li>\
          <li>Remove client: delete the <code>.db</code> file (its replica stays)</li>\
          <li>GUID format: <code>xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx</code></li>\
-         <li>Restore: open a tenant for the exact <code>litefleet restore</code> and <code>litestream restore</code> commands</li>\
+         <li>Restore: open a tenant and click a moment of its restore window (or copy the exact <code>litefleet restore</code> and <code>litestream restore</code> commands); <a href=\"/restores\">Restores</a> lists every job</li>\
          <li>API: <a href=\"/api/status\">/api/status</a>, <a href=\"/api/docs\">API docs</a>, <a href=\"/metrics\">/metrics</a></li>\
          </ul></section></main></body></html>",
     );

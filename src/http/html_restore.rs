@@ -115,7 +115,7 @@ fn progress_text(j: &RestoreJob) -> String {
     let p = &j.progress;
     match j.state.as_str() {
         "queued" => "waiting for a slot".to_owned(),
-        "done" => format!("{} files, {} downloaded", p.files_total, bytes(p.bytes_done)),
+        "done" => format!("{} file{}, {} downloaded", p.files_total, plural(p.files_total), bytes(p.bytes_done)),
         "failed" | "cancelled" => format!("stopped at {} of {}", bytes(p.bytes_done), bytes(p.bytes_total)),
         _ => {
             let pct = (p.bytes_done * 100).checked_div(p.bytes_total).unwrap_or(0);
@@ -135,6 +135,10 @@ fn progress_text(j: &RestoreJob) -> String {
     }
 }
 
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// The tenant page's restore section: the timeline, the form, the tenant's jobs.
 pub fn tenant_section(state: &State, d: &ClientDetail, out: &mut String) {
     let id = &d.client.client_id;
@@ -144,7 +148,11 @@ pub fn tenant_section(state: &State, d: &ClientDetail, out: &mut String) {
         let _ = write!(
             out,
             "<figcaption>Click a moment to restore the state as of then, or a file to restore the TXID it ends at{}.</figcaption></figure>",
-            if t.omitted > 0 { format!(" ({} files drawn under newer ones)", t.omitted) } else { String::new() }
+            match t.omitted {
+                0 => String::new(),
+                1 => " (1 file is hidden under a newer one)".to_owned(),
+                n => format!(" ({n} files are hidden under newer ones)"),
+            }
         );
     }
     let _ = write!(

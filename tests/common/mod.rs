@@ -1,7 +1,8 @@
 //! Shared helpers for litefleet's integration tests: every test file says `mod common;`
 //! and takes what it needs (`boards`: status boards filled the way the fleet fills them;
-//! `hook_wat`: hook components written in WebAssembly text; `live`: the daemon in
-//! process with real tenants, a slow TCP link and tmpfs mounts).
+//! `browser`: headless Chromium over the DevTools protocol; `hook_wat`: hook components
+//! written in WebAssembly text; `live`: the daemon in process with real tenants, a slow
+//! TCP link and tmpfs mounts).
 //!
 //! Everything here talks to 127.0.0.1 only, and every wait is bounded.
 //!
@@ -13,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod boards;
+pub mod browser;
 pub mod hook_wat;
 pub mod live;
 

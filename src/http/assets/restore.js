@@ -38,7 +38,7 @@
   function progressText(j) {
     const p = j.progress;
     if (j.state === "queued") return "waiting for a slot";
-    if (j.state === "done") return p.filesTotal + " files, " + bytes(p.bytesDone) + " downloaded";
+    if (j.state === "done") return p.filesTotal + (p.filesTotal === 1 ? " file, " : " files, ") + bytes(p.bytesDone) + " downloaded";
     if (j.state === "failed" || j.state === "cancelled") return "stopped at " + bytes(p.bytesDone) + " of " + bytes(p.bytesTotal);
     const pct = p.bytesTotal > 0 ? Math.floor(p.bytesDone * 100 / p.bytesTotal) : 0;
     let s = p.phase + " · " + pct + " % · " + bytes(p.bytesDone) + " of " + bytes(p.bytesTotal) + " · " +
