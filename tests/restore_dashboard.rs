@@ -15,7 +15,6 @@ use std::time::Duration;
 use common::browser::{chromium_or_skip, launch};
 use common::live::{self, Live, SlowLink, sha256, write};
 use common::*;
-use litefleet::config::{Secret, StorageUrl};
 use serde_json::json;
 
 const SMALL: &str = "12345678-1234-5678-9abc-123456789012";
@@ -27,14 +26,8 @@ async fn the_timeline_fills_the_form_and_jobs_progress_live() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let s3 = S3Server::start();
-    s3.create_bucket("backups");
     let slow = SlowLink::start(s3.addr(), 8 << 20);
-    let mut c = live::config(dir);
-    c.storage.url = StorageUrl::S3 { bucket: "backups".into(), path: String::new() };
-    c.storage.endpoint = Some(slow.endpoint());
-    c.storage.force_path_style = Some(true);
-    c.storage.access_key_id = Some(Secret::new(S3Server::ACCESS_KEY));
-    c.storage.secret_access_key = Some(Secret::new(S3Server::SECRET_KEY));
+    let mut c = live::on_s3(live::config(dir), &s3, "backups", slow.endpoint());
     c.lifecycle.levels = vec![Duration::from_secs(2)];
     c.lifecycle.snapshot_interval = Duration::from_secs(3);
     let (small, big) = (dir.join("clients").join(format!("{SMALL}.db")), dir.join("clients").join(format!("{BIG}.db")));

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::live::{self, Live, SlowLink, Tmpfs, sha256, write};
 use common::*;
-use litefleet::config::{Secret, StorageUrl};
 use serde_json::{Value, json};
 
 const G1: &str = "12345678-1234-5678-9abc-123456789012";
@@ -270,14 +269,8 @@ async fn cancelled_jobs_leave_nothing_and_concurrency_is_bounded() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let s3 = S3Server::start();
-    s3.create_bucket("restores");
     let slow = SlowLink::start(s3.addr(), 2 << 20);
-    let mut c = live::config(dir);
-    c.storage.url = StorageUrl::S3 { bucket: "restores".into(), path: String::new() };
-    c.storage.endpoint = Some(slow.endpoint());
-    c.storage.force_path_style = Some(true);
-    c.storage.access_key_id = Some(Secret::new(S3Server::ACCESS_KEY));
-    c.storage.secret_access_key = Some(Secret::new(S3Server::SECRET_KEY));
+    let mut c = live::on_s3(live::config(dir), &s3, "restores", slow.endpoint());
     c.restore.concurrency = 1;
     // Written before the daemon starts: one 12 MiB full-page file.
     let src = db(dir, G1);

@@ -195,6 +195,16 @@ pub struct TenantReport {
     pub error: Option<String>,
 }
 
+impl TenantReport {
+    /// Bytes this tenant downloaded (or, in a dry run, would download).
+    fn fetched(&self) -> u64 {
+        match self.outcome {
+            Outcome::Restored | Outcome::Planned => self.bytes,
+            Outcome::Skipped | Outcome::Failed => 0,
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -209,7 +219,7 @@ pub struct Report {
     pub restored: usize,
     pub skipped: usize,
     pub failed: usize,
-    /// Bytes downloaded (planned, for a dry run).
+    /// Bytes downloaded by the tenants restored (to download, for a dry run).
     pub bytes: u64,
     pub results: Vec<TenantReport>,
 }
@@ -275,7 +285,7 @@ pub async fn restore_all(
             async move {
                 let r = one(&storage, &w, &opts, &journal, &stop).await;
                 counts.done.fetch_add(1, Ordering::Relaxed);
-                counts.bytes.fetch_add(if r.0.outcome == Outcome::Skipped { 0 } else { r.0.bytes }, Ordering::Relaxed);
+                counts.bytes.fetch_add(r.0.fetched(), Ordering::Relaxed);
                 if r.0.outcome == Outcome::Failed {
                     counts.failed.fetch_add(1, Ordering::Relaxed);
                     ticker.failure(&r.0);
@@ -307,7 +317,7 @@ pub async fn restore_all(
         restored: results.iter().filter(|r| r.outcome == Outcome::Restored).count(),
         skipped: results.iter().filter(|r| r.outcome == Outcome::Skipped).count(),
         failed: results.iter().filter(|r| r.outcome == Outcome::Failed).count(),
-        bytes: results.iter().filter(|r| r.outcome != Outcome::Skipped).map(|r| r.bytes).sum(),
+        bytes: results.iter().map(TenantReport::fetched).sum(),
         results,
     };
     report.results.sort_by(|a, b| a.prefix.cmp(&b.prefix));

@@ -309,7 +309,10 @@ fn apply_file<R: std::io::Read>(
     sink: &mut Sink<'_>,
     ps: usize,
 ) -> std::result::Result<u64, ApplyError> {
-    let full = (WRITE_BATCH / ps).max(1) * ps;
+    // A run never holds more pages than the database has: a small tenant's batch is a
+    // few pages, not 1 MiB to zero (a fleet-wide recovery restores thousands of them).
+    let commit = (dec.header().commit as usize).max(1);
+    let full = (WRITE_BATCH / ps).max(1).min(commit) * ps;
     if sink.batch.len() < full + ps {
         sink.batch.resize(full + ps, 0);
     }

@@ -51,6 +51,18 @@ pub fn config(dir: &Path) -> Config {
     c
 }
 
+/// `c` with its replicas in bucket `bucket` of `s3` (created), reached at `endpoint`
+/// (a [`SlowLink`] to it, or the server itself).
+pub fn on_s3(mut c: Config, s3: &super::S3Server, bucket: &str, endpoint: String) -> Config {
+    s3.create_bucket(bucket);
+    c.storage.url = StorageUrl::S3 { bucket: bucket.into(), path: String::new() };
+    c.storage.endpoint = Some(endpoint);
+    c.storage.force_path_style = Some(true);
+    c.storage.access_key_id = Some(Secret::new(super::S3Server::ACCESS_KEY));
+    c.storage.secret_access_key = Some(Secret::new(super::S3Server::SECRET_KEY));
+    c
+}
+
 impl Live {
     /// Starts the daemon of `config`.
     pub async fn start(config: Config) -> Live {

@@ -2,7 +2,7 @@
 // jobs (the tenant page's and the /restores page's) from /api/events?mode=restores.
 // The pages are rendered on the server; this script only makes them live. Job items are
 // built with DOM APIs and textContent only, like `job_item` in src/http/html_restore.rs
-// (keep them in step).
+// (keep them in step). It runs after dashboard.js, whose formatting it shares.
 "use strict";
 (function () {
   const list = document.getElementById("restore-jobs");
@@ -10,13 +10,7 @@
   const svg = document.getElementById("timeline");
   const msg = document.getElementById("restore-msg");
 
-  function bytes(n) {
-    const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let v = n, i = 0;
-    while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
-    return i === 0 ? n + " B" : v.toFixed(1) + " " + u[i];
-  }
-  function hex16(n) { return n.toString(16).padStart(16, "0"); }
+  const { bytes, hex16 } = window.litefleetFmt;
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
