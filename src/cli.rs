@@ -256,18 +256,50 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
 }
 
 /// Sets up tracing on stderr, text or JSON.
+///
+/// Every line goes through [`redact::log_line`](crate::redact::log_line): registered
+/// secrets are scrubbed and control characters escaped (no colours, so no escape
+/// sequence of ours or of a file name reaches the terminal). The credential providers'
+/// debug lines are never enabled, at any level.
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = ["reqsign_core=info", "reqsign_aws_v4=info"]
+        .into_iter()
+        .fold(filter, |f, d| f.add_directive(d.parse().unwrap_or_else(|e| unreachable!("{e}"))));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| SafeStderr(Vec::new()))
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(false);
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),
     };
+}
+
+/// One log event, collected and written to stderr made safe when dropped (the
+/// formatter writes an event, then drops its writer).
+struct SafeStderr(Vec<u8>);
+
+impl std::io::Write for SafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SafeStderr {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let line = crate::redact::log_line(&String::from_utf8_lossy(&self.0));
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+        }
+    }
 }
 
 /// Runs the daemon until SIGINT/SIGTERM; SIGHUP reloads `config_path`. A second

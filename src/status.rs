@@ -108,6 +108,9 @@ pub struct TenantStatus {
     pub labels: BTreeMap<String, String>,
     /// Its last restore validation (`[validation]`), if any ran.
     pub validation: Option<Validation>,
+    /// Unusable files the lifecycle found in its replica (torn or corrupt), and what is
+    /// being done about it; `None` once a repair snapshot made it whole again.
+    pub damage: Option<String>,
 }
 
 impl TenantStatus {
@@ -140,6 +143,7 @@ impl TenantStatus {
             hot: false,
             labels: BTreeMap::new(),
             validation: None,
+            damage: None,
         }
     }
 
@@ -150,10 +154,12 @@ impl TenantStatus {
 
     /// The state at `now`: `Active` and `Starting` become `Lagging` when a change has
     /// waited longer than `threshold`; a failed restore validation is an `Error` until a
-    /// later validation passes.
+    /// later validation passes, and damage in the replica until it is repaired.
     pub fn state_at(&self, now: SystemTime, threshold: Duration) -> TenantState {
         match self.state {
-            TenantState::Active | TenantState::Starting | TenantState::Lagging if self.validation_failed() => {
+            TenantState::Active | TenantState::Starting | TenantState::Lagging
+                if self.validation_failed() || self.damage.is_some() =>
+            {
                 TenantState::Error
             }
             TenantState::Active | TenantState::Starting if self.lag_at(now) > threshold => TenantState::Lagging,
@@ -166,9 +172,10 @@ impl TenantStatus {
         self.validation.as_ref().is_some_and(|v| v.outcome == Outcome::Failed)
     }
 
-    /// The error to show: the last sync's, else a failed validation's.
+    /// The error to show: the last sync's, else damage in its replica, else a failed
+    /// validation's.
     pub fn error_shown(&self) -> Option<String> {
-        self.last_error.clone().or_else(|| {
+        self.last_error.clone().or_else(|| self.damage.clone()).or_else(|| {
             self.validation
                 .as_ref()
                 .filter(|_| self.validation_failed())

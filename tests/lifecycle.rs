@@ -262,3 +262,134 @@ fn litestreams_compacted_replica_restores_identically_with_ours() {
         );
     }
 }
+
+/// A replica on a folder with `n` syncs of a real writer: L0 files 1..=n, and the
+/// source's checkpointed bytes at the end.
+async fn replica_with_syncs(dir: &Path, n: u32) -> (Replica, Replicator, Writer, std::path::PathBuf) {
+    let db = dir.join("t.db");
+    let url = format!("file://{}", dir.join("replica").display());
+    let replica = Storage::from_url(&url, &storage::Options::default()).unwrap().replica("");
+    let mut w = Writer::open(&db);
+    let mut r = Replicator::new(&db, replica.clone(), Settings::default());
+    for i in 0..n {
+        w.cmd(&format!("insert t {} 300", 3 + i));
+        assert_eq!(r.sync().await.unwrap().uploaded, 1);
+    }
+    (replica, r, w, db)
+}
+
+fn level_file(dir: &Path, level: u32, min: TxId, max: TxId) -> std::path::PathBuf {
+    dir.join(format!("replica/ltx/{level}/{}", litefleet::ltx::format_filename(min, max)))
+}
+
+/// Regression (issue 18): a full disk left a 0-byte L1 file under its final name; a
+/// daemon restarted on that replica with a short `l0_retention` counted it as covering
+/// L0 files 2-7 and deleted them — the only intact copies of those TXIDs. A torn file
+/// covers nothing: every L0 file stays, the damage is reported, and both restorers still
+/// restore the newest TXID through the L0 files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_torn_level_1_file_never_lets_retention_delete_the_l0_files_it_claims_to_cover() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, _r, w, db) = replica_with_syncs(dir.path(), 8).await;
+    let torn = level_file(dir.path(), 1, 1, 7);
+    std::fs::create_dir_all(torn.parent().unwrap()).unwrap();
+    std::fs::write(&torn, b"").unwrap();
+    let policy = Policy {
+        levels: vec![],
+        snapshot_interval: Duration::ZERO,
+        l0_retention: Duration::from_secs(1),
+        ..Policy::default()
+    };
+    let mut cat = Catalog::load(&replica).await.unwrap();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let out = lifecycle::maintain(&replica, &mut cat, &policy, later).await.unwrap();
+    assert!(out.deleted.is_empty(), "deleted on the strength of a torn file: {:?}", out.deleted);
+    assert_eq!(replica.list(0).await.unwrap().len(), 8, "every L0 file stays");
+    assert!(cat.damaged().any(|f| f.level == 1), "the torn L1 file is damaged: {cat:?}");
+    // The chain goes around it: both tools restore the newest TXID.
+    let want = checkpointed_bytes(&db);
+    let got = ours(&replica, &dir.path().join("ours.db"), None).await.unwrap();
+    assert!(got == want, "litefleet's restore differs from the source");
+    if let Some(bin) = litestream_bin() {
+        let _ = std::fs::remove_file(&torn); // Litestream itself cannot read a 0-byte file.
+        let got = theirs(&bin, &replica.url(), &dir.path().join("theirs.db"), 8);
+        assert!(got == want, "litestream's restore differs from the source");
+    }
+    w.quit();
+}
+
+/// The same with a level-1 file of the right size whose bytes are corrupt: nothing is
+/// deleted on its strength until it is read and verified, and the verification fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_verifies_a_level_file_it_did_not_write_before_deleting_what_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, _r, w, _db) = replica_with_syncs(dir.path(), 6).await;
+    // A good L1 1-5 made by the compactor, then corrupted in the middle.
+    let policy = Policy {
+        levels: vec![Duration::from_secs(1)],
+        snapshot_interval: Duration::ZERO,
+        l0_retention: Duration::from_secs(1),
+        ..Policy::default()
+    };
+    let mut cat = Catalog::load(&replica).await.unwrap();
+    let t = SystemTime::now() + Duration::from_secs(10);
+    let keep_l0 = Policy { l0_retention: Duration::from_secs(86_400), ..policy.clone() };
+    lifecycle::maintain(&replica, &mut cat, &keep_l0, t).await.unwrap();
+    let l1 = replica.list(1).await.unwrap();
+    assert_eq!(l1.len(), 1, "{l1:?}");
+    let path = level_file(dir.path(), 1, l1[0].min_txid, l1[0].max_txid);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    // A restarted daemon learns the replica from a listing: nothing verified yet.
+    let mut fresh = Catalog::load(&replica).await.unwrap();
+    let l0_before = replica.list(0).await.unwrap().len();
+    let out = lifecycle::maintain(&replica, &mut fresh, &policy, t + Duration::from_secs(3600)).await.unwrap();
+    assert!(out.deleted.is_empty(), "deleted on the strength of a corrupt file: {:?}", out.deleted);
+    assert_eq!(replica.list(0).await.unwrap().len(), l0_before);
+    assert_eq!(out.damaged.len(), 1, "{out:?}");
+    assert!(out.damaged[0].1.contains("checksum"), "{:?}", out.damaged);
+    // With a good L1 (this process wrote it) retention does delete.
+    let mut ok = Catalog::load(&replica).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    ok.remove(&l1[0]);
+    lifecycle::maintain(&replica, &mut ok, &keep_l0, t + Duration::from_secs(20)).await.unwrap();
+    let out = lifecycle::maintain(&replica, &mut ok, &policy, t + Duration::from_secs(3600)).await.unwrap();
+    assert!(!out.deleted.is_empty(), "a verified level-1 file lets covered L0 files go");
+    w.quit();
+}
+
+/// A torn L0 file in the middle of the chain breaks the restore window. The pass asks
+/// for a full-page file, the replicator ships one, and the next pass turns it into a
+/// level-9 snapshot: both restorers reach the newest TXID again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_window_is_repaired_from_a_requested_full_page_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replica, mut r, mut w, db) = replica_with_syncs(dir.path(), 6).await;
+    std::fs::write(level_file(dir.path(), 0, 4, 4), b"").unwrap();
+    let policy = Policy { levels: vec![], snapshot_interval: Duration::ZERO, ..Policy::default() };
+    let mut cat = Catalog::load(&replica).await.unwrap();
+    let err = ours(&replica, &dir.path().join("x.db"), None).await.unwrap_err();
+    assert!(err.contains("0000000000000004-0000000000000004.ltx (0 bytes)") && err.contains("torn"), "{err}");
+    let out = lifecycle::maintain(&replica, &mut cat, &policy, SystemTime::now()).await.unwrap();
+    assert!(out.needs_snapshot && out.repaired.is_none(), "{out:?}");
+    r.request_snapshot();
+    w.cmd("insert t 2 300");
+    let rep = r.sync().await.unwrap();
+    assert_eq!(rep.full_pages.len(), 1, "the requested file holds every page: {rep:?}");
+    for f in rep.files {
+        let full = rep.full_pages.contains(&f.max_txid);
+        if full { cat.add_full_page(f) } else { cat.add_verified(f) }
+    }
+    let out = lifecycle::maintain(&replica, &mut cat, &policy, SystemTime::now()).await.unwrap();
+    let snap = out.repaired.clone().unwrap_or_else(|| panic!("not repaired: {out:?}"));
+    assert_eq!((snap.level, snap.min_txid, snap.max_txid), (9, 1, 7));
+    let want = checkpointed_bytes(&db);
+    assert!(ours(&replica, &dir.path().join("ours.db"), None).await.unwrap() == want);
+    if let Some(bin) = litestream_bin() {
+        std::fs::remove_file(level_file(dir.path(), 0, 4, 4)).unwrap();
+        assert!(theirs(&bin, &replica.url(), &dir.path().join("theirs.db"), 7) == want);
+    }
+    w.quit();
+}

@@ -80,15 +80,21 @@ impl Config {
             .map_err(|m| flag("-bucket", m))?;
         }
         if let Some(p) = config.first_problem() {
-            let name = match p.key.split(['.', '[']).next().unwrap_or("") {
-                "watch" => "-watch-dir",
-                "storage" => "-bucket",
-                "single" => "-dsn",
-                _ => "flags",
-            };
-            return Err(flag(name, p.message));
+            return Err(flag(flag_of(&p.key), p.message));
         }
+        config.origin = super::Origin::flags();
         Ok(config)
+    }
+}
+
+/// The seed's flag that sets the config key `key` (a dotted path).
+pub fn flag_of(key: &str) -> &'static str {
+    match key.split(['.', '[']).next().unwrap_or("") {
+        "watch" => "-watch-dir",
+        "storage" => "-bucket",
+        "single" => "-dsn",
+        "http" => "-listen",
+        _ => "flags",
     }
 }
 

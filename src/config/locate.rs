@@ -75,7 +75,7 @@ impl<'a> Locator<'a> {
     }
 
     /// The line of `path`'s key, or of its nearest parent present in the file.
-    fn line_of(&self, path: &str) -> Option<usize> {
+    pub(super) fn line_of(&self, path: &str) -> Option<usize> {
         let mut p = path;
         loop {
             if let Some(e) = self.entries.iter().find(|e| e.path == p) {

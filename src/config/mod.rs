@@ -94,6 +94,43 @@ pub struct Config {
     /// flag mode sets it, never the file.
     #[serde(skip)]
     pub single: Option<SingleDb>,
+    /// Where this config came from, to name the line of a value found unusable later.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Where a config came from: a file's name and text, or the seed's flags. It lets a
+/// value that turns out unusable at start-up (a watch directory that does not exist, a
+/// hook module that cannot be read) be named by file, line and key like a parse error
+/// ([`Config::error_at`]). Two configs are equal whatever their origin, and its `Debug`
+/// shows the name only (the text holds credentials).
+#[derive(Clone, Default)]
+pub struct Origin {
+    /// The file name as given (`""`: built in code).
+    name: String,
+    /// The file's text (empty for flags and configs built in code).
+    text: std::sync::Arc<str>,
+    /// Made from the seed's flags (keys are then named by their flag).
+    flags: bool,
+}
+
+impl Origin {
+    /// A config made from the seed's flags.
+    pub fn flags() -> Origin {
+        Origin { flags: true, ..Origin::default() }
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Origin").field("name", &self.name).field("flags", &self.flags).finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Origin) -> bool {
+        true
+    }
 }
 
 /// One watched directory (`[[watch]]`).
@@ -191,6 +228,9 @@ impl StorageUrl {
     /// Parses `file://…`, `s3://…` or `memory://`, with a message that says what to write
     /// instead when it is wrong.
     pub fn parse(s: &str) -> Result<StorageUrl, String> {
+        if crate::redact::has_userinfo(s) {
+            return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
+        }
         let Some((scheme, rest)) = s.split_once("://") else {
             return Err(format!(
                 "{s:?} is not a URL (try \"file://{s}\" for a local folder or \"s3://{s}\" for a bucket)"
@@ -251,12 +291,15 @@ pub fn validate_bucket(name: &str) -> Result<(), String> {
     let ok_ends =
         name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok_len && ok_chars && ok_ends {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid S3 bucket name (3 to 63 characters of a-z 0-9 . -, starting and ending with a letter or digit)"
-        ))
+        return Ok(());
     }
+    if let Some(at) = name.rfind('@') {
+        // `user:password@bucket`: never echo what is before the '@'.
+        return Err(format!("\"***{}\": {}", &name[at..], crate::storage::CREDENTIALS_IN_URL));
+    }
+    Err(format!(
+        "{name:?} is not a valid S3 bucket name (3 to 63 characters of a-z 0-9 . -, starting and ending with a letter or digit)"
+    ))
 }
 
 /// How each tenant is replicated (`[replication]`).
@@ -569,6 +612,19 @@ pub enum ConfigError {
         /// What is wrong, for a person.
         message: String,
     },
+    /// A value that parsed but cannot be used (`prod.toml:7: watch[0].dir: cannot use
+    /// watch directory …: No such file or directory`): where it is; why is the source.
+    #[error("{origin}{}: {key}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Unusable {
+        /// The file name (`config` for one built in code, `flags` for the seed's flags).
+        origin: String,
+        /// 1-based line of the key, when there is a file.
+        line: Option<usize>,
+        /// Dotted path of the key, or the flag that set it.
+        key: String,
+        /// Why it cannot be used.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A mistake in the seed's flags: `-watch-dir: …`.
     #[error("{flag}: {message}")]
     Flag {
@@ -583,7 +639,7 @@ impl ConfigError {
     /// The 1-based line of the mistake, if it came from a file.
     pub fn line(&self) -> Option<usize> {
         match self {
-            ConfigError::Invalid { line, .. } => *line,
+            ConfigError::Invalid { line, .. } | ConfigError::Unusable { line, .. } => *line,
             _ => None,
         }
     }
@@ -591,6 +647,7 @@ impl ConfigError {
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::Invalid { key, .. } => key.as_deref(),
+            ConfigError::Unusable { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -619,9 +676,25 @@ impl Config {
     /// Parses and validates config text; `origin` names it in errors (a file name).
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let locator = Locator::new(text);
-        let config: Config = toml::from_str(text).map_err(|e| locator.serde_error(origin, &e))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| locator.serde_error(origin, &e))?;
         config.first_problem().map_or(Ok(()), |p| Err(locator.problem_error(origin, p)))?;
+        config.origin = Origin { name: origin.to_owned(), text: text.into(), flags: false };
         Ok(config)
+    }
+
+    /// `source` as the reason the value at `key` (a dotted path: `watch[0].dir`,
+    /// `hooks.module`) cannot be used, named by file and line — or by the flag that set
+    /// it in the seed's flag mode.
+    pub fn error_at(&self, key: &str, source: impl std::error::Error + Send + Sync + 'static) -> ConfigError {
+        let o = &self.origin;
+        let (origin, line, key) = if o.flags {
+            ("flags".to_owned(), None, legacy::flag_of(key).to_owned())
+        } else if o.text.is_empty() {
+            ("config".to_owned(), None, key.to_owned())
+        } else {
+            (o.name.clone(), Locator::new(&o.text).line_of(key), key.to_owned())
+        };
+        ConfigError::Unusable { origin, line, key, source: Box::new(source) }
     }
 
     /// Validates a config built in code (errors have no line; their origin is `config`).
@@ -665,6 +738,13 @@ fn de_extensions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Erro
 
 fn de_opt_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let e = String::deserialize(d)?;
+    if crate::redact::has_userinfo(&e) {
+        return Err(serde::de::Error::custom(format!(
+            "{:?}: {}",
+            crate::redact::userinfo(&e),
+            crate::storage::CREDENTIALS_IN_URL
+        )));
+    }
     let ok = (e.starts_with("http://") || e.starts_with("https://"))
         && e.len() > "https://".len()
         && !e.contains(char::is_whitespace);

@@ -128,18 +128,62 @@ impl Fleet {
         let storage = open_storage(&config)?;
         let board = Arc::new(Board::new(fleet_info(&config, &storage)));
         let shutdown = CancellationToken::new();
+        // Everything that can fail does so before anything is written: the hook module
+        // loads and every watch directory is usable before the lifecycle lists (and
+        // cleans) the storage or a tenant task starts.
         let hooks = match &config.hooks {
-            Some(h) => Some(Hooks::start(h, shutdown.child_token()).await?),
+            Some(h) => match Hooks::start(h, shutdown.child_token()).await {
+                Ok(hooks) => Some(hooks),
+                Err(e) => {
+                    shutdown.cancel();
+                    return Err(hook_error(&config, e));
+                }
+            },
             None => None,
         };
         let mut keys = reload::DirKeys::default();
-        let (dirs, single) = reload::watch_plan(&config, &mut keys)?;
+        let (tx, events) = mpsc::channel(EVENT_BUFFER);
+        let watch_token = CancellationToken::new();
+        let opts = WatchOptions {
+            rescan_interval: config.fleet.rescan_interval,
+            poll: config.fleet.poll,
+            poll_interval: config.fleet.poll_interval,
+        };
+        let watched = reload::watch_plan(&config, &mut keys).and_then(|(dirs, single)| {
+            let watcher = watch::spawn(dirs, opts, tx, watch_token.clone()).map_err(|e| watch_error(&config, e))?;
+            Ok((watcher, single))
+        });
+        let (watcher, single) = match watched {
+            Ok(w) => w,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
+        let watcher = Arc::new(watcher);
+        let local_dirs = [
+            ("replication.state_dir", config.replication.state_dir.as_ref()),
+            ("validation.temp_dir", config.validation.temp_dir.as_ref().filter(|_| config.validation.enabled)),
+        ];
+        for (key, dir) in local_dirs {
+            if let Some(dir) = dir
+                && let Err(e) = crate::durable::check_writable(dir)
+            {
+                shutdown.cancel();
+                watch_token.cancel();
+                let e = std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", dir.display()));
+                return Err(Error::Config(config.error_at(key, e)));
+            }
+        }
+        banner(&config, &storage);
+        let (damage_tx, damage) = mpsc::unbounded_channel();
         let (lifecycle, _) = Scheduler::start(
             storage.clone(),
             config.storage.root.to_string(),
             policy(&config),
             config.lifecycle.concurrency,
             shutdown.child_token(),
+            damage_tx,
         );
         let released = Arc::new(Notify::new());
         tokio::spawn(trim_heap_after_releases(released.clone(), shutdown.child_token()));
@@ -158,18 +202,9 @@ impl Fleet {
             released,
             validation: config.validation.enabled.then(|| validation::Validator::new(&config.validation)),
         });
-        let (tx, events) = mpsc::channel(EVENT_BUFFER);
-        let watch_token = CancellationToken::new();
-        let opts = WatchOptions {
-            rescan_interval: config.fleet.rescan_interval,
-            poll: config.fleet.poll,
-            poll_interval: config.fleet.poll_interval,
-        };
-        banner(&config, &storage);
-        let watcher = Arc::new(watch::spawn(dirs, opts, tx, watch_token.clone())?);
         let (commands, command_rx) = mpsc::channel(4);
         let sup = Supervisor::new(shared, config, keys, single, watcher.clone(), watch_token, hooks);
-        let supervisor = tokio::spawn(sup.run(events, command_rx));
+        let supervisor = tokio::spawn(sup.run(events, command_rx, damage));
         #[cfg(not(test))]
         drop(watcher);
         Ok(Fleet {
@@ -241,6 +276,28 @@ struct Shared {
     validation: Option<validation::Validator>,
     /// Signalled when a tenant releases its connection (see [`trim_heap_after_releases`]).
     released: Arc<Notify>,
+}
+
+/// A watch directory that cannot be used, named by its place in the config.
+fn watch_error(config: &Config, e: watch::WatchError) -> Error {
+    let at = e.path().and_then(|p| {
+        config.watch.iter().position(|w| w.dir == p || std::fs::canonicalize(&w.dir).is_ok_and(|c| c == p))
+    });
+    match at {
+        Some(i) => Error::Config(config.error_at(&format!("watch[{i}].dir"), e)),
+        None => Error::Watch(e),
+    }
+}
+
+/// A hook module that cannot be used, named by its place in the config.
+fn hook_error(config: &Config, e: crate::hooks::HookError) -> Error {
+    use crate::hooks::HookError;
+    match e {
+        HookError::Read { .. } | HookError::Load { .. } | HookError::Watch { .. } => {
+            Error::Config(config.error_at("hooks.module", e))
+        }
+        other => Error::Hooks(other),
+    }
 }
 
 /// Builds the storage of a config.

@@ -20,10 +20,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::reload::{DirKeys, SingleSpec};
-use super::tenant_task::{TaskEnd, Tasks, TenantTask};
+use super::tenant_task::{Asks, TaskEnd, Tasks, TenantTask};
 use super::{Command, MAX_BACKOFF, MIN_BACKOFF, Shared, ShutdownReport};
 use crate::config::{Config, WatchConfig};
 use crate::hooks::{Decision, HookTenant, Hooks, Verdict};
+use crate::lifecycle::Damage;
 use crate::status::{TenantState, TenantStatus};
 use crate::tenant::{self, Classified, Prefix, TenantId};
 use crate::watch::{WatchEvent, WatchHandle};
@@ -68,8 +69,8 @@ pub(super) struct Registered {
     pub(super) prefix: Prefix,
     /// Wakes the task: its database or `-wal` changed.
     pub(super) wake: Arc<Notify>,
-    /// Asks the task to validate its replica.
-    pub(super) validate: Arc<Notify>,
+    /// Asks the task to validate its replica or ship a repair file.
+    pub(super) asks: Arc<Asks>,
     /// Stops the task (after its final sync).
     pub(super) stop: CancellationToken,
 }
@@ -120,6 +121,15 @@ impl Registry {
             slot.owner = None;
         }
         Some(e)
+    }
+
+    /// The replicating entry (path and handles) under `prefix`, if any.
+    fn active_under(&self, prefix: &str) -> Option<(&PathBuf, &Registered)> {
+        let owner = self.prefixes.iter().find(|(p, _)| p.as_str() == prefix).and_then(|(_, s)| s.owner.as_ref())?;
+        match self.entries.get(owner) {
+            Some(Entry { kind: Kind::Active(r), .. }) => Some((owner, r)),
+            _ => None,
+        }
     }
 
     /// The file other than `path` that replicates under `prefix`.
@@ -194,7 +204,12 @@ impl Supervisor {
         }
     }
 
-    pub(super) async fn run(mut self, mut events: mpsc::Receiver<WatchEvent>, mut commands: mpsc::Receiver<Command>) {
+    pub(super) async fn run(
+        mut self,
+        mut events: mpsc::Receiver<WatchEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        mut damage: mpsc::UnboundedReceiver<Damage>,
+    ) {
         let mut watching = true;
         let mut rounds = self.shared.validation.as_ref().map(|_| {
             let every = self.config.validation.interval;
@@ -215,6 +230,7 @@ impl Supervisor {
                     }
                 },
                 Some(end) = self.tasks.join_next(), if !self.tasks.is_empty() => self.on_task_end(end),
+                Some(d) = damage.recv() => self.on_damage(d),
                 Some(done) = self.deciding.join_next(), if !self.deciding.is_empty() => match done {
                     Ok(d) => self.on_decided(d),
                     Err(e) => tracing::error!("hook call task failed: {e}"),
@@ -399,12 +415,12 @@ impl Supervisor {
     /// Starts the task of a tenant (after `delay`).
     fn spawn(&mut self, path: &Path, id: TenantId, prefix: Prefix, delay: Duration) -> Registered {
         let wake = Arc::new(Notify::new());
-        let validate = Arc::new(Notify::new());
+        let asks = Arc::new(Asks::default());
         let stop = self.shared.shutdown.child_token();
         let lock = self.registry.claim(&prefix, path);
         let task = TenantTask::new(self.shared.clone(), path.to_path_buf(), id.clone(), prefix.clone());
-        self.tasks.spawn(path, &id, task.run(wake.clone(), validate.clone(), stop.clone(), lock, delay));
-        Registered { id, prefix, wake, validate, stop }
+        self.tasks.spawn(path, &id, task.run(wake.clone(), asks.clone(), stop.clone(), lock, delay));
+        Registered { id, prefix, wake, asks, stop }
     }
 
     fn on_gone(&mut self, path: &Path) {
@@ -438,6 +454,43 @@ impl Supervisor {
             Kind::Refused { id } => tracing::info!("❌ Client unregistered: {id} (was refused)"),
             Kind::Skipped | Kind::Deciding { .. } => {}
         }
+    }
+
+    /// The lifecycle found damage in a replica (or repaired it): shown on the tenant's
+    /// board entry; the tenant is asked for a full-page file when the repair needs one.
+    fn on_damage(&mut self, d: Damage) {
+        let prefix = match &d {
+            Damage::Found { prefix, .. } | Damage::Repaired { prefix, .. } => prefix,
+        };
+        let Some((path, r)) = self.registry.active_under(prefix) else {
+            if let Damage::Found { files, .. } = &d {
+                tracing::warn!(
+                    "damaged replica {prefix} has no tenant replicating here to repair it: {}",
+                    files.join("; ")
+                );
+            }
+            return;
+        };
+        let path = path.clone();
+        let shown = match d {
+            Damage::Found { files, snapshot, .. } => {
+                if snapshot {
+                    r.asks.ask(Asks::REPAIR);
+                }
+                if files.is_empty() {
+                    // Only the snapshot asked for again: the damage already shows.
+                    return;
+                }
+                let todo = if snapshot {
+                    "restores past it fail until a repair snapshot is written (a full-page file was requested)"
+                } else {
+                    "restores go around it"
+                };
+                Some(format!("replica damaged: {}; {todo}", files.join("; ")))
+            }
+            Damage::Repaired { .. } => None,
+        };
+        self.shared.board.update(&path, |s| s.damage = shown);
     }
 
     fn on_task_end(&mut self, end: TaskEnd) {

@@ -89,6 +89,31 @@ impl Tasks {
     }
 }
 
+/// Requests to a tenant task other than "your files changed", as bits behind one
+/// notify (a few bytes per tenant, however many kinds of request there are).
+#[derive(Default)]
+pub(super) struct Asks {
+    notify: Notify,
+    bits: std::sync::atomic::AtomicU8,
+}
+
+impl Asks {
+    /// Validate the replica (`[validation]`).
+    pub(super) const VALIDATE: u8 = 1;
+    /// Ship a full-page file: the lifecycle repairs a damaged replica with it.
+    pub(super) const REPAIR: u8 = 2;
+
+    /// Asks the task for `what` (one of the constants above).
+    pub(super) fn ask(&self, what: u8) {
+        self.bits.fetch_or(what, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> u8 {
+        self.bits.swap(0, Ordering::AcqRel)
+    }
+}
+
 /// Whether a task holds a timer, counted on the board (see [`Board::scheduled`]); the
 /// count is given back when the task ends, however it ends.
 struct Armed<'a> {
@@ -165,7 +190,7 @@ impl TenantTask {
     pub(super) async fn run(
         mut self,
         wake: Arc<Notify>,
-        validate: Arc<Notify>,
+        asks: Arc<Asks>,
         stop: CancellationToken,
         lock: Arc<tokio::sync::Mutex<()>>,
         delay: Duration,
@@ -214,7 +239,15 @@ impl TenantTask {
                     // Another tenant needs a connection slot and this one is idle.
                     Box::pin(self.go_idle()).await;
                 }
-                _ = validate.notified() => Box::pin(self.validate(&stop)).await,
+                _ = asks.notify.notified() => {
+                    let asked = asks.take();
+                    if asked & Asks::REPAIR != 0 {
+                        self.repair();
+                    }
+                    if asked & Asks::VALIDATE != 0 {
+                        Box::pin(self.validate(&stop)).await;
+                    }
+                }
             }
         }
         armed.set(false);
@@ -232,6 +265,16 @@ impl TenantTask {
 
     fn is_hot(&self) -> bool {
         self.r.as_ref().is_some_and(|r| r.is_hot())
+    }
+
+    /// The lifecycle found this tenant's replica damaged: the next sync (now, unless
+    /// backing off) ships a full-page file for the repair snapshot.
+    fn repair(&mut self) {
+        tracing::warn!(tenant = %self.id, "shipping a full-page file to repair the replica");
+        self.replicator().request_snapshot();
+        if self.backoff.is_zero() {
+            self.due = Some(Instant::now());
+        }
     }
 
     fn on_wake(&mut self) {
@@ -372,7 +415,7 @@ impl TenantTask {
         if rep.uploaded > 0 {
             tracing::debug!(tenant = %self.id, txid = txid.unwrap_or(0), files = rep.uploaded, bytes = rep.bytes, "synced");
         }
-        self.shared.lifecycle.shipped(self.prefix.as_str(), rep.files.clone());
+        self.shared.lifecycle.shipped(self.prefix.as_str(), rep.files.clone(), &rep.full_pages);
         let now = SystemTime::now();
         self.shared.board.update(&self.path, |s| {
             s.state = TenantState::Active;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::registry::{Kind, Supervisor};
-use super::tenant_task::TenantTask;
+use super::tenant_task::{Asks, TenantTask};
 use crate::config::ValidationConfig;
 use crate::errors::chain;
 use crate::restore::validate::{self, Image};
@@ -57,7 +57,7 @@ impl Supervisor {
         due.select_nth_unstable_by(n - 1, |a, b| a.1.validated.cmp(&b.1.validated).then_with(|| a.0.cmp(b.0)));
         for (_, entry) in &mut due[..n] {
             if let Kind::Active(r) = &entry.kind {
-                r.validate.notify_one();
+                r.asks.ask(Asks::VALIDATE);
             }
             entry.validated = round;
         }

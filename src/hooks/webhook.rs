@@ -162,8 +162,11 @@ pub fn start(cfg: &HooksConfig, shutdown: CancellationToken) -> Result<Outbox, H
             let mut hvalue = HeaderValue::from_str(&value)
                 .map_err(|_| bad(format!("the value of {var} is not a valid header value")))?;
             hvalue.set_sensitive(true);
+            crate::redact::register(&value);
             headers.insert(hname, hvalue);
         }
+        // A webhook URL often carries its credential (Slack's do).
+        crate::redact::register(w.url.expose());
         let endpoint = Endpoint {
             url: w.url.expose().to_owned(),
             headers,

@@ -199,6 +199,9 @@ pub fn router_with(
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let token = cfg.token.clone();
+    if let Some(t) = &token {
+        crate::redact::register(t.expose());
+    }
     Route::new()
         .at("/", get(html::dashboard))
         .at("/tenants/:id", get(html::tenant))

@@ -27,10 +27,15 @@ struct Input<R: Read> {
 }
 
 impl<R: Read> Input<R> {
-    fn advance(&mut self) -> Result<(), Error> {
-        self.pgno = self.dec.decode_page(&mut self.buf)?;
+    fn advance(&mut self, index: usize) -> Result<(), Error> {
+        self.pgno = self.dec.decode_page(&mut self.buf).map_err(|e| in_input(index, e))?;
         Ok(())
     }
+}
+
+/// `e` attributed to compaction input `index`.
+fn in_input(index: usize, e: Error) -> Error {
+    Error::Input { index, source: Box::new(e) }
 }
 
 /// Merges N LTX inputs (ordered by TXID) into one LTX file.
@@ -49,7 +54,11 @@ impl<R: Read> Compactor<R> {
     /// Reads each input's header, checks page sizes and TXID contiguity, and
     /// derives the output header.
     pub fn new(readers: impl IntoIterator<Item = R>) -> Result<Self, Error> {
-        let decoders = readers.into_iter().map(Decoder::new).collect::<Result<Vec<_>, _>>()?;
+        let decoders = readers
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Decoder::new(r).map_err(|e| in_input(i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         Self::from_decoders(decoders)
     }
 
@@ -59,13 +68,14 @@ impl<R: Read> Compactor<R> {
             (Some(f), Some(l)) => (f.header(), l.header()),
             _ => return Err(Error::NoInputs),
         };
-        for pair in decoders.windows(2) {
+        for (i, pair) in decoders.windows(2).enumerate() {
             let (prev, cur) = (pair[0].header(), pair[1].header());
             if cur.page_size != first.page_size {
-                return Err(Error::PageSizeMismatch { want: first.page_size, got: cur.page_size });
+                return Err(in_input(i + 1, Error::PageSizeMismatch { want: first.page_size, got: cur.page_size }));
             }
             if !is_contiguous(prev.max_txid, cur.min_txid, cur.max_txid) {
-                return Err(Error::NonContiguous { prev_max: prev.max_txid, min: cur.min_txid, max: cur.max_txid });
+                let e = Error::NonContiguous { prev_max: prev.max_txid, min: cur.min_txid, max: cur.max_txid };
+                return Err(in_input(i + 1, e));
             }
         }
         let header = Header {
@@ -93,14 +103,24 @@ impl<R: Read> Compactor<R> {
         &self.header
     }
 
+    /// Makes the output a snapshot (`MinTXID = 1`) of the state at the last input's
+    /// TXID. Only inputs that together hold every page up to the commit make one (a
+    /// full-page file does, alone): otherwise [`Compactor::compact`] fails with
+    /// `NonsequentialSnapshotPage` or `SnapshotIncomplete` and nothing is produced.
+    pub fn into_snapshot(mut self) -> Self {
+        self.header.min_txid = 1;
+        self.header.pre_apply_checksum = 0;
+        self
+    }
+
     /// Streams the merged file to `w` using `encoding` for its pages, verifies
     /// every input to its trailer, and returns the writer and output trailer.
     /// On error the output is incomplete and must be discarded.
     pub fn compact<W: Write>(mut self, w: W, encoding: PageEncoding) -> Result<(W, Trailer), Error> {
         let mut enc = Encoder::new(w, &self.header, encoding)?;
         let commit = self.header.commit;
-        for input in &mut self.inputs {
-            input.advance()?;
+        for (i, input) in self.inputs.iter_mut().enumerate() {
+            input.advance(i)?;
         }
         while let Some(pgno) = self.inputs.iter().filter_map(|i| i.pgno).min() {
             if pgno <= commit
@@ -108,14 +128,14 @@ impl<R: Read> Compactor<R> {
             {
                 enc.encode_page(pgno, &newest.buf)?;
             }
-            for input in &mut self.inputs {
+            for (i, input) in self.inputs.iter_mut().enumerate() {
                 if input.pgno == Some(pgno) {
-                    input.advance()?;
+                    input.advance(i)?;
                 }
             }
         }
-        for input in self.inputs {
-            input.dec.finish()?;
+        for (i, input) in self.inputs.into_iter().enumerate() {
+            input.dec.finish().map_err(|e| in_input(i, e))?;
         }
         enc.finish()
     }
@@ -203,30 +223,56 @@ mod tests {
     }
 
     #[test]
+    fn a_full_page_file_alone_becomes_a_snapshot_and_a_partial_one_does_not() {
+        let full = file(512, 7, 7, 3, 70, &[(1, 1), (2, 2), (3, 3)]);
+        let (out, _) =
+            Compactor::new([&full[..]]).unwrap().into_snapshot().compact(Vec::new(), PageEncoding::Lz4Block).unwrap();
+        let (h, pages) = read_all(&out);
+        assert_eq!((h.min_txid, h.max_txid, h.commit, h.timestamp_ms), (1, 7, 3, 70));
+        assert_eq!(pages, vec![(1, 1), (2, 2), (3, 3)]);
+        let partial = file(512, 8, 8, 3, 80, &[(2, 9)]);
+        let err = Compactor::new([&partial[..]])
+            .unwrap()
+            .into_snapshot()
+            .compact(Vec::new(), PageEncoding::Lz4Block)
+            .unwrap_err();
+        assert!(matches!(err, Error::NonsequentialSnapshotPage { .. } | Error::SnapshotIncomplete { .. }), "{err:?}");
+    }
+
+    #[test]
     fn rejects_bad_inputs() {
         let a = file(512, 1, 2, 1, 1, &[(1, 1)]);
         let gap = file(512, 4, 4, 1, 2, &[(1, 2)]);
         let stale = file(512, 2, 2, 1, 2, &[(1, 2)]);
         let big = file(1024, 3, 3, 1, 2, &[(1, 2)]);
+        let inner = |r: Result<Compactor<&[u8]>, Error>| match r {
+            Err(Error::Input { index, source }) => (index, *source),
+            other => panic!("not an input error: {other:?}"),
+        };
         assert!(matches!(
-            Compactor::new([&a[..], &gap[..]]),
-            Err(Error::NonContiguous { prev_max: 2, min: 4, max: 4 })
+            inner(Compactor::new([&a[..], &gap[..]])),
+            (1, Error::NonContiguous { prev_max: 2, min: 4, max: 4 })
         ));
         assert!(matches!(
-            Compactor::new([&a[..], &stale[..]]),
-            Err(Error::NonContiguous { prev_max: 2, min: 2, max: 2 })
+            inner(Compactor::new([&a[..], &stale[..]])),
+            (1, Error::NonContiguous { prev_max: 2, min: 2, max: 2 })
         ));
-        assert!(matches!(Compactor::new([&a[..], &big[..]]), Err(Error::PageSizeMismatch { want: 512, got: 1024 })));
+        assert!(matches!(
+            inner(Compactor::new([&a[..], &big[..]])),
+            (1, Error::PageSizeMismatch { want: 512, got: 1024 })
+        ));
         assert!(matches!(Compactor::<&[u8]>::new([]), Err(Error::NoInputs)));
         // A corrupt input fails the compaction even though its pages merged.
         let b = file(512, 3, 3, 1, 2, &[(1, 2)]);
         let mut bad = b.clone();
         let n = bad.len();
         bad[n - 1] ^= 1;
-        assert!(matches!(
-            Compactor::new([&a[..], &bad[..]]).unwrap().compact(Vec::new(), PageEncoding::Lz4Block),
-            Err(Error::ChecksumMismatch { .. })
-        ));
+        let err = Compactor::new([&a[..], &bad[..]]).unwrap().compact(Vec::new(), PageEncoding::Lz4Block).unwrap_err();
+        assert_eq!(err.input(), Some(1), "the corrupt input is named: {err:?}");
+        assert!(matches!(err, Error::Input { source, .. } if matches!(*source, Error::ChecksumMismatch { .. })));
+        // A torn (empty) input is named too.
+        let torn = Compactor::new([&a[..], &[][..]]).unwrap_err();
+        assert_eq!(torn.input(), Some(1), "{torn:?}");
         // A snapshot-range output with a hole cannot be produced.
         let holey = file(512, 1, 1, 2, 1, &[(1, 1), (2, 1)]);
         let grow = file(512, 2, 2, 4, 1, &[(4, 1)]);

@@ -199,4 +199,23 @@ pub enum Error {
     /// The compactor was given no inputs.
     #[error("ltx: compaction needs at least one input")]
     NoInputs,
+    /// One compaction input is unreadable (the others may be fine): which one, and why.
+    #[error("ltx: compaction input {index}")]
+    Input {
+        /// Position of the input in the list given to the compactor.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The compaction input this error is about, if it is about one.
+    pub fn input(&self) -> Option<usize> {
+        match self {
+            Error::Input { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
 }

@@ -44,6 +44,9 @@ pub const MAGIC: [u8; 4] = *b"LTX1";
 pub const HEADER_SIZE: usize = 100;
 /// Size of the fixed file trailer in bytes.
 pub const TRAILER_SIZE: usize = 16;
+/// No LTX file is shorter than a header and a trailer: a listed object smaller than
+/// this is torn (an interrupted write) and can be judged without reading it.
+pub const MIN_FILE_SIZE: u64 = (HEADER_SIZE + TRAILER_SIZE) as u64;
 /// Size of a page header (u32 pgno, u16 flags) in bytes.
 pub const PAGE_HEADER_SIZE: usize = 6;
 /// Header flag: the rolling database checksum is not tracked. The only valid

@@ -160,6 +160,8 @@ pub struct SyncReport {
     pub checkpointed: bool,
     /// The L0 files uploaded, for the lifecycle's catalog.
     pub files: Vec<storage::FileInfo>,
+    /// TXIDs of the uploaded files that hold every page of the database.
+    pub full_pages: Vec<TxId>,
 }
 
 /// One database's replicator.
@@ -315,6 +317,7 @@ impl Replicator {
             report.transactions += p.transactions;
             if let Some(r) = &p.snapshot {
                 report.snapshots.push(r.to_string());
+                report.full_pages.push(p.txid);
                 tracing::info!(db = %self.with_engine(|e| e.path.display().to_string()), txid = p.txid, pages = p.pages, reason = %r, "shipped full-page L0");
             }
             self.remote_max = Some(p.txid);
@@ -326,6 +329,16 @@ impl Replicator {
             self.blocking(move |e| e.save_state(pos.as_ref())).await?;
         }
         Ok(())
+    }
+
+    /// Makes the next sync ship a full-page file (every page, whatever the page table
+    /// says): the lifecycle turns it into a snapshot that repairs a damaged replica.
+    pub fn request_snapshot(&mut self) {
+        self.with_engine(|e| {
+            if e.force_snapshot.is_none() {
+                e.force_snapshot = Some(SnapshotReason::ReplicaRepair);
+            }
+        });
     }
 
     /// Releases the SQLite connection and file descriptors (an idle tenant keeps only

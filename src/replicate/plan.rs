@@ -63,6 +63,7 @@ pub enum SnapshotReason {
     RestartUnproven,
     PageSizeChanged,
     AfterTruncate,
+    ReplicaRepair,
 }
 
 impl std::fmt::Display for SnapshotReason {
@@ -77,6 +78,7 @@ impl std::fmt::Display for SnapshotReason {
             SnapshotReason::RestartUnproven => "wal restarted and continuity cannot be proven",
             SnapshotReason::PageSizeChanged => "page size changed",
             SnapshotReason::AfterTruncate => "checkpoint boundary after TRUNCATE",
+            SnapshotReason::ReplicaRepair => "asked for by the lifecycle to repair a damaged replica",
         })
     }
 }

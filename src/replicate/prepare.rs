@@ -111,7 +111,9 @@ impl Engine {
         // With a page table of the replica at `pos`, a sync after a gap compares every
         // page with it and ships only those that differ (page 1 too when the size
         // changed: a file must carry at least one page). The table follows every file.
-        let diff = reason.is_some() && base.as_ref().is_some_and(|t| t.pos.page_size == page_size);
+        // A repair needs every page (the lifecycle turns the file into a snapshot).
+        let diff = reason.as_ref().is_some_and(|r| *r != SnapshotReason::ReplicaRepair)
+            && base.as_ref().is_some_and(|t| t.pos.page_size == page_size);
         let mut crcs = match base {
             Some(t) if diff || reason.is_none() => Some(t.crcs),
             _ if reason.is_some() && commit >= pages::MIN_PAGES => Some(Vec::with_capacity(commit as usize)),

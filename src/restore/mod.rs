@@ -49,6 +49,11 @@ pub enum Error {
     Unreachable { replica: String, want: TxId, got: TxId },
     #[error("{replica}: no backup at or before {when}")]
     TooEarly { replica: String, when: String },
+    #[error(
+        "{replica}: the backup chain breaks after TXID {after:016x} at torn file(s) {} (shorter than any LTX file: an interrupted upload); restores up to TXID {after:016x} still work",
+        torn.join(", ")
+    )]
+    Torn { replica: String, after: TxId, torn: Vec<String> },
     #[error("{file}")]
     BadFile {
         file: String,
@@ -191,20 +196,29 @@ pub async fn plan_from(replica: &Replica, mut files: Vec<FileInfo>, target: &Tar
     if let Some(t) = target.txid {
         files.retain(|f| f.max_txid <= t);
     }
+    // Torn files (see `FileInfo::is_torn`) are never in a chain; name them when the
+    // chain cannot reach past them.
+    let torn_after = |after: TxId| {
+        let torn: Vec<String> = files
+            .iter()
+            .filter(|f| f.is_torn() && f.max_txid > after)
+            .map(|f| format!("{} ({} bytes)", replica.describe_file(f), f.size))
+            .collect();
+        (!torn.is_empty()).then(|| Error::Torn { replica: url.clone(), after, torn })
+    };
     let chain = chain(&files);
     let cur: TxId = chain.last().map_or(0, |f| f.max_txid);
-    let Some(first) = chain.first() else {
-        let first = files.iter().map(|f| f.min_txid).min().unwrap_or(0);
-        return Err(Error::NoStart { replica: url, first });
-    };
-    if first.min_txid != 1 {
-        return Err(Error::NoStart { replica: url, first: first.min_txid });
+    if chain.first().is_none_or(|f| f.min_txid != 1) {
+        let first = files.iter().filter(|f| !f.is_torn()).map(|f| f.min_txid).min().unwrap_or(0);
+        return Err(torn_after(0).unwrap_or(Error::NoStart { replica: url, first }));
     }
     match target.txid {
-        Some(t) if cur < t => return Err(Error::Unreachable { replica: url, want: t, got: cur }),
+        Some(t) if cur < t => {
+            return Err(torn_after(cur).unwrap_or(Error::Unreachable { replica: url, want: t, got: cur }));
+        }
         None if target.timestamp.is_none() => {
             if let Some(next) = files.iter().filter(|f| f.max_txid > cur).map(|f| f.min_txid).min() {
-                return Err(Error::Gap { replica: url, after: cur, next });
+                return Err(torn_after(cur).unwrap_or(Error::Gap { replica: url, after: cur, next }));
             }
         }
         _ => {}

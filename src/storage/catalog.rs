@@ -14,12 +14,28 @@ use super::{FileInfo, Replica, Result};
 use crate::ltx::{self, TxId};
 
 /// A replica's files, by level, as last listed plus our own writes and deletes.
+///
+/// Each file also carries what is known of its bytes: *verified* (written by this
+/// process, or downloaded and decoded to its trailer checksum) or *damaged* (torn by an
+/// interrupted write of an older version or another tool, or failing to decode). A
+/// damaged file is never part of a restore chain or a compaction; nothing is ever
+/// deleted on the strength of a file that is not verified.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
     /// Every file, sorted by (level, min TXID, max TXID): one allocation per tenant
     /// (a map of per-level vectors cost ~1 KB per idle tenant at 100,000).
     files: Vec<FileInfo>,
+    /// [`VERIFIED`] / [`DAMAGED`] bits of `files[i]` (one byte per file).
+    marks: Vec<u8>,
 }
+
+/// The file's bytes are known to be a complete, valid LTX file.
+const VERIFIED: u8 = 1;
+/// The file's bytes are known to be unusable.
+const DAMAGED: u8 = 2;
+/// The file holds every page of the database at its TXID (a full-page L0 file a
+/// replicator of ours reported): a snapshot's content.
+const FULL_PAGE: u8 = 4;
 
 /// The order of a catalog.
 fn sort_key(f: &FileInfo) -> (u32, TxId, TxId) {
@@ -41,11 +57,33 @@ impl Catalog {
         Ok(Catalog::new(replica.list_all().await?))
     }
 
-    /// Records a file we wrote (or learned of).
+    /// Records a file learned of by a listing (its bytes unknown; a torn one — shorter
+    /// than any LTX file — is damaged at once).
     pub fn add(&mut self, f: FileInfo) {
+        let mark = if f.is_torn() { DAMAGED } else { 0 };
+        self.insert(f, mark);
+    }
+
+    /// Records a file this process wrote (or read whole and verified).
+    pub fn add_verified(&mut self, f: FileInfo) {
+        self.insert(f, VERIFIED);
+    }
+
+    /// Records a full-page file a replicator of ours wrote (see [`Catalog::full_pages`]).
+    pub fn add_full_page(&mut self, f: FileInfo) {
+        self.insert(f, VERIFIED | FULL_PAGE);
+    }
+
+    fn insert(&mut self, f: FileInfo, mark: u8) {
         match self.files.binary_search_by_key(&sort_key(&f), sort_key) {
-            Ok(i) => self.files[i] = f,
-            Err(i) => self.files.insert(i, f),
+            Ok(i) => {
+                self.files[i] = f;
+                self.marks[i] = mark;
+            }
+            Err(i) => {
+                self.files.insert(i, f);
+                self.marks.insert(i, mark);
+            }
         }
     }
 
@@ -53,17 +91,76 @@ impl Catalog {
     pub fn remove(&mut self, f: &FileInfo) {
         if let Ok(i) = self.files.binary_search_by_key(&sort_key(f), sort_key) {
             self.files.remove(i);
+            self.marks.remove(i);
         }
         // A settled replica keeps a handful of files: give back what a backlog grew.
         if self.files.capacity() > 2 * self.files.len() + 4 {
             self.files.shrink_to_fit();
+            self.marks.shrink_to_fit();
         }
     }
 
-    /// Files at one level, sorted by TXID.
+    fn mark(&self, f: &FileInfo) -> u8 {
+        self.files.binary_search_by_key(&sort_key(f), sort_key).map_or(0, |i| self.marks[i])
+    }
+
+    fn set_mark(&mut self, f: &FileInfo, mark: u8) {
+        if let Ok(i) = self.files.binary_search_by_key(&sort_key(f), sort_key) {
+            self.marks[i] = mark;
+        }
+    }
+
+    /// Records that a file's bytes were read whole and are a valid LTX file.
+    pub fn mark_verified(&mut self, f: &FileInfo) {
+        let m = self.mark(f);
+        self.set_mark(f, (m & FULL_PAGE) | VERIFIED);
+    }
+
+    /// Records that a file is unusable (it stays listed, so its TXIDs are never reused,
+    /// but no chain, compaction or deletion builds on it).
+    pub fn mark_damaged(&mut self, f: &FileInfo) {
+        self.set_mark(f, DAMAGED);
+    }
+
+    /// Whether a file's bytes are known to be valid.
+    pub fn is_verified(&self, f: &FileInfo) -> bool {
+        self.mark(f) & VERIFIED != 0
+    }
+
+    /// Whether a file is known to be unusable.
+    pub fn is_damaged(&self, f: &FileInfo) -> bool {
+        self.mark(f) & DAMAGED != 0
+    }
+
+    /// The damaged files, by level then TXID.
+    pub fn damaged(&self) -> impl Iterator<Item = &FileInfo> {
+        self.files.iter().zip(&self.marks).filter(|(_, m)| **m & DAMAGED != 0).map(|(f, _)| f)
+    }
+
+    /// Files at one level that are not damaged, sorted by TXID.
+    pub fn usable(&self, level: u32) -> impl DoubleEndedIterator<Item = &FileInfo> {
+        let (start, end) = self.bounds(level);
+        self.files[start..end].iter().zip(&self.marks[start..end]).filter(|(_, m)| **m & DAMAGED == 0).map(|(f, _)| f)
+    }
+
+    /// Usable files at one level known to hold every page at their TXID, by TXID.
+    pub fn full_pages(&self, level: u32) -> impl DoubleEndedIterator<Item = &FileInfo> {
+        let (start, end) = self.bounds(level);
+        let files = self.files[start..end].iter().zip(&self.marks[start..end]);
+        files.filter(|(_, m)| **m & (DAMAGED | FULL_PAGE) == FULL_PAGE).map(|(f, _)| f)
+    }
+
+    fn usable_all(&self) -> Vec<FileInfo> {
+        self.files.iter().zip(&self.marks).filter(|(_, m)| **m & DAMAGED == 0).map(|(f, _)| f.clone()).collect()
+    }
+
+    fn bounds(&self, level: u32) -> (usize, usize) {
+        (self.files.partition_point(|f| f.level < level), self.files.partition_point(|f| f.level <= level))
+    }
+
+    /// Files at one level (damaged ones too), sorted by TXID.
     pub fn level(&self, level: u32) -> &[FileInfo] {
-        let start = self.files.partition_point(|f| f.level < level);
-        let end = self.files.partition_point(|f| f.level <= level);
+        let (start, end) = self.bounds(level);
         &self.files[start..end]
     }
 
@@ -77,9 +174,9 @@ impl Catalog {
         self.files.is_empty()
     }
 
-    /// Newest TXID at one level.
+    /// Newest TXID at one level, of the usable files.
     pub fn max_txid(&self, level: u32) -> Option<TxId> {
-        self.level(level).iter().map(|f| f.max_txid).max()
+        self.usable(level).map(|f| f.max_txid).max()
     }
 
     /// Newest TXID anywhere.
@@ -90,7 +187,7 @@ impl Catalog {
     /// The restore chain to the newest TXID ([`chain`]); `None` if no chain starts at
     /// TXID 1.
     pub fn chain(&self) -> Option<Vec<FileInfo>> {
-        let chain = chain(&self.files);
+        let chain = chain(&self.usable_all());
         chain.first().is_some_and(|f| f.min_txid == 1).then_some(chain)
     }
 
@@ -99,9 +196,10 @@ impl Catalog {
         if self.files.is_empty() {
             return Err(Unrestorable::Empty);
         }
-        let chain = chain(&self.files);
+        let usable = self.usable_all();
+        let chain = chain(&usable);
         let Some(first) = chain.first().filter(|f| f.min_txid == 1) else {
-            let first = self.files.iter().map(|f| f.min_txid).min().unwrap_or(0);
+            let first = usable.iter().map(|f| f.min_txid).min().unwrap_or(0);
             return Err(Unrestorable::NoStart { first });
         };
         let last = chain.last().unwrap_or(first);
@@ -110,7 +208,7 @@ impl Catalog {
         }
         // The earliest point a restore by TXID can stop at: the end of the smallest file
         // that starts at TXID 1.
-        let earliest = self.files.iter().filter(|f| f.min_txid == 1).min_by_key(|f| f.max_txid).unwrap_or(first);
+        let earliest = usable.iter().filter(|f| f.min_txid == 1).min_by_key(|f| f.max_txid).unwrap_or(first);
         Ok(Window {
             earliest_txid: earliest.max_txid,
             earliest_at: earliest.created,
@@ -164,16 +262,19 @@ pub enum Unrestorable {
 
 /// Litestream's `CalcRestorePlan` chain over `files`: the newest snapshot (level 9,
 /// `min = 1`), then repeatedly the file at any lower level that is contiguous with the
-/// chain and reaches the highest TXID (ties: lower `min`, then higher level). The
+/// chain and reaches the highest TXID (ties: lower `min`, then higher level). Torn
+/// files (shorter than any LTX file) are never chosen, so a restore goes around them
+/// through the older files that cover the same TXIDs, where those still exist. The
 /// caller checks that it starts at TXID 1 and reaches far enough.
 pub fn chain(files: &[FileInfo]) -> Vec<FileInfo> {
+    let files: Vec<&FileInfo> = files.iter().filter(|f| !f.is_torn()).collect();
     let mut chain: Vec<FileInfo> = Vec::new();
     let mut cur: TxId = 0;
     if let Some(snap) =
         files.iter().filter(|f| f.level == ltx::SNAPSHOT_LEVEL && f.min_txid == 1).max_by_key(|f| f.max_txid)
     {
         cur = snap.max_txid;
-        chain.push(snap.clone());
+        chain.push((*snap).clone());
     }
     loop {
         let best = files
@@ -183,7 +284,7 @@ pub fn chain(files: &[FileInfo]) -> Vec<FileInfo> {
         match best {
             Some(f) => {
                 cur = f.max_txid;
-                chain.push(f.clone());
+                chain.push((*f).clone());
             }
             None => break,
         }
@@ -198,7 +299,29 @@ mod tests {
     use super::*;
 
     fn f(level: u32, min: TxId, max: TxId) -> FileInfo {
-        FileInfo { level, min_txid: min, max_txid: max, size: 1, created: Some(UNIX_EPOCH) }
+        FileInfo { level, min_txid: min, max_txid: max, size: 200, created: Some(UNIX_EPOCH) }
+    }
+
+    /// Regression (issue 18): a full disk left a 0-byte L1 file under its final name; the
+    /// chain took it (it reaches furthest), so the whole backup was unrestorable, and the
+    /// lifecycle counted it as covering the L0 files it then deleted. A torn file is
+    /// damaged from the listing on: the chain goes around it, nothing counts on it.
+    #[test]
+    fn a_torn_file_is_damaged_and_the_chain_goes_around_it() {
+        let torn = FileInfo { size: 0, ..f(1, 1, 7) };
+        let cat = Catalog::new([f(0, 1, 1), f(0, 2, 2), f(0, 3, 7), torn.clone(), f(0, 8, 8)]);
+        assert!(cat.is_damaged(&torn) && !cat.is_verified(&torn));
+        assert_eq!(cat.damaged().cloned().collect::<Vec<_>>(), std::slice::from_ref(&torn));
+        assert_eq!(cat.max_txid(1), None, "a damaged file covers nothing");
+        let chain: Vec<TxId> = cat.chain().unwrap_or_default().iter().map(|f| f.max_txid).collect();
+        assert_eq!(chain, [1, 2, 7, 8]);
+        assert_eq!(cat.window().map(|w| w.latest_txid), Ok(8));
+        // A damaged file that nothing covers breaks the window, and says where.
+        let mut broken = Catalog::new([f(0, 1, 1), f(0, 2, 2), f(0, 3, 3)]);
+        broken.mark_damaged(&f(0, 2, 2));
+        assert_eq!(broken.window(), Err(Unrestorable::Gap { after: 1, next: 2 }));
+        broken.mark_verified(&f(0, 2, 2));
+        assert!(broken.window().is_ok());
     }
 
     #[test]
@@ -238,7 +361,7 @@ mod tests {
         ]);
         let w = cat.window().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((w.earliest_txid, w.earliest_at, w.latest_txid, w.latest_at), (1, at(5), 4, at(20)));
-        assert_eq!((w.files, w.bytes), (2, 2), "L1 1-3 then L0 4");
+        assert_eq!((w.files, w.bytes), (2, 400), "L1 1-3 then L0 4");
         let gap = Catalog::new([f(0, 1, 1), f(0, 3, 3)]);
         assert_eq!(gap.window(), Err(Unrestorable::Gap { after: 1, next: 3 }));
         assert_eq!(Catalog::new([f(0, 2, 2)]).window(), Err(Unrestorable::NoStart { first: 2 }));

@@ -23,6 +23,7 @@ pub mod catalog;
 use opendal::layers::{MetricsLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator, services};
 
+use crate::durable;
 use crate::ltx::{self, TxId};
 
 /// Timeout of a whole storage call (a large upload included).
@@ -36,6 +37,12 @@ pub const DEFAULT_RETRIES: usize = 4;
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// User-metadata key Litestream reads for `-timestamp` restores.
 pub const TIMESTAMP_METADATA_KEY: &str = "litestream-timestamp";
+/// Why a URL with `user:password@` is refused (it would be printed in every place the
+/// URL is shown).
+pub const CREDENTIALS_IN_URL: &str = "credentials in a URL are refused (they would be printed wherever the URL is shown): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [storage] access_key_id and secret_access_key";
+/// A temporary file (a write's staging copy on a folder replica) older than this was
+/// left by a crash, and is removed by the lifecycle's first listing.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 /// The highest level a replica can hold (Litestream's snapshot level).
 pub const MAX_LEVEL: u32 = ltx::SNAPSHOT_LEVEL;
 
@@ -50,6 +57,13 @@ pub enum Error {
         what: String,
         #[source]
         source: opendal::Error,
+    },
+    /// A local file operation of a folder replica failed.
+    #[error("{what}")]
+    Local {
+        what: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -144,12 +158,23 @@ pub struct FileInfo {
     pub created: Option<SystemTime>,
 }
 
+impl FileInfo {
+    /// Whether the listed size is too small for any LTX file: the object was torn by an
+    /// interrupted write (of an older version, or another tool) and is unusable.
+    pub fn is_torn(&self) -> bool {
+        self.size < ltx::MIN_FILE_SIZE
+    }
+}
+
 impl Storage {
     /// Builds storage from a replica URL: `file:///abs/path`, `file://./relative`, a bare
     /// path, `s3://bucket/prefix?endpoint=…&region=…&force-path-style=true`, or
     /// `memory://name` (process-local, for tests).
     pub fn from_url(url: &str, opts: &Options) -> Result<Storage> {
-        let bad = |reason: &str| Error::Url { url: url.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| Error::Url { url: crate::redact::userinfo(url), reason: reason.to_string() };
+        if crate::redact::has_userinfo(url) || opts.endpoint.as_deref().is_some_and(crate::redact::has_userinfo) {
+            return Err(bad(CREDENTIALS_IN_URL));
+        }
         if let Some(rest) = url.strip_prefix("s3://") {
             let (loc, query) = rest.split_once('?').unwrap_or((rest, ""));
             let (bucket, path) = loc.split_once('/').unwrap_or((loc, ""));
@@ -185,6 +210,10 @@ impl Storage {
             };
             let key = opts.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
             let secret = opts.secret_access_key.clone().or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+            // Whatever prints them by mistake (a library's debug line), logs show `***`.
+            for s in [&key, &secret, &env("AWS_SESSION_TOKEN")].into_iter().flatten() {
+                crate::redact::register(s);
+            }
             let mut b = services::S3::default()
                 .bucket(bucket)
                 .root("/")
@@ -229,14 +258,20 @@ impl Storage {
             return Err(bad("empty path"));
         }
         let dir = absolute(Path::new(path))?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Url {
-            url: url.to_string(),
-            reason: format!("cannot create {}: {e}", dir.display()),
-        })?;
-        let root = dir.to_string_lossy().to_string();
+        // Nothing is created until the first upload (a daemon that fails to start
+        // writes nothing): the operator is rooted at the deepest folder that exists,
+        // and the rest of the path is the base of every key. A path that can never
+        // hold a folder fails now.
+        let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+        if !existing.is_dir() {
+            return Err(bad(&format!("{} is not a folder", existing.display())));
+        }
+        let base = normalize_dir(&dir.strip_prefix(existing).unwrap_or(Path::new("")).to_string_lossy());
+        let root = existing.to_string_lossy().to_string();
         let op = Operator::new(services::Fs::default().root(&root))
             .map_err(|e| Error::Op { what: format!("folder {root}"), source: e })?;
-        Ok(Storage::new(op, Layout::Dir, String::new(), (format!("file://{root}"), String::new()), Some(dir)))
+        let location = format!("file://{}", dir.display());
+        Ok(Storage::new(op, Layout::Dir, base, (location, String::new()), Some(existing.to_path_buf())))
     }
 
     fn new(
@@ -292,6 +327,14 @@ impl Storage {
     /// one recursive listing — a few paginated LISTs for a whole fleet instead of ten per
     /// tenant. Keys that are not LTX files in a level folder are ignored.
     pub async fn list_tree(&self, prefix: &str) -> Result<BTreeMap<String, Vec<FileInfo>>> {
+        Ok(self.list_tree_and_temps(prefix).await?.0)
+    }
+
+    /// [`Storage::list_tree`], plus the keys of temporary files a crash left behind
+    /// ([`durable::is_temp`], ours or Litestream's) that are older than
+    /// [`STALE_TEMP_AGE`]: no write in progress takes that long, so they are garbage
+    /// ([`Storage::remove_temps`]). Object stores have none (a PUT is atomic).
+    pub async fn list_tree_and_temps(&self, prefix: &str) -> Result<(BTreeMap<String, Vec<FileInfo>>, Vec<String>)> {
         let start = format!("{}{}", self.base, normalize_dir(prefix));
         self.counters.lists.fetch_add(1, Ordering::Relaxed);
         let entries = self
@@ -302,8 +345,20 @@ impl Storage {
             .or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) })
             .map_err(|e| Error::Op { what: format!("list {}", self.location), source: e })?;
         let mut out: BTreeMap<String, Vec<FileInfo>> = BTreeMap::new();
+        let mut temps = Vec::new();
+        let now = SystemTime::now();
         for e in entries {
-            let Some((replica, level, min, max)) = self.split_key(e.path()) else { continue };
+            let Some((replica, level, min, max)) = self.split_key(e.path()) else {
+                let old = e
+                    .metadata()
+                    .last_modified()
+                    .map(SystemTime::from)
+                    .is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > STALE_TEMP_AGE));
+                if durable::is_temp(e.name()) && e.metadata().is_file() && old {
+                    temps.push(e.path().to_owned());
+                }
+                continue;
+            };
             let meta = e.metadata();
             let created = meta.last_modified().map(SystemTime::from);
             let rel = replica.strip_prefix(self.base.as_str()).unwrap_or(replica).trim_end_matches('/').to_owned();
@@ -318,7 +373,21 @@ impl Storage {
         for files in out.values_mut() {
             files.sort_by_key(|f| (f.level, f.min_txid, f.max_txid));
         }
-        Ok(out)
+        Ok((out, temps))
+    }
+
+    /// Deletes temporary files found by [`Storage::list_tree_and_temps`] (best effort:
+    /// one that is gone already is fine). Returns how many were removed.
+    pub async fn remove_temps(&self, keys: &[String]) -> usize {
+        let mut removed = 0;
+        for key in keys {
+            self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+            match self.op.delete(key).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("cannot remove the stale temporary file {}/{key}: {e}", self.location),
+            }
+        }
+        removed
     }
 
     /// `<replica>/<0000>/<min>-<max>.ltx` (Hex) or `<replica>/ltx/<0>/<min>-<max>.ltx`
@@ -420,23 +489,33 @@ impl Replica {
         Ok(out)
     }
 
-    /// Uploads one LTX file. On S3 it carries the `litestream-timestamp` metadata; on a
-    /// folder its mtime is set to the header time.
+    /// Uploads one LTX file, complete or not at all: on S3 one PUT (or a multipart
+    /// upload, which appears only when completed), carrying the `litestream-timestamp`
+    /// metadata; on a folder a temporary file in the same directory, its mtime set to
+    /// the header time, fsynced and renamed into place ([`durable::publish`]) — a full
+    /// disk or a crash leaves at most a temporary file, never a torn `.ltx`.
     pub async fn put(&self, level: u32, min: TxId, max: TxId, data: Vec<u8>, timestamp_ms: i64) -> Result<()> {
         let key = self.key(level, min, max);
         let len = data.len() as u64;
         let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
         self.storage.counters.puts.fetch_add(1, Ordering::Relaxed);
-        let mut w = self.storage.op.write_with(&key, data);
-        if self.storage.layout == Layout::Hex {
-            w = w.user_metadata([(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))]);
-        }
-        w.await.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?;
-        self.storage.counters.bytes_put.fetch_add(len, Ordering::Relaxed);
+        let what = || format!("upload {}", self.describe(&key));
         if let Some(root) = &self.storage.fs_root {
-            let f = std::fs::File::options().write(true).open(root.join(&key))?;
-            f.set_modified(ts)?;
+            let path = root.join(&key);
+            let written = tokio::task::spawn_blocking(move || {
+                durable::publish(&path, &data, Some(ts), durable::Existing::Replace)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            written.map_err(|source| Error::Local { what: what(), source })?;
+        } else {
+            let mut w = self.storage.op.write_with(&key, data);
+            if self.storage.layout == Layout::Hex {
+                w = w.user_metadata([(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))]);
+            }
+            w.await.map_err(|source| Error::Op { what: what(), source })?;
         }
+        self.storage.counters.bytes_put.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 
@@ -572,6 +651,93 @@ mod tests {
         );
         assert!(Storage::from_url("gopher://x", &Options::default()).is_err());
         assert!(Storage::from_url("s3:///x", &Options::default()).is_err());
+    }
+
+    /// A small tmpfs mounted for one test (CI runs as root); `None` where mounting is
+    /// not allowed, with the reason printed.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().ok()?;
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+                Ok(o) => {
+                    eprintln!("skipping: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim());
+                    None
+                }
+                Err(e) => {
+                    eprintln!("skipping: cannot run mount: {e}");
+                    None
+                }
+            }
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    /// Regression (issue 18): on a full disk the folder replica wrote straight to the
+    /// final name and left 0-byte `.ltx` files, which made the whole backup
+    /// unrestorable. Now an upload that cannot complete leaves nothing under its name
+    /// (and no temporary file either), and the next upload after space is freed works.
+    #[tokio::test]
+    async fn full_disk_on_a_folder_replica_leaves_no_torn_ltx() {
+        let Some(fs) = Tmpfs::mount("256k") else {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root and must test this");
+            return;
+        };
+        let s = Storage::from_url(fs.0.path().to_str().unwrap_or_default(), &Options::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = s.replica("t");
+        r.put(0, 1, 1, vec![7; 1000], 1).await.unwrap_or_else(|e| panic!("{e}"));
+        let filler = fs.0.path().join("filler");
+        let _ = std::fs::write(&filler, vec![0u8; 512 << 10]); // fails part-way: the disk is full
+        let err = r.put(0, 2, 2, vec![9; 64 << 10], 2).await.err().unwrap_or_else(|| panic!("the disk was not full"));
+        let shown = crate::errors::chain(&err);
+        assert!(shown.contains("0000000000000002-0000000000000002.ltx") && shown.contains("No space"), "{shown}");
+        let names: Vec<String> = std::fs::read_dir(fs.0.path().join("t/ltx/0"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["0000000000000001-0000000000000001.ltx"], "a torn or temporary file is left");
+        std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("{e}"));
+        r.put(0, 2, 2, vec![9; 64 << 10], 2).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.list(0).await.unwrap_or_default().iter().map(|f| f.size).collect::<Vec<_>>(), [1000, 64 << 10]);
+    }
+
+    #[tokio::test]
+    async fn stale_temporary_files_are_found_and_removed_fresh_ones_are_left() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = Storage::from_url(dir.path().to_str().unwrap_or_default(), &Options::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.replica("a").put(0, 1, 1, vec![1; 200], 1).await.unwrap_or_else(|e| panic!("{e}"));
+        let level = dir.path().join("a/ltx/0");
+        let stale = level.join("0000000000000002-0000000000000002.ltx.99-0.tmp");
+        let fresh = level.join("0000000000000003-0000000000000003.ltx.99-1.tmp");
+        std::fs::write(&stale, b"half").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&fresh, b"half").unwrap_or_else(|e| panic!("{e}"));
+        let old = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .and_then(|f| f.set_modified(old))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (tree, temps) = s.list_tree_and_temps("").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tree.keys().collect::<Vec<_>>(), ["a"], "temporary files are not replica files");
+        assert_eq!(tree["a"].len(), 1);
+        assert_eq!(temps, ["a/ltx/0/0000000000000002-0000000000000002.ltx.99-0.tmp"]);
+        assert_eq!(s.remove_temps(&temps).await, 1);
+        assert!(!stale.exists() && fresh.exists());
     }
 
     #[tokio::test]

@@ -196,6 +196,18 @@ pub enum WatchError {
     Stopped,
 }
 
+impl WatchError {
+    /// The directory the error is about, if it is about one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            WatchError::Dir { path, .. } | WatchError::NotADirectory { path } | WatchError::Notify { path, .. } => {
+                Some(path)
+            }
+            WatchError::Start(_) | WatchError::Stopped => None,
+        }
+    }
+}
+
 /// Advice for the one notify error an operator can fix with a sysctl.
 fn limit_hint(e: &notify::Error) -> &'static str {
     match e.kind {

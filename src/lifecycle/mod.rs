@@ -23,9 +23,21 @@
 //!   `max` is below the newest deleted snapshot's `max` go too. A restore to any time
 //!   after the oldest kept snapshot keeps every file it needs.
 //!
+//! Damage (see `repair`): a file that is torn (shorter than any LTX file) or fails to
+//! decode is marked damaged in the catalog and named in the log; no chain, compaction
+//! or deletion builds on it. Nothing is deleted on the strength of a higher-level file
+//! this process has not verified (written itself, or downloaded and decoded to its
+//! trailer checksum). A damaged replica is repaired by a level-9 snapshot made from a
+//! newer full-page file, which the tenant is asked to ship.
+//!
 //! It must never delete a file whose TXIDs are not covered by a file that stays, never
 //! write a level file that is not a contiguous merge, and never touch the tenant's
 //! database.
+
+mod repair;
+mod scheduler;
+
+pub use scheduler::{Damage, Scheduler};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +109,13 @@ pub struct Outcome {
     pub written: Vec<FileInfo>,
     /// Files deleted.
     pub deleted: Vec<FileInfo>,
+    /// Files found damaged by this pass, with why.
+    pub damaged: Vec<(FileInfo, String)>,
+    /// The replica holds damage no snapshot covers yet, and no full-page file above it
+    /// to make one from: the tenant should ship one (see `repair`).
+    pub needs_snapshot: bool,
+    /// A repair snapshot written by this pass: restores to the newest TXID work again.
+    pub repaired: Option<FileInfo>,
     /// When to run again; `None`: nothing to do until new L0 files arrive.
     pub next: Option<SystemTime>,
 }
@@ -154,21 +173,23 @@ pub fn next_due(cat: &Catalog, policy: &Policy, now: SystemTime) -> Option<Syste
     next
 }
 
-/// L0 files retention may delete once old enough: covered by level 1, not the newest.
+/// L0 files retention may delete once old enough: inside a usable level-1 file, and not
+/// the newest L0 file, damaged or not (the replicator learns the next TXID from it).
 fn l0_expirable(cat: &Catalog) -> impl Iterator<Item = &FileInfo> {
-    let l1 = cat.max_txid(1).unwrap_or(0);
-    let newest = cat.max_txid(0).unwrap_or(0);
-    cat.level(0).iter().filter(move |f| f.max_txid <= l1 && f.max_txid < newest)
+    let newest = cat.level(0).iter().map(|f| f.max_txid).max().unwrap_or(0);
+    cat.level(0).iter().filter(move |f| f.max_txid < newest && l1_cover(cat, f).is_some())
 }
 
-/// Snapshots retention may delete once old enough: every one but the newest.
+/// Snapshots retention may delete once old enough: every one but the newest usable one.
 fn snapshots_expirable(cat: &Catalog) -> impl Iterator<Item = &FileInfo> {
     let newest = cat.max_txid(ltx::SNAPSHOT_LEVEL).unwrap_or(0);
     cat.level(ltx::SNAPSHOT_LEVEL).iter().filter(move |f| f.max_txid < newest)
 }
 
 /// Runs one lifecycle pass over `replica` at time `now`, updating `cat`: every due
-/// compaction (lowest level first), a due snapshot, then retention.
+/// compaction (lowest level first), a due snapshot, a repair of damage, then retention.
+/// A damaged input is not an error of the pass: it is marked, reported in the
+/// outcome, and left out of everything that follows.
 pub async fn maintain(
     replica: &Replica,
     cat: &mut Catalog,
@@ -185,7 +206,7 @@ pub async fn maintain(
         if last_write(cat, level).is_some_and(|w| w >= boundary(now, interval)) {
             continue;
         }
-        if let Some(f) = compact_level(replica, cat, level, policy.encoding, now).await? {
+        if let Some(f) = compact_level(replica, cat, level, policy.encoding, now, &mut out).await? {
             out.written.push(f);
         }
     }
@@ -193,28 +214,37 @@ pub async fn maintain(
     if !policy.snapshot_interval.is_zero()
         && newest > cat.max_txid(ltx::SNAPSHOT_LEVEL).unwrap_or(0)
         && last_write(cat, ltx::SNAPSHOT_LEVEL).is_none_or(|w| w < boundary(now, policy.snapshot_interval))
-        && let Some(f) = snapshot(replica, cat, policy.encoding, now).await?
+        && let Some(f) = snapshot(replica, cat, policy.encoding, now, &mut out).await?
     {
         out.written.push(f);
     }
+    repair::repair(replica, cat, policy.encoding, now, &mut out).await?;
     if policy.retention {
-        out.deleted = retain(replica, cat, policy, now).await?;
+        out.deleted = retain(replica, cat, policy, now, &mut out).await?;
     }
     out.next = next_due(cat, policy, now).map(|t| if t <= now { now + Duration::from_secs(1) } else { t });
     Ok(out)
 }
 
-/// Merges the contiguous level-`level-1` files above `max(level)` into one level file.
+/// Merges the contiguous usable level-`level-1` files above `max(level)` into one level
+/// file. Damaged files are left out: a merge never spans one.
 async fn compact_level(
     replica: &Replica,
     cat: &mut Catalog,
     level: u32,
     encoding: ltx::PageEncoding,
     now: SystemTime,
+    out: &mut Outcome,
 ) -> Result<Option<FileInfo>, Error> {
     let have = cat.max_txid(level).unwrap_or(0);
     let mut inputs: Vec<FileInfo> = Vec::new();
     for f in cat.level(level - 1).iter().filter(|f| f.min_txid > have) {
+        if cat.is_damaged(f) {
+            if inputs.is_empty() {
+                continue;
+            }
+            break;
+        }
         match inputs.last() {
             None => inputs.push(f.clone()),
             Some(prev) if ltx::is_contiguous(prev.max_txid, f.min_txid, f.max_txid) => inputs.push(f.clone()),
@@ -224,7 +254,7 @@ async fn compact_level(
     if inputs.is_empty() {
         return Ok(None);
     }
-    write_merged(replica, cat, level, &inputs, encoding, now).await.map(Some)
+    write_merged(replica, cat, level, &inputs, encoding, now, out).await
 }
 
 /// Merges the restore chain into a level-9 snapshot (`min = 1`).
@@ -233,14 +263,18 @@ async fn snapshot(
     cat: &mut Catalog,
     encoding: ltx::PageEncoding,
     now: SystemTime,
+    out: &mut Outcome,
 ) -> Result<Option<FileInfo>, Error> {
     let Some(chain) = cat.chain() else { return Ok(None) };
     if chain.len() == 1 && chain[0].level == ltx::SNAPSHOT_LEVEL {
         return Ok(None);
     }
-    write_merged(replica, cat, ltx::SNAPSHOT_LEVEL, &chain, encoding, now).await.map(Some)
+    write_merged(replica, cat, ltx::SNAPSHOT_LEVEL, &chain, encoding, now, out).await
 }
 
+/// Merges `inputs` into one file at `level` and uploads it. An input that turns out to
+/// be unreadable is marked damaged (and reported in `out`) instead of failing the pass:
+/// `None`, nothing written.
 async fn write_merged(
     replica: &Replica,
     cat: &mut Catalog,
@@ -248,50 +282,86 @@ async fn write_merged(
     inputs: &[FileInfo],
     encoding: ltx::PageEncoding,
     now: SystemTime,
-) -> Result<FileInfo, Error> {
+    out: &mut Outcome,
+) -> Result<Option<FileInfo>, Error> {
     let mut bodies = Vec::with_capacity(inputs.len());
     for f in inputs {
         bodies.push(replica.read(f).await?.to_bytes());
     }
-    let names: Vec<String> = inputs.iter().map(|f| replica.describe_file(f)).collect();
+    let snapshot_of_one = level == ltx::SNAPSHOT_LEVEL && inputs.len() == 1 && inputs[0].min_txid != 1;
     let merged = tokio::task::spawn_blocking(move || {
-        let comp = Compactor::new(bodies.iter().map(|b| &b[..]))
-            .map_err(|source| Error::Ltx { file: names.join(", "), source })?;
+        let comp = Compactor::new(bodies.iter().map(|b| &b[..]))?;
+        let comp = if snapshot_of_one { comp.into_snapshot() } else { comp };
         let header = comp.header().clone();
-        let (bytes, _) =
-            comp.compact(Vec::new(), encoding).map_err(|source| Error::Ltx { file: names.join(", "), source })?;
-        Ok::<_, Error>((header, bytes))
+        let (bytes, _) = comp.compact(Vec::new(), encoding)?;
+        Ok::<_, ltx::Error>((header, bytes))
     })
     .await
-    .map_err(|e| Error::Join(e.to_string()))??;
-    let (h, bytes) = merged;
+    .map_err(|e| Error::Join(e.to_string()))?;
+    let (h, bytes) = match merged {
+        Ok(m) => m,
+        Err(e) => match e.input().and_then(|i| inputs.get(i)) {
+            Some(bad) => {
+                repair::found_damage(replica, cat, bad, &e, out);
+                return Ok(None);
+            }
+            None => {
+                let names: Vec<String> = inputs.iter().map(|f| replica.describe_file(f)).collect();
+                return Err(Error::Ltx { file: names.join(", "), source: e });
+            }
+        },
+    };
+    for f in inputs {
+        // Decoded to their trailers by the merge.
+        cat.mark_verified(f);
+    }
     let size = bytes.len() as u64;
     replica.put(level, h.min_txid, h.max_txid, bytes, h.timestamp_ms).await?;
     let f = FileInfo { level, min_txid: h.min_txid, max_txid: h.max_txid, size, created: Some(now) };
-    cat.add(f.clone());
+    cat.add_verified(f.clone());
     tracing::debug!(replica = %replica.url(), level, min = h.min_txid, max = h.max_txid, inputs = inputs.len(), "compacted");
-    Ok(f)
+    Ok(Some(f))
 }
 
-/// Deletes what retention allows at `now`.
+/// Deletes what retention allows at `now`, but only on the strength of files whose
+/// bytes are verified: before L0 files go because a level-1 file covers them, or older
+/// snapshots and level files go because a newer snapshot stays, that file is read and
+/// decoded to its trailer unless this process wrote it. One that fails is damaged, and
+/// what it would have justified stays.
 async fn retain(
     replica: &Replica,
     cat: &mut Catalog,
     policy: &Policy,
     now: SystemTime,
+    out: &mut Outcome,
 ) -> Result<Vec<FileInfo>, Error> {
-    let mut doomed: Vec<FileInfo> =
-        l0_expirable(cat).filter(|f| created(f) + policy.l0_retention <= now).cloned().collect();
-    let expired: Vec<FileInfo> =
-        snapshots_expirable(cat).filter(|f| created(f) + policy.snapshot_retention <= now).cloned().collect();
-    // Files of levels 1-8 below the newest deleted snapshot were only needed to restore
-    // to points before it.
-    if let Some(floor) = expired.iter().map(|f| f.max_txid).max() {
-        for level in 1..=MAX_COMPACTION_LEVEL {
-            doomed.extend(cat.level(level).iter().filter(|f| f.max_txid < floor).cloned());
+    let l0: Vec<FileInfo> = l0_expirable(cat).filter(|f| created(f) + policy.l0_retention <= now).cloned().collect();
+    let mut doomed = Vec::new();
+    for f in l0 {
+        let cover = l1_cover(cat, &f).cloned();
+        if let Some(cover) = cover
+            && repair::verified(replica, cat, &cover, out).await?
+        {
+            doomed.push(f);
         }
     }
-    doomed.extend(expired);
+    let expired: Vec<FileInfo> =
+        snapshots_expirable(cat).filter(|f| created(f) + policy.snapshot_retention <= now).cloned().collect();
+    let newest = cat.usable(ltx::SNAPSHOT_LEVEL).next_back().cloned();
+    let keeper = match newest {
+        Some(n) if !expired.is_empty() => repair::verified(replica, cat, &n, out).await?,
+        _ => false,
+    };
+    if keeper {
+        // Files of levels 1-8 below the newest deleted snapshot were only needed to
+        // restore to points before it.
+        if let Some(floor) = expired.iter().map(|f| f.max_txid).max() {
+            for level in 1..=MAX_COMPACTION_LEVEL {
+                doomed.extend(cat.level(level).iter().filter(|f| f.max_txid < floor).cloned());
+            }
+        }
+        doomed.extend(expired);
+    }
     if doomed.is_empty() {
         return Ok(doomed);
     }
@@ -302,210 +372,9 @@ async fn retain(
     Ok(doomed)
 }
 
-/// The one lifecycle scheduler of a fleet.
-///
-/// It learns every replica's files from one recursive listing of the storage root at
-/// start (a few paginated LISTs for the whole fleet, retried on error) and from the
-/// replicators' reports of what they uploaded ([`Scheduler::shipped`]); it keeps each
-/// replica's [`Catalog`] and a queue ordered by [`next_due`]. A replica that shipped
-/// nothing since its last pass is not in the queue: no timer, no request. At most
-/// `concurrency` passes run at once, never two for one replica. After a failed pass the
-/// replica's catalog is dropped and re-listed by its next pass, a minute later.
-#[derive(Clone)]
-pub struct Scheduler {
-    tx: tokio::sync::mpsc::UnboundedSender<(String, Vec<FileInfo>)>,
-}
-
-impl Scheduler {
-    /// Starts the scheduler for replicas below `root` of `storage`. It stops when
-    /// `shutdown` is cancelled (a pass in flight is abandoned; every step of a pass is
-    /// safe to abandon).
-    pub fn start(
-        storage: storage::Storage,
-        root: String,
-        policy: Policy,
-        concurrency: usize,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> (Scheduler, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(run_scheduler(storage, root, policy, concurrency.max(1), shutdown, rx));
-        (Scheduler { tx }, task)
-    }
-
-    /// Reports L0 files a replicator uploaded under `prefix` (relative to the storage).
-    pub fn shipped(&self, prefix: &str, files: Vec<FileInfo>) {
-        if !files.is_empty() {
-            let _ = self.tx.send((prefix.trim_matches('/').to_owned(), files));
-        }
-    }
-}
-
-#[derive(Default)]
-struct Life {
-    cat: Option<Catalog>,
-    /// Files reported while the catalog was away (listing not done, or a pass running).
-    extra: Vec<FileInfo>,
-    next: Option<SystemTime>,
-    running: bool,
-}
-
-/// How long a failed pass or listing waits before trying again.
-const RETRY: Duration = Duration::from_secs(60);
-
-async fn run_scheduler(
-    storage: storage::Storage,
-    root: String,
-    policy: Policy,
-    concurrency: usize,
-    shutdown: tokio_util::sync::CancellationToken,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<FileInfo>)>,
-) {
-    use std::collections::{BTreeSet, HashMap};
-    let mut lives: HashMap<String, Life> = HashMap::new();
-    let mut queue: BTreeSet<(SystemTime, String)> = BTreeSet::new();
-    let mut passes = tokio::task::JoinSet::new();
-    let mut listed = false;
-    let mut listing = Some(tokio::spawn({
-        let (s, r) = (storage.clone(), root.clone());
-        async move { s.list_tree(&r).await }
-    }));
-    let mut relist_at: Option<tokio::time::Instant> = None;
-    let policy = std::sync::Arc::new(policy);
-
-    fn schedule(
-        lives: &mut HashMap<String, Life>,
-        queue: &mut BTreeSet<(SystemTime, String)>,
-        prefix: &str,
-        at: Option<SystemTime>,
-    ) {
-        let life = lives.entry(prefix.to_owned()).or_default();
-        if let Some(old) = life.next.take() {
-            queue.remove(&(old, prefix.to_owned()));
-        }
-        if let Some(t) = at {
-            life.next = Some(t);
-            queue.insert((t, prefix.to_owned()));
-        }
-    }
-    let to_instant =
-        |t: SystemTime| tokio::time::Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default();
-
-    loop {
-        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
-        let first = queue.first().map(|(t, _)| to_instant(*t));
-        let can_run = passes.len() < concurrency;
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                passes.abort_all();
-                if let Some(l) = listing.take() { l.abort(); }
-                return;
-            }
-            res = async { listing.as_mut().unwrap_or_else(|| unreachable!()).await }, if listing.is_some() => {
-                listing = None;
-                match res {
-                    Ok(Ok(tree)) => {
-                        listed = true;
-                        let now = SystemTime::now();
-                        for (prefix, files) in tree {
-                            let life = lives.entry(prefix.clone()).or_default();
-                            let mut cat = Catalog::new(files);
-                            for f in life.extra.drain(..) { cat.add(f); }
-                            let at = next_due(&cat, &policy, now);
-                            life.cat = Some(cat);
-                            schedule(&mut lives, &mut queue, &prefix, at);
-                        }
-                        // Replicas reported but not in the listing (new, or outside the
-                        // root through a hook's prefix): their first pass lists them.
-                        let pending: Vec<String> = lives.iter().filter(|(_, l)| l.cat.is_none() && !l.extra.is_empty()).map(|(p, _)| p.clone()).collect();
-                        for prefix in pending {
-                            schedule(&mut lives, &mut queue, &prefix, Some(now));
-                        }
-                        tracing::debug!(replicas = lives.len(), "lifecycle: storage listed");
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!("lifecycle: listing {} failed, retrying in {}s: {}", storage.url(), RETRY.as_secs(), crate::errors::Chain(&e));
-                        relist_at = Some(tokio::time::Instant::now() + RETRY);
-                    }
-                    Err(e) => tracing::error!("lifecycle: listing task failed: {e}"),
-                }
-            }
-            _ = tokio::time::sleep_until(relist_at.unwrap_or(far)), if relist_at.is_some() => {
-                relist_at = None;
-                let (s, r) = (storage.clone(), root.clone());
-                listing = Some(tokio::spawn(async move { s.list_tree(&r).await }));
-            }
-            msg = rx.recv() => {
-                let Some((prefix, files)) = msg else { return };
-                let life = lives.entry(prefix.clone()).or_default();
-                match (&mut life.cat, life.running, listed) {
-                    (Some(cat), false, _) => {
-                        for f in files { cat.add(f); }
-                        let at = next_due(cat, &policy, SystemTime::now());
-                        // Keep an earlier wake-up (retention) if there is one.
-                        let at = match (life.next, at) { (Some(a), Some(b)) => Some(a.min(b)), (a, b) => a.or(b) };
-                        schedule(&mut lives, &mut queue, &prefix, at);
-                    }
-                    (None, false, true) => {
-                        // New replica (or one whose catalog was dropped after an error and
-                        // is due for a re-list): a pass without a catalog lists it first.
-                        life.extra.extend(files);
-                        if life.next.is_none() {
-                            let at = Some(SystemTime::now());
-                            schedule(&mut lives, &mut queue, &prefix, at);
-                        }
-                    }
-                    _ => life.extra.extend(files),
-                }
-            }
-            _ = tokio::time::sleep_until(first.unwrap_or(far)), if first.is_some() && can_run => {
-                let Some((_, prefix)) = queue.pop_first() else { continue };
-                let life = lives.entry(prefix.clone()).or_default();
-                life.next = None;
-                if life.running || (life.cat.is_none() && !listed) {
-                    continue;
-                }
-                life.running = true;
-                let cat = life.cat.take();
-                let extra = std::mem::take(&mut life.extra);
-                let replica = storage.replica(&prefix);
-                let policy = policy.clone();
-                passes.spawn(async move {
-                    let mut cat = match cat {
-                        Some(c) => c,
-                        None => match Catalog::load(&replica).await {
-                            Ok(c) => c,
-                            Err(e) => return (prefix, None, Err(e.into())),
-                        },
-                    };
-                    for f in extra { cat.add(f); }
-                    let r = maintain(&replica, &mut cat, &policy, SystemTime::now()).await;
-                    (prefix, Some(cat), r)
-                });
-            }
-            Some(done) = passes.join_next(), if !passes.is_empty() => {
-                let Ok((prefix, cat, result)) = done else { continue };
-                let life = lives.entry(prefix.clone()).or_default();
-                life.running = false;
-                match result {
-                    Ok(outcome) => {
-                        let mut cat = cat.unwrap_or_default();
-                        for f in life.extra.drain(..) { cat.add(f); }
-                        if !outcome.written.is_empty() || !outcome.deleted.is_empty() {
-                            tracing::debug!(replica = %prefix, written = outcome.written.len(), deleted = outcome.deleted.len(), "lifecycle pass");
-                        }
-                        let at = next_due(&cat, &policy, SystemTime::now()).map(|t| t.max(SystemTime::now() + Duration::from_millis(200)));
-                        life.cat = Some(cat);
-                        schedule(&mut lives, &mut queue, &prefix, at);
-                    }
-                    Err(e) => {
-                        tracing::warn!(replica = %prefix, "lifecycle pass failed, retrying in {}s: {}", RETRY.as_secs(), crate::errors::Chain(&e));
-                        life.cat = None;
-                        schedule(&mut lives, &mut queue, &prefix, Some(SystemTime::now() + RETRY));
-                    }
-                }
-            }
-        }
-    }
+/// The usable level-1 file whose TXIDs contain `f`'s, if one does.
+fn l1_cover<'c>(cat: &'c Catalog, f: &FileInfo) -> Option<&'c FileInfo> {
+    cat.usable(1).find(|c| c.min_txid <= f.min_txid && f.max_txid <= c.max_txid)
 }
 
 #[cfg(test)]
