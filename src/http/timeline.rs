@@ -70,6 +70,8 @@ impl Timeline {
         let mut marks: Vec<TimelineMark> = cat
             .files()
             .iter()
+            // A damaged file is in no restore chain: nothing to click on.
+            .filter(|f| !cat.is_damaged(f))
             .filter_map(|f| {
                 let at_ms = epoch_ms(f.created?);
                 (at_ms >= from_ms && f.max_txid >= w.earliest_txid).then(|| TimelineMark {
@@ -206,7 +208,13 @@ mod tests {
     use crate::storage::FileInfo;
 
     fn f(level: u32, min: u64, max: u64, secs: u64) -> FileInfo {
-        FileInfo { level, min_txid: min, max_txid: max, size: 1, created: Some(UNIX_EPOCH + Duration::from_secs(secs)) }
+        FileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: 4096,
+            created: Some(UNIX_EPOCH + Duration::from_secs(secs)),
+        }
     }
 
     #[test]
@@ -214,6 +222,8 @@ mod tests {
         let mut files = vec![f(9, 1, 10, 1000), f(1, 1, 10, 1000), f(1, 11, 20, 1030), f(0, 21, 21, 1031)];
         // A burst of L0 files within one column: only the newest is drawn.
         files.extend((22..30).map(|t| f(0, t, t, 1031)));
+        // A torn file (an interrupted upload) is damaged: not a point to restore to.
+        files.push(FileInfo { size: 10, ..f(0, 22, 25, 1090) });
         let cat = Catalog::new(files);
         let w = cat.window().unwrap_or_else(|e| panic!("{e}"));
         let t = Timeline::new(&cat, &w, UNIX_EPOCH + Duration::from_secs(1100)).unwrap_or_else(|| panic!("no start"));
