@@ -5,7 +5,8 @@
 #
 # Environment knobs:
 #   LITEFLEET_VENV            venv for moto/boto3/litestream 0.5.17 (default: $PWD/.venv)
-#                             litestream 0.5.15 goes into "${LITEFLEET_VENV}-015"
+#                             litestream 0.5.15 goes into "${LITEFLEET_VENV}-015",
+#                             Azurite (npm) into "${LITEFLEET_VENV}-azurite"
 #   LITEFLEET_BROWSER_TESTS   1 (default): install Debian's chromium when missing, for
 #                             tests/dashboard.rs; 0: skip installing (the test then
 #                             skips, or fails with CI=true)
@@ -125,6 +126,38 @@ install_python_tools() {
   phase_done "python tools"
 }
 
+# ---------------------------------------------------------------- storage emulators
+# Azurite (Azure Blob) from npm, for tests/services.rs. Pinned: its flags and its
+# Shared Key checks are what the tests were written against.
+AZURITE_VERSION=3.37.0
+AZURITE_DIR="${LITEFLEET_VENV}-azurite"
+
+install_emulators() {
+  phase "storage emulators: Azurite $AZURITE_VERSION in $AZURITE_DIR"
+  local az="$AZURITE_DIR/node_modules/.bin/azurite-blob"
+  if [[ -x "$az" ]] && grep -q "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null; then
+    echo "    $AZURITE_DIR already has azurite $AZURITE_VERSION"
+  elif command -v npm >/dev/null 2>&1; then
+    mkdir -p "$AZURITE_DIR"
+    npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null \
+      || echo "!! npm install azurite into $AZURITE_DIR failed" >&2
+  else
+    echo "!! npm not found: cannot install Azurite" >&2
+  fi
+  if [[ -x "$az" ]]; then
+    export LITEFLEET_AZURITE="$az"
+  fi
+  echo "    LITEFLEET_AZURITE=${LITEFLEET_AZURITE:-<missing>}"
+  if [[ -z "${LITEFLEET_AZURITE:-}" ]]; then
+    if in_ci; then
+      echo "!! CI=true and Azurite is missing -- refusing to run tests that would skip" >&2
+      exit 1
+    fi
+    echo "!! Azurite missing: the Azure test will skip" >&2
+  fi
+  phase_done "storage emulators"
+}
+
 # ---------------------------------------------------------------- chromium
 APT_UPDATED=0
 SUDO=()
@@ -200,6 +233,7 @@ check_hook_examples() {
 }
 
 install_python_tools
+install_emulators
 install_chromium
 choose_target_dir
 

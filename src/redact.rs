@@ -68,6 +68,22 @@ pub fn has_userinfo(text: &str) -> bool {
     userinfo(text) != text
 }
 
+/// Whether `text` holds a URL with a password (`scheme://user:password@`). A user
+/// alone (`abs://account@container`, `sftp://user@host`) is no secret.
+pub fn has_password(text: &str) -> bool {
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let tail = &rest[at + 3..];
+        let end =
+            tail.find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace()).unwrap_or(tail.len());
+        if tail[..end].rfind('@').is_some_and(|i| tail[..i].contains(':')) {
+            return true;
+        }
+        rest = &tail[end..];
+    }
+    false
+}
+
 /// Secret values registered at start-up (keys, tokens): [`scrub`] replaces them in
 /// every log line, whoever formatted it (a library's debug output included).
 static REGISTERED: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());

@@ -57,20 +57,41 @@ impl Config {
 
     fn storage_problem(&self) -> Option<Problem> {
         let s = &self.storage;
-        if !s.url.is_s3() {
-            let s3_only = [
-                ("endpoint", s.endpoint.is_some()),
-                ("region", s.region.is_some()),
-                ("force_path_style", s.force_path_style.is_some()),
-                ("access_key_id", s.access_key_id.is_some()),
-                ("secret_access_key", s.secret_access_key.is_some()),
-            ];
-            if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
-                return Some(problem(
-                    format!("storage.{key}"),
-                    format!("only applies to s3:// urls (storage.url is \"{}\")", s.url),
-                ));
-            }
+        const S3: &[&str] = &["s3"];
+        // Which services each key means something to.
+        let keys: [(&str, bool, &[&str]); 8] = [
+            ("endpoint", s.endpoint.is_some(), &["s3", "abs"]),
+            ("region", s.region.is_some(), S3),
+            ("force_path_style", s.force_path_style.is_some(), S3),
+            ("access_key_id", s.access_key_id.is_some(), S3),
+            ("secret_access_key", s.secret_access_key.is_some(), S3),
+            ("account_key", s.account_key.is_some(), &["abs"]),
+            ("sas_token", s.sas_token.is_some(), &["abs"]),
+            ("connection_string", s.connection_string.is_some(), &["abs"]),
+        ];
+        let scheme = s.url.scheme();
+        if let Some((key, _, schemes)) = keys.iter().find(|(_, set, schemes)| *set && !schemes.contains(&scheme)) {
+            let names: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+            let names = match names.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            return Some(problem(
+                format!("storage.{key}"),
+                format!("only applies to {names} urls (storage.url is \"{}\")", s.url),
+            ));
+        }
+        let azure = [
+            ("connection_string", s.connection_string.is_some()),
+            ("sas_token", s.sas_token.is_some()),
+            ("account_key", s.account_key.is_some()),
+        ];
+        if let [(_, _), (second, _), ..] = azure.iter().filter(|(_, set)| *set).collect::<Vec<_>>()[..] {
+            return Some(problem(
+                format!("storage.{second}"),
+                "set one of connection_string, sas_token and account_key (they are alternatives)",
+            ));
         }
         match (&s.access_key_id, &s.secret_access_key) {
             (Some(_), None) => Some(problem(

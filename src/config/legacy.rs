@@ -263,11 +263,14 @@ impl StorageConfig {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             let v = url::form_urlencoded::parse(format!("v={v}").as_bytes()).map(|(_, v)| v.into_owned()).next();
             let v = v.unwrap_or_default();
+            if k == "endpoint" && matches!(c.url.scheme(), "s3" | "abs") {
+                c.endpoint = Some(v.trim_end_matches('/').to_owned());
+                continue;
+            }
             if !c.url.is_s3() {
-                return Err(format!("{url:?}: query parameters only apply to s3:// urls"));
+                return Err(format!("{url:?}: query parameters other than endpoint only apply to s3:// urls"));
             }
             match k {
-                "endpoint" => c.endpoint = Some(v.trim_end_matches('/').to_owned()),
                 "region" => c.region = Some(v),
                 "force-path-style" | "forcePathStyle" | "force_path_style" => {
                     c.force_path_style = Some(match v.as_str() {

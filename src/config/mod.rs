@@ -161,15 +161,18 @@ impl WatchConfig {
     }
 }
 
-/// Where replicas go (`[storage]`). Credentials left out here come from the standard
-/// `AWS_*` environment variables, read by the storage module at run time.
+/// Where replicas go (`[storage]`). Credentials left out here come from each service's
+/// usual environment variables (`AWS_*`, `AZURE_STORAGE_*`), read by the storage
+/// module at run time. Each key applies to the services named in its doc; `check` refuses the rest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `file://<path>`, `s3://<bucket>[/<path>]` or `memory://` (tests).
+    /// `file://<path>`, `s3://<bucket>[/<path>]`,
+    /// `abs://[<account>@]<container>[/<path>]` or `memory://` (tests).
     pub url: StorageUrl,
-    /// S3 endpoint for S3-compatible servers (MinIO, Garage, R2…); unset means AWS, or
-    /// `AWS_ENDPOINT_URL`. S3 only.
+    /// Endpoint of an S3-compatible server (MinIO, Garage, R2…) or of Azurite
+    /// (`http://127.0.0.1:10000/devstoreaccount1`); unset means the service itself (or
+    /// `AWS_ENDPOINT_URL`). S3, Azure.
     #[serde(deserialize_with = "de_opt_endpoint")]
     pub endpoint: Option<String>,
     /// S3 region; unset means `AWS_REGION`. S3 only.
@@ -182,6 +185,13 @@ pub struct StorageConfig {
     pub access_key_id: Option<Secret>,
     /// S3 secret access key; unset means `AWS_SECRET_ACCESS_KEY`. Never printed.
     pub secret_access_key: Option<Secret>,
+    /// Azure storage account key; unset means `AZURE_STORAGE_KEY`. Never printed. Azure.
+    pub account_key: Option<Secret>,
+    /// Azure SAS token; unset means `AZURE_STORAGE_SAS_TOKEN`. Never printed. Azure.
+    pub sas_token: Option<Secret>,
+    /// Azure connection string; unset means `AZURE_STORAGE_CONNECTION_STRING`. Never
+    /// printed. Azure.
+    pub connection_string: Option<Secret>,
     /// Prefix under the bucket or folder for every replica (the seed's `databases/`).
     /// `""` puts tenants at the top.
     pub root: Prefix,
@@ -196,6 +206,9 @@ impl Default for StorageConfig {
             force_path_style: None,
             access_key_id: None,
             secret_access_key: None,
+            account_key: None,
+            sas_token: None,
+            connection_string: None,
             root: Prefix::parse(tenant::DEFAULT_ROOT).unwrap_or_default(),
         }
     }
@@ -220,21 +233,60 @@ pub enum StorageUrl {
         /// prefixes go below it.
         path: String,
     },
+    /// `abs://[<account>@]<container>[/<path>]`: Azure Blob Storage.
+    Azure {
+        /// The storage account (else `AZURE_STORAGE_ACCOUNT`, or the connection
+        /// string's).
+        account: Option<String>,
+        /// The container.
+        container: String,
+        /// A validated prefix inside the container, `""` for none.
+        path: String,
+    },
     /// `memory://`: an in-process store for tests; lost at exit.
     Memory,
 }
 
 impl StorageUrl {
-    /// Parses `file://…`, `s3://…` or `memory://`, with a message that says what to write
-    /// instead when it is wrong.
+    /// Parses a replica URL (the forms of [`StorageUrl`]), with a message that says
+    /// what to write instead when it is wrong.
     pub fn parse(s: &str) -> Result<StorageUrl, String> {
-        if crate::redact::has_userinfo(s) {
-            return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
-        }
         let Some((scheme, rest)) = s.split_once("://") else {
+            if crate::redact::has_userinfo(s) {
+                return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
+            }
             return Err(format!(
                 "{s:?} is not a URL (try \"file://{s}\" for a local folder or \"s3://{s}\" for a bucket)"
             ));
+        };
+        // A user is part of the address on these services; a password never is.
+        let with_user = scheme == "abs";
+        let refused = if with_user { crate::redact::has_password(s) } else { crate::redact::has_userinfo(s) };
+        if refused {
+            return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
+        }
+        let path_of = |path: &str| {
+            if path.is_empty() {
+                Ok(String::new())
+            } else {
+                tenant::validate_prefix(path).map_err(|e| format!("in {s:?}: {e}"))
+            }
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        // `[user@]host[:port]`, for the schemes that have one.
+        let address = |what: &str| -> Result<(Option<String>, String, Option<u16>), String> {
+            let (user, hostport) = match authority.rsplit_once('@') {
+                Some((u, h)) => (Some(u.to_owned()), h),
+                None => (None, authority),
+            };
+            let (host, port) = match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| format!("{s:?}: port {p:?} is not a number"))?)),
+                None => (hostport, None),
+            };
+            if host.is_empty() || user.as_deref() == Some("") {
+                return Err(format!("{s:?} names no {what}"));
+            }
+            Ok((user, host.to_owned(), port))
         };
         match scheme {
             "file" => {
@@ -244,24 +296,43 @@ impl StorageUrl {
                 Ok(StorageUrl::File { path: PathBuf::from(rest) })
             }
             "s3" => {
-                let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
-                validate_bucket(bucket)?;
-                let path = if path.is_empty() {
-                    String::new()
-                } else {
-                    tenant::validate_prefix(path).map_err(|e| format!("in {s:?}: {e}"))?
-                };
-                Ok(StorageUrl::S3 { bucket: bucket.to_owned(), path })
+                validate_bucket(authority)?;
+                Ok(StorageUrl::S3 { bucket: authority.to_owned(), path: path_of(path)? })
             }
+            "abs" => match address("container (abs://<account>@<container>/<path>)")? {
+                (account, container, None) => Ok(StorageUrl::Azure { account, container, path: path_of(path)? }),
+                _ => Err(format!("{s:?}: a container name has no port (abs://<account>@<container>/<path>)")),
+            },
             "memory" if rest.is_empty() => Ok(StorageUrl::Memory),
             "memory" => Err(format!("{s:?}: write just \"memory://\"")),
-            other => Err(format!("unknown scheme \"{other}\" in {s:?} (expected file://, s3:// or memory://)")),
+            other => Err(format!("unknown scheme \"{other}\" in {s:?} (expected file://, s3://, abs:// or memory://)")),
         }
     }
 
     /// True for `s3://` URLs, the only ones the S3 keys of `[storage]` apply to.
     pub fn is_s3(&self) -> bool {
         matches!(self, StorageUrl::S3 { .. })
+    }
+
+    /// The URL's scheme (`s3`, `abs`, …).
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            StorageUrl::File { .. } => "file",
+            StorageUrl::S3 { .. } => "s3",
+            StorageUrl::Azure { .. } => "abs",
+            StorageUrl::Memory => "memory",
+        }
+    }
+
+    /// The seed's `bucket` (status document, start-up line): the bucket or container,
+    /// the folder of `file://`.
+    pub fn bucket(&self) -> String {
+        match self {
+            StorageUrl::S3 { bucket, .. } => bucket.clone(),
+            StorageUrl::Azure { container, .. } => container.clone(),
+            StorageUrl::File { path } => path.display().to_string(),
+            StorageUrl::Memory => "memory".to_owned(),
+        }
     }
 }
 
@@ -274,10 +345,14 @@ impl TryFrom<String> for StorageUrl {
 
 impl fmt::Display for StorageUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slash = |p: &str| if p.is_empty() { String::new() } else { format!("/{p}") };
+        let at = |u: &Option<String>| u.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
         match self {
             StorageUrl::File { path } => write!(f, "file://{}", path.display()),
-            StorageUrl::S3 { bucket, path } if path.is_empty() => write!(f, "s3://{bucket}"),
-            StorageUrl::S3 { bucket, path } => write!(f, "s3://{bucket}/{path}"),
+            StorageUrl::S3 { bucket, path } => write!(f, "s3://{bucket}{}", slash(path)),
+            StorageUrl::Azure { account, container, path } => {
+                write!(f, "abs://{}{container}{}", at(account), slash(path))
+            }
             StorageUrl::Memory => f.write_str("memory://"),
         }
     }

@@ -21,12 +21,13 @@ impl Config {
         if let Some(p) = s.force_path_style {
             out.push_str(&format!(" force_path_style={p}"));
         }
-        if s.url.is_s3() {
-            let creds = match (&s.access_key_id, &s.secret_access_key) {
-                (Some(_), Some(_)) => "config",
-                _ => "environment",
-            };
-            out.push_str(&format!(" credentials=from-{creds}"));
+        let in_config = match s.url.scheme() {
+            "s3" => Some(s.access_key_id.is_some() && s.secret_access_key.is_some()),
+            "abs" => Some(s.account_key.is_some() || s.sas_token.is_some() || s.connection_string.is_some()),
+            _ => None,
+        };
+        if let Some(c) = in_config {
+            out.push_str(if c { " credentials=from-config" } else { " credentials=from-environment" });
         }
         let watches: Vec<String> = self
             .watch

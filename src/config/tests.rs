@@ -189,10 +189,10 @@ fn bad_values_name_line_and_key() {
             "prod.toml:4: http.per_tenant_metrics: invalid type: string \"yes\", expected a boolean",
         ),
         (
-            "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"gs://bucket\"\n",
+            "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"gcs://bucket\"\n",
             4,
             "storage.url",
-            "prod.toml:4: storage.url: unknown scheme \"gs\" in \"gs://bucket\" (expected file://, s3:// or memory://)",
+            "prod.toml:4: storage.url: unknown scheme \"gcs\" in \"gcs://bucket\" (expected file://, s3://, abs:// or memory://)",
         ),
         (
             "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"replicas\"\n",
@@ -574,8 +574,8 @@ fn legacy_errors_name_the_flag() {
             "-bucket: \"My Bucket\" is not a valid S3 bucket name (3 to 63 characters of a-z 0-9 . -, starting and ending with a letter or digit)",
         ),
         (
-            Config::from_legacy(&["a".into()], Some("gs://b"), None, None),
-            "-bucket: unknown scheme \"gs\" in \"gs://b\" (expected file://, s3:// or memory://)",
+            Config::from_legacy(&["a".into()], Some("gcs://b"), None, None),
+            "-bucket: unknown scheme \"gcs\" in \"gcs://b\" (expected file://, s3://, abs:// or memory://)",
         ),
         (
             Config::from_legacy(&["a,a/".into()], None, None, None),
@@ -603,6 +603,47 @@ fn storage_urls_roundtrip() {
     assert!(StorageUrl::parse("memory://x").is_err());
     assert!(StorageUrl::parse("s3://bucket//x").is_err());
     assert!(StorageUrl::parse("s3://key:secret@bucket").is_err());
+}
+
+#[test]
+fn azure_urls_and_keys() {
+    for s in ["abs://acct@backups", "abs://acct@backups/a/b", "abs://backups"] {
+        assert_eq!(StorageUrl::parse(s).unwrap_or_else(|e| panic!("{e}")).to_string(), s);
+    }
+    assert_eq!(
+        StorageUrl::parse("abs://acct@backups/a").ok(),
+        Some(StorageUrl::Azure { account: Some("acct".into()), container: "backups".into(), path: "a".into() })
+    );
+    // The account is a name; a key in the URL is refused, and shown as `***`.
+    let e = StorageUrl::parse("abs://acct:s3cr3t@backups").unwrap_err();
+    assert!(e.contains("refused") && e.contains("abs://***@backups") && !e.contains("s3cr3t"), "{e}");
+    assert!(StorageUrl::parse("abs://acct@backups:10000").unwrap_err().contains("no port"));
+    assert!(StorageUrl::parse("abs://@backups").is_err());
+    let ok = Config::parse(
+        &format!("{MINIMAL}[storage]\nurl = \"abs://acct@backups\"\nendpoint = \"http://127.0.0.1:10000/acct\"\naccount_key = \"k\"\n"),
+        "prod.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.storage.account_key.as_ref().map(|k| k.expose()), Some("k"));
+    assert!(ok.redacted_summary().contains("credentials=from-config"), "{}", ok.redacted_summary());
+    assert_fails(
+        &format!("{MINIMAL}[storage]\nurl = \"s3://bkt\"\naccount_key = \"k\"\n"),
+        5,
+        "storage.account_key",
+        "prod.toml:5: storage.account_key: only applies to abs:// urls (storage.url is \"s3://bkt\")",
+    );
+    assert_fails(
+        &format!("{MINIMAL}[storage]\nurl = \"abs://a@b\"\nregion = \"x\"\n"),
+        5,
+        "storage.region",
+        "prod.toml:5: storage.region: only applies to s3:// urls (storage.url is \"abs://a@b\")",
+    );
+    assert_fails(
+        &format!("{MINIMAL}[storage]\nurl = \"abs://a@b\"\naccount_key = \"k\"\nsas_token = \"t\"\n"),
+        5,
+        "storage.account_key",
+        "prod.toml:5: storage.account_key: set one of connection_string, sas_token and account_key (they are alternatives)",
+    );
 }
 
 // The seed's flag mode (`legacy`).

@@ -308,12 +308,16 @@ pub fn open_storage(config: &Config) -> Result<Storage, storage::Error> {
         StorageUrl::Memory => format!("memory://fleet-{}", std::process::id()),
         other => other.to_string(),
     };
+    let secret = |v: &Option<config::Secret>| v.as_ref().map(|k| k.expose().to_owned());
     let opts = storage::Options {
         endpoint: s.endpoint.clone(),
         region: s.region.clone(),
         force_path_style: s.force_path_style,
-        access_key_id: s.access_key_id.as_ref().map(|k| k.expose().to_owned()),
-        secret_access_key: s.secret_access_key.as_ref().map(|k| k.expose().to_owned()),
+        access_key_id: secret(&s.access_key_id),
+        secret_access_key: secret(&s.secret_access_key),
+        account_key: secret(&s.account_key),
+        sas_token: secret(&s.sas_token),
+        connection_string: secret(&s.connection_string),
     };
     Storage::from_url(&url, &opts)
 }
@@ -353,11 +357,7 @@ pub fn lag_threshold(sync_interval: Duration) -> Duration {
 }
 
 fn fleet_info(config: &Config, storage: &Storage) -> FleetInfo {
-    let bucket = match &config.storage.url {
-        StorageUrl::S3 { bucket, .. } => bucket.clone(),
-        StorageUrl::File { path } => path.display().to_string(),
-        StorageUrl::Memory => "memory".to_owned(),
-    };
+    let bucket = config.storage.url.bucket();
     FleetInfo {
         storage_url: storage.location().to_owned(),
         bucket,

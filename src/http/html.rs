@@ -469,10 +469,16 @@ fn render_tenant(d: &ClientDetail, restore: &str) -> String {
     }
     out.push_str(restore);
     let cmd = &d.commands;
-    let creds = if c.replica_url.starts_with("s3://") {
-        "<p>Both read S3 credentials from <code>AWS_ACCESS_KEY_ID</code> and <code>AWS_SECRET_ACCESS_KEY</code>.</p>"
-    } else {
-        ""
+    let creds = match c.replica_url.split("://").next().unwrap_or_default() {
+        "s3" => {
+            "<p>Both read S3 credentials from <code>AWS_ACCESS_KEY_ID</code> and <code>AWS_SECRET_ACCESS_KEY</code>.</p>"
+        }
+        "abs" => {
+            "<p>litefleet reads the account key from <code>AZURE_STORAGE_KEY</code>, Litestream from \
+             <code>LITESTREAM_AZURE_ACCOUNT_KEY</code>; Litestream takes a custom endpoint (Azurite) only \
+             from a config file's <code>endpoint</code>.</p>"
+        }
+        _ => "",
     };
     let _ = write!(
         out,

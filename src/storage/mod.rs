@@ -1,16 +1,17 @@
-//! Object storage: building an opendal `Operator` from a replica URL, and the replica
-//! layout below a replica path — Litestream v0.5's, so either tool can read the other's
-//! backups:
+//! Object storage: building an opendal `Operator` from a replica URL (`services`), and
+//! the replica layout below a replica path — Litestream v0.5's, so either tool can read
+//! the other's backups:
 //!
 //! * S3: `<path>/<level as %04x>/<min %016x>-<max %016x>.ltx`
-//! * a local folder (and memory): `<path>/ltx/<level decimal>/<min>-<max>.ltx`
+//! * a local folder, Azure Blob (and memory): `<path>/ltx/<level decimal>/<min>-<max>.ltx`
 //!
-//! S3 objects carry `x-amz-meta-litestream-timestamp` (RFC 3339, the LTX header time);
-//! files get the header time as their mtime. Every call goes through opendal's retry
-//! (with backoff and jitter) and timeout layers, and opendal's metrics layer (durations,
-//! bytes and errors per operation, in the shared `metrics` recorder). This module never interprets LTX bytes
-//! beyond file names, and never deletes anything on its own initiative. What a list of
-//! files means (the restore chain, the window) is [`catalog`]'s.
+//! S3 objects carry `x-amz-meta-litestream-timestamp` (RFC 3339, the LTX header time),
+//! Azure blobs `x-ms-meta-litestreamtimestamp`; folder files get the header time as their
+//! mtime. Every call goes through opendal's retry (with backoff and jitter) and timeout
+//! layers, and opendal's metrics layer (durations, bytes and errors per operation, in the
+//! shared `metrics` recorder). This module never interprets LTX bytes beyond file names,
+//! and never deletes anything on its own initiative. What a list of files means (the
+//! restore chain, the window) is [`catalog`]'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,10 +20,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod catalog;
+mod services;
+#[cfg(test)]
+mod tests;
 
 use opendal::layers::{MetricsLayer, RetryLayer, TimeoutLayer};
-use opendal::{ErrorKind, Operator, services};
+use opendal::{ErrorKind, Operator, services as odal};
 
+pub use self::services::Service;
 use crate::durable;
 use crate::ltx::{self, TxId};
 
@@ -39,7 +44,7 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const TIMESTAMP_METADATA_KEY: &str = "litestream-timestamp";
 /// Why a URL with `user:password@` is refused (it would be printed in every place the
 /// URL is shown).
-pub const CREDENTIALS_IN_URL: &str = "credentials in a URL are refused (they would be printed wherever the URL is shown): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or [storage] access_key_id and secret_access_key";
+pub const CREDENTIALS_IN_URL: &str = "credentials in a URL are refused (they would be printed wherever the URL is shown): set them in [storage] or the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_KEY…)";
 /// A temporary file (a write's staging copy on a folder replica) older than this was
 /// left by a crash, and is removed by the lifecycle's first listing.
 pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
@@ -87,11 +92,13 @@ pub enum Layout {
     Dir,
 }
 
-/// Settings for building storage beyond what the URL says. Credentials fall back to
-/// the standard `AWS_*` environment variables.
-#[derive(Clone, Debug, Default)]
+/// Settings for building storage beyond what the URL says (`[storage]`). Whatever is
+/// left out falls back to each ecosystem's environment variables (see `services`).
+/// Secrets here never print: `Debug` shows which are set, not their values.
+#[derive(Clone, Default)]
 pub struct Options {
-    /// S3 endpoint (`http://127.0.0.1:9000`); else `?endpoint=` or `AWS_ENDPOINT_URL`.
+    /// Endpoint of an S3-compatible server or of Azurite (`http://127.0.0.1:9000`); else
+    /// `?endpoint=` or `AWS_ENDPOINT_URL` (S3).
     pub endpoint: Option<String>,
     /// S3 region; else `?region=`, `AWS_REGION`, `AWS_DEFAULT_REGION` or us-east-1.
     pub region: Option<String>,
@@ -101,12 +108,35 @@ pub struct Options {
     pub access_key_id: Option<String>,
     /// S3 secret key; else `AWS_SECRET_ACCESS_KEY`. Never logged.
     pub secret_access_key: Option<String>,
+    /// Azure shared key; else `AZURE_STORAGE_KEY`. Never logged.
+    pub account_key: Option<String>,
+    /// Azure SAS token; else `AZURE_STORAGE_SAS_TOKEN`. Never logged.
+    pub sas_token: Option<String>,
+    /// Azure connection string; else `AZURE_STORAGE_CONNECTION_STRING`. Never logged.
+    pub connection_string: Option<String>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("access_key_id", &set(&self.access_key_id))
+            .field("secret_access_key", &set(&self.secret_access_key))
+            .field("account_key", &set(&self.account_key))
+            .field("sas_token", &set(&self.sas_token))
+            .field("connection_string", &set(&self.connection_string))
+            .finish()
+    }
 }
 
 /// One storage location (a bucket and path, or a folder) holding any number of replicas.
 #[derive(Clone)]
 pub struct Storage {
     op: Operator,
+    service: Service,
     layout: Layout,
     /// Path inside the operator below which replicas live ("" or "a/b/").
     base: String,
@@ -168,121 +198,13 @@ impl FileInfo {
 
 impl Storage {
     /// Builds storage from a replica URL: `file:///abs/path`, `file://./relative`, a bare
-    /// path, `s3://bucket/prefix?endpoint=…&region=…&force-path-style=true`, or
-    /// `memory://name` (process-local, for tests).
+    /// path, `s3://bucket/prefix?endpoint=…&region=…&force-path-style=true`,
+    /// `abs://[account@]container/prefix`, or `memory://name` (process-local, for
+    /// tests). See `services` for credentials.
     pub fn from_url(url: &str, opts: &Options) -> Result<Storage> {
-        let bad = |reason: &str| Error::Url { url: crate::redact::userinfo(url), reason: reason.to_string() };
-        if crate::redact::has_userinfo(url) || opts.endpoint.as_deref().is_some_and(crate::redact::has_userinfo) {
-            return Err(bad(CREDENTIALS_IN_URL));
-        }
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (loc, query) = rest.split_once('?').unwrap_or((rest, ""));
-            let (bucket, path) = loc.split_once('/').unwrap_or((loc, ""));
-            if bucket.is_empty() {
-                return Err(bad("no bucket name"));
-            }
-            let mut q: HashMap<String, String> = HashMap::new();
-            for kv in query.split('&').filter(|s| !s.is_empty()) {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                q.insert(k.to_ascii_lowercase().replace('_', "-"), percent_decode(v));
-            }
-            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-            let endpoint = opts
-                .endpoint
-                .clone()
-                .or_else(|| q.get("endpoint").cloned())
-                .or_else(|| env("AWS_ENDPOINT_URL_S3"))
-                .or_else(|| env("AWS_ENDPOINT_URL"));
-            let region = opts
-                .region
-                .clone()
-                .or_else(|| q.get("region").cloned())
-                .or_else(|| env("AWS_REGION"))
-                .or_else(|| env("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| DEFAULT_REGION.to_string());
-            let path_style = match opts.force_path_style {
-                Some(b) => b,
-                None => match q.get("force-path-style").map(String::as_str) {
-                    None | Some("true") | Some("1") | Some("") => true,
-                    Some("false") | Some("0") => false,
-                    Some(_) => return Err(bad("force-path-style must be true or false")),
-                },
-            };
-            let key = opts.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
-            let secret = opts.secret_access_key.clone().or_else(|| env("AWS_SECRET_ACCESS_KEY"));
-            // Whatever prints them by mistake (a library's debug line), logs show `***`.
-            for s in [&key, &secret, &env("AWS_SESSION_TOKEN")].into_iter().flatten() {
-                crate::redact::register(s);
-            }
-            let mut b = services::S3::default()
-                .bucket(bucket)
-                .root("/")
-                .region(&region)
-                .disable_config_load()
-                .disable_ec2_metadata();
-            if let Some(ep) = &endpoint {
-                b = b.endpoint(ep);
-            }
-            if !path_style {
-                b = b.enable_virtual_host_style();
-            }
-            match (key, secret) {
-                (Some(k), Some(s)) => {
-                    b = b.access_key_id(&k).secret_access_key(&s);
-                    if let Some(t) = env("AWS_SESSION_TOKEN") {
-                        b = b.session_token(&t);
-                    }
-                }
-                (None, None) => b = b.skip_signature(),
-                _ => return Err(bad("set both an access key id and a secret access key, or neither")),
-            }
-            let op = Operator::new(b).map_err(|e| Error::Op { what: format!("s3 bucket {bucket}"), source: e })?;
-            let base = normalize_dir(path);
-            let location = format!("s3://{bucket}/{}", base.trim_end_matches('/'));
-            let query = match &endpoint {
-                Some(ep) => format!("endpoint={ep}&region={region}&force-path-style={path_style}"),
-                None => String::new(),
-            };
-            return Ok(Storage::new(op, Layout::Hex, base, (location, query), None));
-        }
-        if let Some(name) = url.strip_prefix("memory://") {
-            let op = memory_operator(name);
-            return Ok(Storage::new(op, Layout::Dir, String::new(), (url.to_string(), String::new()), None));
-        }
-        let path = match url.strip_prefix("file://") {
-            Some(p) => p,
-            None if url.contains("://") => return Err(bad("unknown scheme (use file://, s3:// or memory://)")),
-            None => url,
-        };
-        if path.is_empty() {
-            return Err(bad("empty path"));
-        }
-        let dir = absolute(Path::new(path))?;
-        // Nothing is created until the first upload (a daemon that fails to start
-        // writes nothing): the operator is rooted at the deepest folder that exists,
-        // and the rest of the path is the base of every key. A path that can never
-        // hold a folder fails now.
-        let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
-        if !existing.is_dir() {
-            return Err(bad(&format!("{} is not a folder", existing.display())));
-        }
-        let base = normalize_dir(&dir.strip_prefix(existing).unwrap_or(Path::new("")).to_string_lossy());
-        let root = existing.to_string_lossy().to_string();
-        let op = Operator::new(services::Fs::default().root(&root))
-            .map_err(|e| Error::Op { what: format!("folder {root}"), source: e })?;
-        let location = format!("file://{}", dir.display());
-        Ok(Storage::new(op, Layout::Dir, base, (location, String::new()), Some(existing.to_path_buf())))
-    }
-
-    fn new(
-        op: Operator,
-        layout: Layout,
-        base: String,
-        (location, query): (String, String),
-        fs_root: Option<PathBuf>,
-    ) -> Storage {
+        let b = services::build(url, opts)?;
         let op =
-            op.layer(TimeoutLayer::new().with_timeout(DEFAULT_OP_TIMEOUT).with_io_timeout(DEFAULT_IO_TIMEOUT)).layer(
+            b.op.layer(TimeoutLayer::new().with_timeout(DEFAULT_OP_TIMEOUT).with_io_timeout(DEFAULT_IO_TIMEOUT)).layer(
                 RetryLayer::new()
                     .with_max_times(DEFAULT_RETRIES)
                     .with_jitter()
@@ -292,7 +214,21 @@ impl Storage {
         // Outermost: one observation per call (retries included), into the global
         // `metrics` recorder that `/metrics` renders (a no-op until one is installed).
         let op = op.layer(MetricsLayer::default());
-        Storage { op, layout, base, location, query, fs_root, counters: Arc::new(Counters::default()) }
+        Ok(Storage {
+            op,
+            service: b.service,
+            layout: b.layout,
+            base: b.base,
+            location: b.location,
+            query: b.query,
+            fs_root: b.fs_root,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// The service this storage is on.
+    pub fn service(&self) -> Service {
+        self.service
     }
 
     /// The replica for a path below this storage (a tenant's prefix).
@@ -490,8 +426,9 @@ impl Replica {
     }
 
     /// Uploads one LTX file, complete or not at all: on S3 one PUT (or a multipart
-    /// upload, which appears only when completed), carrying the `litestream-timestamp`
-    /// metadata; on a folder a temporary file in the same directory, its mtime set to
+    /// upload, which appears only when completed), on Azure one Put Blob (committed
+    /// whole or not at all), both carrying the timestamp metadata Litestream reads; on a
+    /// folder a temporary file in the same directory, its mtime set to
     /// the header time, fsynced and renamed into place ([`durable::publish`]) — a full
     /// disk or a crash leaves at most a temporary file, never a torn `.ltx`.
     pub async fn put(&self, level: u32, min: TxId, max: TxId, data: Vec<u8>, timestamp_ms: i64) -> Result<()> {
@@ -510,8 +447,8 @@ impl Replica {
             written.map_err(|source| Error::Local { what: what(), source })?;
         } else {
             let mut w = self.storage.op.write_with(&key, data);
-            if self.storage.layout == Layout::Hex {
-                w = w.user_metadata([(TIMESTAMP_METADATA_KEY.to_string(), rfc3339_nanos(ts))]);
+            if let Some(meta) = self.storage.service.timestamp_key() {
+                w = w.user_metadata([(meta.to_string(), rfc3339_nanos(ts))]);
             }
             w.await.map_err(|source| Error::Op { what: what(), source })?;
         }
@@ -614,8 +551,7 @@ fn memory_operator(name: &str) -> Operator {
     let mut map = OPS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     map.entry(name.to_string())
         .or_insert_with(|| {
-            Operator::new(services::Memory::default())
-                .unwrap_or_else(|e| unreachable!("memory service always builds: {e}"))
+            Operator::new(odal::Memory::default()).unwrap_or_else(|e| unreachable!("memory service always builds: {e}"))
         })
         .clone()
 }
@@ -623,143 +559,4 @@ fn memory_operator(name: &str) -> Operator {
 /// RFC 3339 with nanoseconds in UTC, as Go's `time.RFC3339Nano` prints it.
 pub fn rfc3339_nanos(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_and_layouts() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::from_url(&format!("file://{}", dir.path().display()), &Options::default()).unwrap();
-        let r = s.replica("databases/abc");
-        assert_eq!(r.url(), format!("file://{}/databases/abc", dir.path().display()));
-        assert_eq!(r.key(0, 1, 1), "databases/abc/ltx/0/0000000000000001-0000000000000001.ltx");
-        assert_eq!(r.key(9, 1, 0x1f), "databases/abc/ltx/9/0000000000000001-000000000000001f.ltx");
-        let s3 = Storage::from_url(
-            "s3://bkt/base/path?endpoint=http://127.0.0.1:9&region=eu-west-1&force-path-style=true",
-            &Options { access_key_id: Some("a".into()), secret_access_key: Some("b".into()), ..Default::default() },
-        )
-        .unwrap();
-        let r = s3.replica("databases/abc/");
-        assert_eq!(r.key(1, 2, 3), "base/path/databases/abc/0001/0000000000000002-0000000000000003.ltx");
-        assert_eq!(r.key(9, 1, 3), "base/path/databases/abc/0009/0000000000000001-0000000000000003.ltx");
-        assert_eq!(
-            r.url(),
-            "s3://bkt/base/path/databases/abc?endpoint=http://127.0.0.1:9&region=eu-west-1&force-path-style=true"
-        );
-        assert!(Storage::from_url("gopher://x", &Options::default()).is_err());
-        assert!(Storage::from_url("s3:///x", &Options::default()).is_err());
-    }
-
-    /// A small tmpfs mounted for one test (CI runs as root); `None` where mounting is
-    /// not allowed, with the reason printed.
-    struct Tmpfs(tempfile::TempDir);
-
-    impl Tmpfs {
-        fn mount(size: &str) -> Option<Tmpfs> {
-            let dir = tempfile::tempdir().ok()?;
-            let out = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .output();
-            match out {
-                Ok(o) if o.status.success() => Some(Tmpfs(dir)),
-                Ok(o) => {
-                    eprintln!("skipping: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim());
-                    None
-                }
-                Err(e) => {
-                    eprintln!("skipping: cannot run mount: {e}");
-                    None
-                }
-            }
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0.path()).status();
-        }
-    }
-
-    /// Regression (issue 18): on a full disk the folder replica wrote straight to the
-    /// final name and left 0-byte `.ltx` files, which made the whole backup
-    /// unrestorable. Now an upload that cannot complete leaves nothing under its name
-    /// (and no temporary file either), and the next upload after space is freed works.
-    #[tokio::test]
-    async fn full_disk_on_a_folder_replica_leaves_no_torn_ltx() {
-        let Some(fs) = Tmpfs::mount("256k") else {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root and must test this");
-            return;
-        };
-        let s = Storage::from_url(fs.0.path().to_str().unwrap_or_default(), &Options::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let r = s.replica("t");
-        r.put(0, 1, 1, vec![7; 1000], 1).await.unwrap_or_else(|e| panic!("{e}"));
-        let filler = fs.0.path().join("filler");
-        let _ = std::fs::write(&filler, vec![0u8; 512 << 10]); // fails part-way: the disk is full
-        let err = r.put(0, 2, 2, vec![9; 64 << 10], 2).await.err().unwrap_or_else(|| panic!("the disk was not full"));
-        let shown = crate::errors::chain(&err);
-        assert!(shown.contains("0000000000000002-0000000000000002.ltx") && shown.contains("No space"), "{shown}");
-        let names: Vec<String> = std::fs::read_dir(fs.0.path().join("t/ltx/0"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["0000000000000001-0000000000000001.ltx"], "a torn or temporary file is left");
-        std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("{e}"));
-        r.put(0, 2, 2, vec![9; 64 << 10], 2).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.list(0).await.unwrap_or_default().iter().map(|f| f.size).collect::<Vec<_>>(), [1000, 64 << 10]);
-    }
-
-    #[tokio::test]
-    async fn stale_temporary_files_are_found_and_removed_fresh_ones_are_left() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let s = Storage::from_url(dir.path().to_str().unwrap_or_default(), &Options::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        s.replica("a").put(0, 1, 1, vec![1; 200], 1).await.unwrap_or_else(|e| panic!("{e}"));
-        let level = dir.path().join("a/ltx/0");
-        let stale = level.join("0000000000000002-0000000000000002.ltx.99-0.tmp");
-        let fresh = level.join("0000000000000003-0000000000000003.ltx.99-1.tmp");
-        std::fs::write(&stale, b"half").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(&fresh, b"half").unwrap_or_else(|e| panic!("{e}"));
-        let old = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
-        std::fs::File::options()
-            .write(true)
-            .open(&stale)
-            .and_then(|f| f.set_modified(old))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (tree, temps) = s.list_tree_and_temps("").await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(tree.keys().collect::<Vec<_>>(), ["a"], "temporary files are not replica files");
-        assert_eq!(tree["a"].len(), 1);
-        assert_eq!(temps, ["a/ltx/0/0000000000000002-0000000000000002.ltx.99-0.tmp"]);
-        assert_eq!(s.remove_temps(&temps).await, 1);
-        assert!(!stale.exists() && fresh.exists());
-    }
-
-    #[tokio::test]
-    async fn put_list_read_delete_on_a_folder_sets_mtime() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::from_url(dir.path().to_str().unwrap(), &Options::default()).unwrap();
-        let r = s.replica("t1");
-        r.put(0, 1, 1, vec![1, 2, 3], 1_700_000_000_123).await.unwrap();
-        r.put(0, 2, 2, vec![4], 1_700_000_001_000).await.unwrap();
-        let files = r.list(0).await.unwrap();
-        assert_eq!(files.iter().map(|f| (f.min_txid, f.size)).collect::<Vec<_>>(), vec![(1, 3), (2, 1)]);
-        let mtime = std::fs::metadata(dir.path().join("t1/ltx/0/0000000000000001-0000000000000001.ltx"))
-            .unwrap()
-            .modified()
-            .unwrap();
-        assert_eq!(mtime, UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
-        assert_eq!(r.read(&files[0]).await.unwrap().to_vec(), vec![1, 2, 3]);
-        assert_eq!(r.read_range(&files[0], 1..3).await.unwrap().to_vec(), vec![2, 3]);
-        assert!(r.list(1).await.unwrap().is_empty());
-        r.delete(&files[..1]).await.unwrap();
-        assert_eq!(r.list(0).await.unwrap().len(), 1);
-        assert_eq!(s.discover("").await.unwrap(), vec!["t1".to_string()]);
-        assert!(s.counters().total() >= 6);
-    }
 }

@@ -17,6 +17,7 @@ pub mod boards;
 pub mod browser;
 pub mod hook_wat;
 pub mod live;
+pub mod services;
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
