@@ -6,7 +6,9 @@
 # Environment knobs:
 #   LITEFLEET_VENV            venv for moto/boto3/litestream 0.5.17 (default: $PWD/.venv)
 #                             litestream 0.5.15 goes into "${LITEFLEET_VENV}-015",
-#                             Azurite (npm) into "${LITEFLEET_VENV}-azurite"
+#                             Azurite (npm) into "${LITEFLEET_VENV}-azurite",
+#                             gcp-storage-emulator into "${LITEFLEET_VENV}-storage";
+#                             Debian's openssh-server is installed when sshd is missing
 #   LITEFLEET_BROWSER_TESTS   1 (default): install Debian's chromium when missing, for
 #                             tests/dashboard.rs; 0: skip installing (the test then
 #                             skips, or fails with CI=true)
@@ -127,13 +129,16 @@ install_python_tools() {
 }
 
 # ---------------------------------------------------------------- storage emulators
-# Azurite (Azure Blob) from npm, for tests/services.rs. Pinned: its flags and its
-# Shared Key checks are what the tests were written against.
+# Azurite (Azure Blob) from npm and gcp-storage-emulator (GCS) from PyPI, for
+# tests/services.rs. Pinned: their flags and protocol corners are what the tests were
+# written against.
 AZURITE_VERSION=3.37.0
 AZURITE_DIR="${LITEFLEET_VENV}-azurite"
+GCS_EMULATOR_VERSION=2026.7.19
+STORAGE_VENV="${LITEFLEET_VENV}-storage"
 
 install_emulators() {
-  phase "storage emulators: Azurite $AZURITE_VERSION in $AZURITE_DIR"
+  phase "storage emulators: Azurite $AZURITE_VERSION in $AZURITE_DIR, gcp-storage-emulator in $STORAGE_VENV, sshd"
   local az="$AZURITE_DIR/node_modules/.bin/azurite-blob"
   if [[ -x "$az" ]] && grep -q "\"version\": \"$AZURITE_VERSION\"" "$AZURITE_DIR/node_modules/azurite/package.json" 2>/dev/null; then
     echo "    $AZURITE_DIR already has azurite $AZURITE_VERSION"
@@ -148,12 +153,43 @@ install_emulators() {
     export LITEFLEET_AZURITE="$az"
   fi
   echo "    LITEFLEET_AZURITE=${LITEFLEET_AZURITE:-<missing>}"
-  if [[ -z "${LITEFLEET_AZURITE:-}" ]]; then
+
+  local gcs="$STORAGE_VENV/bin/gcp-storage-emulator"
+  if ! ensure_venv "$STORAGE_VENV"; then
+    :
+  elif [[ -x "$gcs" ]] && "$STORAGE_VENV/bin/python" -m pip show gcp-storage-emulator 2>/dev/null | grep -qx "Version: $GCS_EMULATOR_VERSION"; then
+    echo "    $STORAGE_VENV already has gcp-storage-emulator $GCS_EMULATOR_VERSION"
+  else
+    "$STORAGE_VENV/bin/python" -m pip install "${PIP_QUIET[@]}" "gcp-storage-emulator==$GCS_EMULATOR_VERSION" \
+      || echo "!! pip install gcp-storage-emulator into $STORAGE_VENV failed" >&2
+  fi
+  if [[ -x "$gcs" ]]; then
+    export LITEFLEET_GCS_EMULATOR="$gcs"
+  fi
+  echo "    LITEFLEET_GCS_EMULATOR=${LITEFLEET_GCS_EMULATOR:-<missing>}"
+
+  # OpenSSH's server for the SFTP test (it runs its own sshd on a free port, with a
+  # throwaway host key; the system's service is not used).
+  if [[ ! -x /usr/sbin/sshd ]] && command -v apt-get >/dev/null 2>&1; then
+    apt_update_once \
+      && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null \
+      || echo "!! apt-get install openssh-server failed" >&2
+  fi
+  if [[ -x /usr/sbin/sshd ]] && command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; then
+    export LITEFLEET_SSHD=/usr/sbin/sshd
+  fi
+  echo "    LITEFLEET_SSHD=${LITEFLEET_SSHD:-<missing>}"
+
+  local missing=()
+  [[ -n "${LITEFLEET_SSHD:-}" ]] || missing+=(LITEFLEET_SSHD)
+  [[ -n "${LITEFLEET_AZURITE:-}" ]] || missing+=(LITEFLEET_AZURITE)
+  [[ -n "${LITEFLEET_GCS_EMULATOR:-}" ]] || missing+=(LITEFLEET_GCS_EMULATOR)
+  if (( ${#missing[@]} )); then
     if in_ci; then
-      echo "!! CI=true and Azurite is missing -- refusing to run tests that would skip" >&2
+      echo "!! CI=true and missing: ${missing[*]} -- refusing to run tests that would skip" >&2
       exit 1
     fi
-    echo "!! Azurite missing: the Azure test will skip" >&2
+    echo "!! missing ${missing[*]}: the tests that need them will skip" >&2
   fi
   phase_done "storage emulators"
 }

@@ -117,8 +117,9 @@ pub struct TenantsArgs {
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
     /// The replica: `file:///path`, `s3://bucket/path?endpoint=…`,
-    /// `abs://account@container/path[?endpoint=…]`, `memory://x`; or, with `--config`, a
-    /// tenant id (its GUID). Not with `--all`.
+    /// `gs://bucket/path[?endpoint=…]`, `abs://account@container/path[?endpoint=…]`,
+    /// `sftp://user@host[:port]/path`, `memory://x`; or, with `--config`, a tenant id (its
+    /// GUID). Not with `--all`.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub replica_url: Option<String>,
     /// The daemon's config file: restore tenant REPLICA_URL (an id) through its storage
@@ -265,7 +266,7 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let filter = ["reqsign_core=info", "reqsign_aws_v4=info", "reqsign_azure_storage=info"]
+    let filter = ["reqsign_core=info", "reqsign_aws_v4=info", "reqsign_azure_storage=info", "reqsign_google=info"]
         .into_iter()
         .fold(filter, |f, d| f.add_directive(d.parse().unwrap_or_else(|e| unreachable!("{e}"))));
     let b = tracing_subscriber::fmt()

@@ -59,15 +59,18 @@ impl Config {
         let s = &self.storage;
         const S3: &[&str] = &["s3"];
         // Which services each key means something to.
-        let keys: [(&str, bool, &[&str]); 8] = [
-            ("endpoint", s.endpoint.is_some(), &["s3", "abs"]),
+        let keys: [(&str, bool, &[&str]); 11] = [
+            ("endpoint", s.endpoint.is_some(), &["s3", "gs", "abs"]),
             ("region", s.region.is_some(), S3),
             ("force_path_style", s.force_path_style.is_some(), S3),
             ("access_key_id", s.access_key_id.is_some(), S3),
             ("secret_access_key", s.secret_access_key.is_some(), S3),
+            ("credentials_file", s.credentials_file.is_some(), &["gs"]),
             ("account_key", s.account_key.is_some(), &["abs"]),
             ("sas_token", s.sas_token.is_some(), &["abs"]),
             ("connection_string", s.connection_string.is_some(), &["abs"]),
+            ("ssh_key", s.ssh_key.is_some(), &["sftp"]),
+            ("strict_host_key_checking", s.strict_host_key_checking.is_some(), &["sftp"]),
         ];
         let scheme = s.url.scheme();
         if let Some((key, _, schemes)) = keys.iter().find(|(_, set, schemes)| *set && !schemes.contains(&scheme)) {

@@ -263,7 +263,7 @@ impl StorageConfig {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             let v = url::form_urlencoded::parse(format!("v={v}").as_bytes()).map(|(_, v)| v.into_owned()).next();
             let v = v.unwrap_or_default();
-            if k == "endpoint" && matches!(c.url.scheme(), "s3" | "abs") {
+            if k == "endpoint" && matches!(c.url.scheme(), "s3" | "gs" | "abs") {
                 c.endpoint = Some(v.trim_end_matches('/').to_owned());
                 continue;
             }

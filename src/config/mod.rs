@@ -162,17 +162,19 @@ impl WatchConfig {
 }
 
 /// Where replicas go (`[storage]`). Credentials left out here come from each service's
-/// usual environment variables (`AWS_*`, `AZURE_STORAGE_*`), read by the storage
+/// usual environment variables (`AWS_*`, `GOOGLE_APPLICATION_CREDENTIALS`,
+/// `AZURE_STORAGE_*`, ssh's own files and agent), read by the storage
 /// module at run time. Each key applies to the services named in its doc; `check` refuses the rest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `file://<path>`, `s3://<bucket>[/<path>]`,
-    /// `abs://[<account>@]<container>[/<path>]` or `memory://` (tests).
+    /// `file://<path>`, `s3://<bucket>[/<path>]`, `gs://<bucket>[/<path>]`,
+    /// `abs://[<account>@]<container>[/<path>]`, `sftp://<user>@<host>[:<port>]/<path>`
+    /// or `memory://` (tests).
     pub url: StorageUrl,
-    /// Endpoint of an S3-compatible server (MinIO, Garage, R2…) or of Azurite
-    /// (`http://127.0.0.1:10000/devstoreaccount1`); unset means the service itself (or
-    /// `AWS_ENDPOINT_URL`). S3, Azure.
+    /// Endpoint of an S3-compatible server (MinIO, Garage, R2…), a GCS emulator or
+    /// Azurite (`http://127.0.0.1:10000/devstoreaccount1`); unset means the service
+    /// itself (or `AWS_ENDPOINT_URL`, `STORAGE_EMULATOR_HOST`). S3, GCS, Azure.
     #[serde(deserialize_with = "de_opt_endpoint")]
     pub endpoint: Option<String>,
     /// S3 region; unset means `AWS_REGION`. S3 only.
@@ -185,6 +187,9 @@ pub struct StorageConfig {
     pub access_key_id: Option<Secret>,
     /// S3 secret access key; unset means `AWS_SECRET_ACCESS_KEY`. Never printed.
     pub secret_access_key: Option<Secret>,
+    /// GCS service-account key file (JSON); unset means `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// else gcloud's application-default credentials or the VM's metadata server. GCS.
+    pub credentials_file: Option<PathBuf>,
     /// Azure storage account key; unset means `AZURE_STORAGE_KEY`. Never printed. Azure.
     pub account_key: Option<Secret>,
     /// Azure SAS token; unset means `AZURE_STORAGE_SAS_TOKEN`. Never printed. Azure.
@@ -192,6 +197,13 @@ pub struct StorageConfig {
     /// Azure connection string; unset means `AZURE_STORAGE_CONNECTION_STRING`. Never
     /// printed. Azure.
     pub connection_string: Option<Secret>,
+    /// SSH private key file; unset leaves the choice to ssh (agent, `~/.ssh/id_*`,
+    /// `~/.ssh/config`). SFTP.
+    pub ssh_key: Option<PathBuf>,
+    /// ssh's `StrictHostKeyChecking`: `yes` (the host must be in `~/.ssh/known_hosts`),
+    /// `accept-new` (trust on first use) or `no`. SFTP.
+    #[serde(deserialize_with = "de_opt_host_key_checking")]
+    pub strict_host_key_checking: Option<String>,
     /// Prefix under the bucket or folder for every replica (the seed's `databases/`).
     /// `""` puts tenants at the top.
     pub root: Prefix,
@@ -206,9 +218,12 @@ impl Default for StorageConfig {
             force_path_style: None,
             access_key_id: None,
             secret_access_key: None,
+            credentials_file: None,
             account_key: None,
             sas_token: None,
             connection_string: None,
+            ssh_key: None,
+            strict_host_key_checking: None,
             root: Prefix::parse(tenant::DEFAULT_ROOT).unwrap_or_default(),
         }
     }
@@ -233,6 +248,13 @@ pub enum StorageUrl {
         /// prefixes go below it.
         path: String,
     },
+    /// `gs://<bucket>[/<path>]`: Google Cloud Storage.
+    Gcs {
+        /// The bucket name.
+        bucket: String,
+        /// A validated prefix inside the bucket, `""` for none.
+        path: String,
+    },
     /// `abs://[<account>@]<container>[/<path>]`: Azure Blob Storage.
     Azure {
         /// The storage account (else `AZURE_STORAGE_ACCOUNT`, or the connection
@@ -241,6 +263,18 @@ pub enum StorageUrl {
         /// The container.
         container: String,
         /// A validated prefix inside the container, `""` for none.
+        path: String,
+    },
+    /// `sftp://<user>@<host>[:<port>]/<path>`: a folder on an SSH server (the path is
+    /// absolute there, as in Litestream).
+    Sftp {
+        /// The login user.
+        user: String,
+        /// Host name or address.
+        host: String,
+        /// TCP port; `None` means ssh's (22, or `~/.ssh/config`'s).
+        port: Option<u16>,
+        /// A validated path on the server, `""` for `/`.
         path: String,
     },
     /// `memory://`: an in-process store for tests; lost at exit.
@@ -260,7 +294,7 @@ impl StorageUrl {
             ));
         };
         // A user is part of the address on these services; a password never is.
-        let with_user = scheme == "abs";
+        let with_user = matches!(scheme, "abs" | "sftp");
         let refused = if with_user { crate::redact::has_password(s) } else { crate::redact::has_userinfo(s) };
         if refused {
             return Err(format!("{:?}: {}", crate::redact::userinfo(s), crate::storage::CREDENTIALS_IN_URL));
@@ -299,13 +333,23 @@ impl StorageUrl {
                 validate_bucket(authority)?;
                 Ok(StorageUrl::S3 { bucket: authority.to_owned(), path: path_of(path)? })
             }
+            "gs" => match address("bucket (gs://<bucket>/<path>)")? {
+                (None, bucket, None) => Ok(StorageUrl::Gcs { bucket, path: path_of(path)? }),
+                _ => Err(format!("{s:?}: a bucket name has no user or port (gs://<bucket>/<path>)")),
+            },
             "abs" => match address("container (abs://<account>@<container>/<path>)")? {
                 (account, container, None) => Ok(StorageUrl::Azure { account, container, path: path_of(path)? }),
                 _ => Err(format!("{s:?}: a container name has no port (abs://<account>@<container>/<path>)")),
             },
+            "sftp" => match address("host (sftp://<user>@<host>[:<port>]/<path>)")? {
+                (Some(user), host, port) => Ok(StorageUrl::Sftp { user, host, port, path: path_of(path)? }),
+                (None, ..) => Err(format!("{s:?} names no user (sftp://<user>@<host>[:<port>]/<path>)")),
+            },
             "memory" if rest.is_empty() => Ok(StorageUrl::Memory),
             "memory" => Err(format!("{s:?}: write just \"memory://\"")),
-            other => Err(format!("unknown scheme \"{other}\" in {s:?} (expected file://, s3://, abs:// or memory://)")),
+            other => Err(format!(
+                "unknown scheme \"{other}\" in {s:?} (expected file://, s3://, gs://, abs://, sftp:// or memory://)"
+            )),
         }
     }
 
@@ -319,17 +363,20 @@ impl StorageUrl {
         match self {
             StorageUrl::File { .. } => "file",
             StorageUrl::S3 { .. } => "s3",
+            StorageUrl::Gcs { .. } => "gs",
             StorageUrl::Azure { .. } => "abs",
+            StorageUrl::Sftp { .. } => "sftp",
             StorageUrl::Memory => "memory",
         }
     }
 
     /// The seed's `bucket` (status document, start-up line): the bucket or container,
-    /// the folder of `file://`.
+    /// the host of SFTP, the folder of `file://`.
     pub fn bucket(&self) -> String {
         match self {
-            StorageUrl::S3 { bucket, .. } => bucket.clone(),
+            StorageUrl::S3 { bucket, .. } | StorageUrl::Gcs { bucket, .. } => bucket.clone(),
             StorageUrl::Azure { container, .. } => container.clone(),
+            StorageUrl::Sftp { host, .. } => host.clone(),
             StorageUrl::File { path } => path.display().to_string(),
             StorageUrl::Memory => "memory".to_owned(),
         }
@@ -350,8 +397,13 @@ impl fmt::Display for StorageUrl {
         match self {
             StorageUrl::File { path } => write!(f, "file://{}", path.display()),
             StorageUrl::S3 { bucket, path } => write!(f, "s3://{bucket}{}", slash(path)),
+            StorageUrl::Gcs { bucket, path } => write!(f, "gs://{bucket}{}", slash(path)),
             StorageUrl::Azure { account, container, path } => {
                 write!(f, "abs://{}{container}{}", at(account), slash(path))
+            }
+            StorageUrl::Sftp { user, host, port, path } => {
+                let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                write!(f, "sftp://{user}@{host}{port}{}", slash(path))
             }
             StorageUrl::Memory => f.write_str("memory://"),
         }
@@ -827,6 +879,16 @@ fn de_opt_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D:
         Ok(Some(e.trim_end_matches('/').to_owned()))
     } else {
         Err(serde::de::Error::custom(format!("{e:?} is not an http(s) URL (like \"http://127.0.0.1:9000\")")))
+    }
+}
+
+fn de_opt_host_key_checking<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = String::deserialize(d)?;
+    match v.as_str() {
+        "yes" | "accept-new" | "no" => Ok(Some(v)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{v:?}: use \"yes\", \"accept-new\" or \"no\" (ssh's StrictHostKeyChecking)"
+        ))),
     }
 }
 

@@ -23,6 +23,8 @@ impl Config {
         }
         let in_config = match s.url.scheme() {
             "s3" => Some(s.access_key_id.is_some() && s.secret_access_key.is_some()),
+            "gs" => Some(s.credentials_file.is_some()),
+            "sftp" => Some(s.ssh_key.is_some()),
             "abs" => Some(s.account_key.is_some() || s.sas_token.is_some() || s.connection_string.is_some()),
             _ => None,
         };

@@ -192,7 +192,7 @@ fn bad_values_name_line_and_key() {
             "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"gcs://bucket\"\n",
             4,
             "storage.url",
-            "prod.toml:4: storage.url: unknown scheme \"gcs\" in \"gcs://bucket\" (expected file://, s3://, abs:// or memory://)",
+            "prod.toml:4: storage.url: unknown scheme \"gcs\" in \"gcs://bucket\" (expected file://, s3://, gs://, abs://, sftp:// or memory://)",
         ),
         (
             "[[watch]]\ndir = \"a\"\n[storage]\nurl = \"replicas\"\n",
@@ -575,7 +575,7 @@ fn legacy_errors_name_the_flag() {
         ),
         (
             Config::from_legacy(&["a".into()], Some("gcs://b"), None, None),
-            "-bucket: unknown scheme \"gcs\" in \"gcs://b\" (expected file://, s3://, abs:// or memory://)",
+            "-bucket: unknown scheme \"gcs\" in \"gcs://b\" (expected file://, s3://, gs://, abs://, sftp:// or memory://)",
         ),
         (
             Config::from_legacy(&["a,a/".into()], None, None, None),
@@ -603,6 +603,60 @@ fn storage_urls_roundtrip() {
     assert!(StorageUrl::parse("memory://x").is_err());
     assert!(StorageUrl::parse("s3://bucket//x").is_err());
     assert!(StorageUrl::parse("s3://key:secret@bucket").is_err());
+}
+
+#[test]
+fn sftp_urls_and_keys() {
+    for s in ["sftp://me@host/srv/backups", "sftp://me@10.0.0.2:2222/srv", "sftp://me@host"] {
+        assert_eq!(StorageUrl::parse(s).unwrap_or_else(|e| panic!("{e}")).to_string(), s);
+    }
+    assert_eq!(
+        StorageUrl::parse("sftp://me@host:2222/srv/b").ok(),
+        Some(StorageUrl::Sftp { user: "me".into(), host: "host".into(), port: Some(2222), path: "srv/b".into() })
+    );
+    assert!(StorageUrl::parse("sftp://host/srv").unwrap_err().contains("names no user"));
+    let e = StorageUrl::parse("sftp://me:pw@host/srv").unwrap_err();
+    assert!(e.contains("refused") && !e.contains("pw@"), "{e}");
+    assert!(StorageUrl::parse("sftp://me@host:ssh/srv").unwrap_err().contains("not a number"));
+    let ok = Config::parse(
+        &format!("{MINIMAL}[storage]\nurl = \"sftp://me@host/srv\"\nssh_key = \"/k\"\nstrict_host_key_checking = \"accept-new\"\n"),
+        "prod.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.storage.strict_host_key_checking.as_deref(), Some("accept-new"));
+    assert!(ok.redacted_summary().contains("credentials=from-config"), "{}", ok.redacted_summary());
+    let (line, key, msg) =
+        fail(&format!("{MINIMAL}[storage]\nurl = \"sftp://me@host/srv\"\nstrict_host_key_checking = \"maybe\"\n"));
+    assert_eq!((line, key.as_deref()), (Some(5), Some("storage.strict_host_key_checking")), "{msg}");
+    assert!(msg.contains("accept-new"), "{msg}");
+    assert_fails(
+        &format!("{MINIMAL}[storage]\nurl = \"s3://bkt\"\nssh_key = \"/k\"\n"),
+        5,
+        "storage.ssh_key",
+        "prod.toml:5: storage.ssh_key: only applies to sftp:// urls (storage.url is \"s3://bkt\")",
+    );
+}
+
+#[test]
+fn gcs_urls_and_keys() {
+    for s in ["gs://bkt", "gs://bkt/a/b"] {
+        assert_eq!(StorageUrl::parse(s).unwrap_or_else(|e| panic!("{e}")).to_string(), s);
+    }
+    assert!(StorageUrl::parse("gs://user@bkt").unwrap_err().contains("refused"));
+    assert!(StorageUrl::parse("gs://bkt:443/a").unwrap_err().contains("no user or port"));
+    let ok = Config::parse(
+        &format!("{MINIMAL}[storage]\nurl = \"gs://bkt\"\ncredentials_file = \"/etc/key.json\"\nendpoint = \"http://127.0.0.1:9023\"\n"),
+        "prod.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.storage.url, StorageUrl::Gcs { bucket: "bkt".into(), path: String::new() });
+    assert!(ok.redacted_summary().contains("credentials=from-config"), "{}", ok.redacted_summary());
+    assert_fails(
+        &format!("{MINIMAL}[storage]\nurl = \"s3://bkt\"\ncredentials_file = \"k.json\"\n"),
+        5,
+        "storage.credentials_file",
+        "prod.toml:5: storage.credentials_file: only applies to gs:// urls (storage.url is \"s3://bkt\")",
+    );
 }
 
 #[test]

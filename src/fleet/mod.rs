@@ -315,9 +315,12 @@ pub fn open_storage(config: &Config) -> Result<Storage, storage::Error> {
         force_path_style: s.force_path_style,
         access_key_id: secret(&s.access_key_id),
         secret_access_key: secret(&s.secret_access_key),
+        credentials_file: s.credentials_file.as_ref().map(|p| p.display().to_string()),
         account_key: secret(&s.account_key),
         sas_token: secret(&s.sas_token),
         connection_string: secret(&s.connection_string),
+        ssh_key: s.ssh_key.clone(),
+        strict_host_key_checking: s.strict_host_key_checking.clone(),
     };
     Storage::from_url(&url, &opts)
 }

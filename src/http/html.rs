@@ -473,6 +473,13 @@ fn render_tenant(d: &ClientDetail, restore: &str) -> String {
         "s3" => {
             "<p>Both read S3 credentials from <code>AWS_ACCESS_KEY_ID</code> and <code>AWS_SECRET_ACCESS_KEY</code>.</p>"
         }
+        "gs" => {
+            "<p>Both read Google credentials from <code>GOOGLE_APPLICATION_CREDENTIALS</code>, and an emulator from <code>STORAGE_EMULATOR_HOST</code>.</p>"
+        }
+        "sftp" => {
+            "<p>litefleet runs your <code>ssh</code> (its keys, agent and known hosts); Litestream needs \
+             <code>key-path</code> (and <code>host-key</code>) in a config file.</p>"
+        }
         "abs" => {
             "<p>litefleet reads the account key from <code>AZURE_STORAGE_KEY</code>, Litestream from \
              <code>LITESTREAM_AZURE_ACCOUNT_KEY</code>; Litestream takes a custom endpoint (Azurite) only \

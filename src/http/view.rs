@@ -489,8 +489,8 @@ pub fn shell_quote(s: &str) -> String {
 
 /// The replica URL as Litestream 0.5 spells it: the same, except that its S3 query
 /// parameter for path-style addressing is `forcePathStyle` (litefleet's URLs say
-/// `force-path-style`), and an Azure URL has no query (Litestream takes a custom
-/// endpoint only from a config file).
+/// `force-path-style`), and a GCS or Azure URL has no query (Litestream takes a custom
+/// endpoint only from `STORAGE_EMULATOR_HOST` or a config file).
 pub fn litestream_url(replica_url: &str) -> String {
     match replica_url.split_once('?') {
         Some((base, query)) if replica_url.starts_with("s3://") => {
@@ -503,7 +503,7 @@ pub fn litestream_url(replica_url: &str) -> String {
                 .collect();
             format!("{base}?{}", query.join("&"))
         }
-        Some((base, _)) if replica_url.starts_with("abs://") => base.to_owned(),
+        Some((base, _)) if replica_url.starts_with("abs://") || replica_url.starts_with("gs://") => base.to_owned(),
         _ => replica_url.to_owned(),
     }
 }
@@ -623,7 +623,9 @@ mod tests {
             "litestream restore -o a.db -timestamp 2026-01-02T03:04:05Z 's3://bkt/databases/a?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true'"
         );
         assert_eq!(litestream_url("file:///r/databases/a"), "file:///r/databases/a");
-        // Litestream takes an Azure endpoint from a config file only.
+        // Litestream takes a GCS emulator from STORAGE_EMULATOR_HOST, an Azure endpoint
+        // from a config file only.
+        assert_eq!(litestream_url("gs://b/databases/a?endpoint=http://127.0.0.1:1"), "gs://b/databases/a");
         assert_eq!(
             litestream_url("abs://acct@c/databases/a?endpoint=http://127.0.0.1:1/acct"),
             "abs://acct@c/databases/a"

@@ -3,15 +3,17 @@
 //! the other's backups:
 //!
 //! * S3: `<path>/<level as %04x>/<min %016x>-<max %016x>.ltx`
-//! * a local folder, Azure Blob (and memory): `<path>/ltx/<level decimal>/<min>-<max>.ltx`
+//! * a local folder, GCS, Azure Blob, SFTP (and memory):
+//!   `<path>/ltx/<level decimal>/<min>-<max>.ltx`
 //!
-//! S3 objects carry `x-amz-meta-litestream-timestamp` (RFC 3339, the LTX header time),
-//! Azure blobs `x-ms-meta-litestreamtimestamp`; folder files get the header time as their
-//! mtime. Every call goes through opendal's retry (with backoff and jitter) and timeout
-//! layers, and opendal's metrics layer (durations, bytes and errors per operation, in the
-//! shared `metrics` recorder). This module never interprets LTX bytes beyond file names,
-//! and never deletes anything on its own initiative. What a list of files means (the
-//! restore chain, the window) is [`catalog`]'s.
+//! S3 and GCS objects carry the `litestream-timestamp` metadata (RFC 3339, the LTX
+//! header time), Azure blobs `x-ms-meta-litestreamtimestamp`; folder files get the
+//! header time as their mtime. Every call goes through opendal's retry (with backoff
+//! and jitter) and timeout layers, and opendal's metrics layer (durations, bytes and
+//! errors per operation, in the shared `metrics` recorder). This module never
+//! interprets LTX bytes beyond file names, and never deletes anything on its own
+//! initiative. What a list of files means (the restore chain, the window) is
+//! [`catalog`]'s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -97,8 +99,9 @@ pub enum Layout {
 /// Secrets here never print: `Debug` shows which are set, not their values.
 #[derive(Clone, Default)]
 pub struct Options {
-    /// Endpoint of an S3-compatible server or of Azurite (`http://127.0.0.1:9000`); else
-    /// `?endpoint=` or `AWS_ENDPOINT_URL` (S3).
+    /// Endpoint of an S3-compatible server, a GCS emulator or Azurite
+    /// (`http://127.0.0.1:9000`); else `?endpoint=`, `AWS_ENDPOINT_URL` (S3) or
+    /// `STORAGE_EMULATOR_HOST` (GCS).
     pub endpoint: Option<String>,
     /// S3 region; else `?region=`, `AWS_REGION`, `AWS_DEFAULT_REGION` or us-east-1.
     pub region: Option<String>,
@@ -108,12 +111,18 @@ pub struct Options {
     pub access_key_id: Option<String>,
     /// S3 secret key; else `AWS_SECRET_ACCESS_KEY`. Never logged.
     pub secret_access_key: Option<String>,
+    /// GCS service-account key file; else `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub credentials_file: Option<String>,
     /// Azure shared key; else `AZURE_STORAGE_KEY`. Never logged.
     pub account_key: Option<String>,
     /// Azure SAS token; else `AZURE_STORAGE_SAS_TOKEN`. Never logged.
     pub sas_token: Option<String>,
     /// Azure connection string; else `AZURE_STORAGE_CONNECTION_STRING`. Never logged.
     pub connection_string: Option<String>,
+    /// SSH private key file for SFTP; else ssh's own choice (agent, `~/.ssh`).
+    pub ssh_key: Option<PathBuf>,
+    /// ssh's `StrictHostKeyChecking` for SFTP: `yes` (default), `accept-new`, `no`.
+    pub strict_host_key_checking: Option<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -125,9 +134,12 @@ impl std::fmt::Debug for Options {
             .field("force_path_style", &self.force_path_style)
             .field("access_key_id", &set(&self.access_key_id))
             .field("secret_access_key", &set(&self.secret_access_key))
+            .field("credentials_file", &self.credentials_file)
             .field("account_key", &set(&self.account_key))
             .field("sas_token", &set(&self.sas_token))
             .field("connection_string", &set(&self.connection_string))
+            .field("ssh_key", &self.ssh_key)
+            .field("strict_host_key_checking", &self.strict_host_key_checking)
             .finish()
     }
 }
@@ -199,8 +211,9 @@ impl FileInfo {
 impl Storage {
     /// Builds storage from a replica URL: `file:///abs/path`, `file://./relative`, a bare
     /// path, `s3://bucket/prefix?endpoint=…&region=…&force-path-style=true`,
-    /// `abs://[account@]container/prefix`, or `memory://name` (process-local, for
-    /// tests). See `services` for credentials.
+    /// `gs://bucket/prefix`, `abs://[account@]container/prefix`,
+    /// `sftp://user@host[:port]/path`, or `memory://name`
+    /// (process-local, for tests). See `services` for credentials.
     pub fn from_url(url: &str, opts: &Options) -> Result<Storage> {
         let b = services::build(url, opts)?;
         let op =
@@ -426,11 +439,13 @@ impl Replica {
     }
 
     /// Uploads one LTX file, complete or not at all: on S3 one PUT (or a multipart
-    /// upload, which appears only when completed), on Azure one Put Blob (committed
-    /// whole or not at all), both carrying the timestamp metadata Litestream reads; on a
-    /// folder a temporary file in the same directory, its mtime set to
-    /// the header time, fsynced and renamed into place ([`durable::publish`]) — a full
-    /// disk or a crash leaves at most a temporary file, never a torn `.ltx`.
+    /// upload, which appears only when completed), on GCS one upload, on Azure one Put
+    /// Blob (each committed whole or not at all), all carrying the timestamp metadata
+    /// Litestream reads; over SFTP under a temporary name in the same folder, then
+    /// renamed over the final name; on a folder a temporary file in the same directory,
+    /// its mtime set to the header time, fsynced and renamed into place
+    /// ([`durable::publish`]) — a full disk or a crash leaves at most a temporary file,
+    /// never a torn `.ltx`.
     pub async fn put(&self, level: u32, min: TxId, max: TxId, data: Vec<u8>, timestamp_ms: i64) -> Result<()> {
         let key = self.key(level, min, max);
         let len = data.len() as u64;
@@ -445,6 +460,18 @@ impl Replica {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
             written.map_err(|source| Error::Local { what: what(), source })?;
+        } else if self.storage.service.renames() {
+            let op = &self.storage.op;
+            let tmp = durable::unique_temp_path(Path::new(&key)).to_string_lossy().into_owned();
+            let moved = match op.write(&tmp, data).await {
+                Ok(_) => op.rename(&tmp, &key).await,
+                Err(e) => Err(e),
+            };
+            if moved.is_err() {
+                // Best effort: one left behind is removed by the lifecycle later.
+                let _ = op.delete(&tmp).await;
+            }
+            moved.map_err(|source| Error::Op { what: what(), source })?;
         } else {
             let mut w = self.storage.op.write_with(&key, data);
             if let Some(meta) = self.storage.service.timestamp_key() {

@@ -2,13 +2,16 @@
 //! spells it, plus what the URL cannot hold ([`Options`]: `[storage]` keys, else each
 //! ecosystem's usual environment variables). Credentials are registered with
 //! [`crate::redact`] so no log line can show them; a URL with a password in it is
-//! refused (a user name is fine where the service has one: `abs://account@…`).
+//! refused (a user name is fine where the service has one: `abs://account@…`,
+//! `sftp://user@…`).
 //!
 //! | URL | service | layout |
 //! |---|---|---|
 //! | `file:///path`, a bare path | a local folder | `ltx/<level>/` |
 //! | `s3://bucket/path?endpoint=…&region=…&force-path-style=…` | S3 and compatibles | `<level %04x>/` |
+//! | `gs://bucket/path` | Google Cloud Storage | `ltx/<level>/` |
 //! | `abs://[account@]container/path` | Azure Blob Storage | `ltx/<level>/` |
+//! | `sftp://user@host[:port]/path` | SFTP (through the system's `ssh`) | `ltx/<level>/` |
 //! | `memory://name` | process memory (tests) | `ltx/<level>/` |
 
 use std::collections::HashMap;
@@ -26,8 +29,12 @@ pub enum Service {
     Folder,
     /// S3: one PUT; `x-amz-meta-litestream-timestamp`.
     S3,
+    /// Google Cloud Storage: one upload; `x-goog-meta-litestream-timestamp`.
+    Gcs,
     /// Azure Blob Storage: one Put Blob; `x-ms-meta-litestreamtimestamp`.
     Azure,
+    /// SFTP: a temporary name, then a rename over the final name.
+    Sftp,
     /// Process memory (tests).
     Memory,
 }
@@ -38,15 +45,23 @@ impl Service {
         match self {
             Service::Folder => "file",
             Service::S3 => "s3",
+            Service::Gcs => "gs",
             Service::Azure => "abs",
+            Service::Sftp => "sftp",
             Service::Memory => "memory",
         }
+    }
+
+    /// Whether a file is published under a temporary name and then renamed: the
+    /// service's own write is not atomic.
+    pub fn renames(self) -> bool {
+        self == Service::Sftp
     }
 
     /// The user-metadata key Litestream reads a file's time from, where it has one.
     pub fn timestamp_key(self) -> Option<&'static str> {
         match self {
-            Service::S3 => Some(super::TIMESTAMP_METADATA_KEY),
+            Service::S3 | Service::Gcs => Some(super::TIMESTAMP_METADATA_KEY),
             // Azure metadata names are C# identifiers: no hyphen.
             Service::Azure => Some("litestreamtimestamp"),
             _ => None,
@@ -125,7 +140,7 @@ pub(super) fn build(url: &str, opts: &Options) -> Result<Built> {
     }
     let Some((scheme, rest)) = url.split_once("://") else { return folder(url, &bad) };
     // Only these services have a user; everywhere else a '@' is a credential.
-    let user_allowed = scheme == "abs";
+    let user_allowed = matches!(scheme, "abs" | "sftp");
     if !user_allowed && crate::redact::has_userinfo(url) {
         return Err(bad(CREDENTIALS_IN_URL));
     }
@@ -141,8 +156,10 @@ pub(super) fn build(url: &str, opts: &Options) -> Result<Built> {
             fs_root: None,
         }),
         "s3" => s3(parts(rest, &bad)?, opts, &bad),
+        "gs" => gcs(parts(rest, &bad)?, opts),
         "abs" => azure(parts(rest, &bad)?, opts, &bad),
-        _ => Err(bad("unknown scheme (use file://, s3://, abs:// or memory://)")),
+        "sftp" => sftp(parts(rest, &bad)?, opts, &bad),
+        _ => Err(bad("unknown scheme (use file://, s3://, gs://, abs://, sftp:// or memory://)")),
     }
 }
 
@@ -236,6 +253,40 @@ fn s3(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built> {
     })
 }
 
+/// `gs://bucket/path`. Credentials: `[storage] credentials_file`, else
+/// `GOOGLE_APPLICATION_CREDENTIALS`, else gcloud's application-default credentials or
+/// the VM's metadata server. An emulator: `[storage] endpoint` or `STORAGE_EMULATOR_HOST`
+/// (as Google's own clients), with no credentials.
+fn gcs(p: Parts, opts: &Options) -> Result<Built> {
+    let bucket = p.host;
+    let emulator = env("STORAGE_EMULATOR_HOST")
+        .map(|h| if h.contains("://") { h } else { format!("http://{h}") })
+        .map(|h| h.trim_end_matches('/').to_owned());
+    let endpoint = opts.endpoint.clone().or_else(|| p.query.get("endpoint").cloned()).or(emulator);
+    let credentials = opts.credentials_file.clone().or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"));
+    let mut b = services::Gcs::default().bucket(bucket).root("/");
+    if let Some(ep) = &endpoint {
+        b = b.endpoint(ep);
+    }
+    match &credentials {
+        Some(path) => b = b.credential_path(path).disable_vm_metadata(),
+        // An emulator wants no token, and there is no metadata server to ask.
+        None if endpoint.is_some() => b = b.skip_signature().disable_vm_metadata().disable_config_load(),
+        None => {}
+    }
+    let op = Operator::new(b).map_err(op_err(format!("gs bucket {bucket}")))?;
+    let base = super::normalize_dir(p.path);
+    Ok(Built {
+        op,
+        service: Service::Gcs,
+        layout: Layout::Dir,
+        location: format!("gs://{bucket}/{}", base.trim_end_matches('/')),
+        base,
+        query: endpoint.map(|e| format!("endpoint={e}")).unwrap_or_default(),
+        fs_root: None,
+    })
+}
+
 /// `abs://[account@]container/path`. The account: the URL's user, else
 /// `AZURE_STORAGE_ACCOUNT` (or the connection string's). Credentials, first found:
 /// `[storage] connection_string` / `AZURE_STORAGE_CONNECTION_STRING`; `sas_token` /
@@ -254,6 +305,14 @@ fn azure(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built>
     let key =
         opts.account_key.clone().or_else(|| env("AZURE_STORAGE_KEY")).or_else(|| env("LITESTREAM_AZURE_ACCOUNT_KEY"));
     secret(&[&conn, &sas, &key]);
+    // The key or SAS inside a connection string is a secret by itself too.
+    for part in conn.iter().flat_map(|c| c.split(';')) {
+        if let Some((k, v)) = part.split_once('=')
+            && matches!(k.trim(), "AccountKey" | "SharedAccessSignature")
+        {
+            secret(&[&Some(v.trim().to_owned())]);
+        }
+    }
     let account = p.user.map(str::to_owned).or_else(|| env("AZURE_STORAGE_ACCOUNT"));
     let mut b = match &conn {
         Some(c) => services::Azblob::from_connection_string(c)
@@ -291,6 +350,41 @@ fn azure(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built>
         location: format!("abs://{at}{container}/{}", base.trim_end_matches('/')),
         base,
         query: given.map(|e| format!("endpoint={e}")).unwrap_or_default(),
+        fs_root: None,
+    })
+}
+
+/// `sftp://user@host[:port]/path` (the path is absolute on the server, as
+/// Litestream's). opendal runs the system's `ssh`, so `~/.ssh/config`, the agent
+/// (`SSH_AUTH_SOCK`) and `~/.ssh/known_hosts` apply as for any ssh command; `[storage]
+/// ssh_key` picks one private key, `strict_host_key_checking` is ssh's option of that
+/// name (`yes`, the default; `accept-new`; `no`).
+fn sftp(p: Parts, opts: &Options, bad: &dyn Fn(&str) -> Error) -> Result<Built> {
+    let Some(user) = p.user else { return Err(bad("no user: write sftp://<user>@<host>/<path>")) };
+    let strategy = match opts.strict_host_key_checking.as_deref().unwrap_or("yes") {
+        "yes" => "strict",
+        "accept-new" => "add",
+        "no" => "accept",
+        other => return Err(bad(&format!("strict_host_key_checking {other:?}: use yes, accept-new or no"))),
+    };
+    let endpoint = match p.port {
+        Some(port) => format!("ssh://{user}@{}:{port}", p.host),
+        None => format!("ssh://{user}@{}", p.host),
+    };
+    let mut b = services::Sftp::default().endpoint(&endpoint).user(user).root("/").known_hosts_strategy(strategy);
+    if let Some(k) = &opts.ssh_key {
+        b = b.key(&k.to_string_lossy());
+    }
+    let op = Operator::new(b).map_err(op_err(format!("sftp host {}", p.host)))?;
+    let base = super::normalize_dir(p.path);
+    let port = p.port.map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(Built {
+        op,
+        service: Service::Sftp,
+        layout: Layout::Dir,
+        location: format!("sftp://{user}@{}{port}/{}", p.host, base.trim_end_matches('/')),
+        base,
+        query: String::new(),
         fs_root: None,
     })
 }

@@ -136,3 +136,27 @@ async fn put_list_read_delete_on_a_folder_sets_mtime() {
     assert_eq!(s.discover("").await.unwrap(), vec!["t1".to_string()]);
     assert!(s.counters().total() >= 6);
 }
+
+#[test]
+fn azure_urls_and_every_secret_is_registered() {
+    let conn = "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=c2VjcmV0LWtleS1pbi1jb25u;BlobEndpoint=http://127.0.0.1:9/acct;";
+    let opts = Options { connection_string: Some(conn.to_owned()), ..Default::default() };
+    let s = Storage::from_url("abs://fleet/base", &opts).unwrap_or_else(|e| panic!("{}", crate::errors::chain(&e)));
+    assert_eq!(s.service(), Service::Azure);
+    assert_eq!(s.replica("databases/t").key(0, 1, 1), "base/databases/t/ltx/0/0000000000000001-0000000000000001.ltx");
+    // A library that prints the key alone (taken out of the connection string) prints `***`.
+    let line = crate::redact::scrub("signing with c2VjcmV0LWtleS1pbi1jb25u now").into_owned();
+    assert!(!line.contains("c2VjcmV0LWtleS1pbi1jb25u"), "{line}");
+    let e = Storage::from_url("abs://fleet", &Options::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    let ambient =
+        ["AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_CONNECTION_STRING"].iter().any(|v| std::env::var_os(v).is_some());
+    assert!(ambient || e.contains("no storage account"), "{e}");
+    assert!(Storage::from_url("abs://acct:key@fleet", &Options::default()).is_err());
+    let g =
+        Storage::from_url("gs://bkt/p", &Options { endpoint: Some("http://127.0.0.1:9".into()), ..Default::default() })
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(g.url(), "gs://bkt/p?endpoint=http://127.0.0.1:9");
+    let f = Storage::from_url("sftp://me@127.0.0.1:2222/srv/b", &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((f.service(), f.url()), (Service::Sftp, "sftp://me@127.0.0.1:2222/srv/b".to_owned()));
+    assert!(Storage::from_url("sftp://127.0.0.1/srv", &Options::default()).is_err(), "no user");
+}

@@ -1,7 +1,7 @@
 //! Storage emulators on 127.0.0.1 for `tests/services.rs`, each a child process killed
-//! on drop: Azurite (Azure Blob). The binaries come from environment variables that
-//! `scripts/test.sh` exports; when one is missing the helper returns `None` and prints
-//! why, except with `CI=true`, where it panics.
+//! on drop: Azurite (Azure Blob), gcp-storage-emulator (GCS), OpenSSH's sshd (SFTP).
+//! The binaries come from environment variables that `scripts/test.sh` exports; when one is missing the helper
+//! returns `None` and prints why, except with `CI=true`, where it panics.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -171,6 +171,141 @@ impl Azurite {
         );
         let p = dir.join("litestream-abs.yml");
         std::fs::write(&p, yml).unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+}
+
+// ───────────────────────────── GCS ─────────────────────────────
+
+/// gcp-storage-emulator (`LITEFLEET_GCS_EMULATOR`: its script, from PyPI), in memory,
+/// with one bucket. It speaks the JSON API opendal uses and the XML download path
+/// Google's Go client (Litestream) reads with, ranges included.
+pub struct GcsEmulator {
+    pub proc: Proc,
+}
+
+impl GcsEmulator {
+    /// Starts the emulator with `bucket`. `None` (with a printed reason) when
+    /// `LITEFLEET_GCS_EMULATOR` is unset outside CI.
+    pub fn start(bucket: &str) -> Option<GcsEmulator> {
+        let bin = tool_from_env("LITEFLEET_GCS_EMULATOR")?;
+        let proc = start_with_retries("gcp-storage-emulator", || {
+            let dir = tempfile::Builder::new().prefix("litefleet-gcs-").tempdir().map_err(|e| e.to_string())?;
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "--in-memory", "--quiet"])
+                .args(["--default-bucket", bucket]);
+            let ready = |port: u16| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                http_request(addr, "GET", &format!("/storage/v1/b/{bucket}"), &[], b"", Duration::from_secs(2))
+                    .is_ok_and(|r| r.status == 200)
+            };
+            Proc::spawn(cmd, dir, port, ready)
+        });
+        Some(GcsEmulator { proc })
+    }
+
+    /// `127.0.0.1:PORT`, as `STORAGE_EMULATOR_HOST` takes it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.proc.port)
+    }
+
+    /// `http://127.0.0.1:PORT`, as `[storage] endpoint` takes it.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.host())
+    }
+}
+
+// ───────────────────────────── SFTP ─────────────────────────────
+
+/// OpenSSH's `sshd` (`LITEFLEET_SSHD`) on a free port of 127.0.0.1, with a throwaway
+/// host key and one client key, serving SFTP to the current user. Clients reach it
+/// through [`SshServer::path_with_ssh`]: a folder whose `ssh` runs the system's with
+/// this server's own config (its known host, the client key), so nothing is read from
+/// or written to the user's `~/.ssh`.
+pub struct SshServer {
+    pub proc: Proc,
+    /// The login (the user running the tests).
+    pub user: String,
+    /// The client's private key.
+    pub key: PathBuf,
+    /// The host's public key line (`ssh-ed25519 AAAA…`).
+    pub host_key: String,
+}
+
+impl SshServer {
+    /// Starts sshd. `None` (with a printed reason) when `LITEFLEET_SSHD` is unset outside
+    /// CI.
+    pub fn start() -> Option<SshServer> {
+        let sshd = tool_from_env("LITEFLEET_SSHD")?;
+        Some(start_with_retries("sshd", || SshServer::try_start(&sshd)))
+    }
+
+    fn try_start(sshd: &Path) -> Result<SshServer, String> {
+        let dir = tempfile::Builder::new().prefix("litefleet-sshd-").tempdir().map_err(|e| e.to_string())?;
+        let d = dir.path();
+        for name in ["host_key", "client_key"] {
+            let o = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "litefleet-test", "-f"])
+                .arg(d.join(name))
+                .output()
+                .map_err(|e| format!("ssh-keygen: {e}"))?;
+            if !o.status.success() {
+                return Err(format!("ssh-keygen: {}", String::from_utf8_lossy(&o.stderr)));
+            }
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).map_err(|e| e.to_string())?;
+        // sshd wants its privilege-separation folder, as its package's service creates.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+             UsePAM no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).map_err(|e| e.to_string())?;
+        let host_key = std::fs::read_to_string(d.join("host_key.pub")).map_err(|e| e.to_string())?;
+        let host_key = host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        // The client side: known host, key, no prompt; `bin/ssh` applies it.
+        std::fs::write(d.join("known_hosts"), format!("[127.0.0.1]:{port} {host_key}\n")).map_err(|e| e.to_string())?;
+        let client = format!(
+            "Host *\n  UserKnownHostsFile {d}/known_hosts\n  GlobalKnownHostsFile /dev/null\n  IdentityFile {d}/client_key\n  IdentitiesOnly yes\n  BatchMode yes\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("ssh_config"), client).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(d.join("bin")).map_err(|e| e.to_string())?;
+        let wrapper = d.join("bin/ssh");
+        std::fs::write(&wrapper, format!("#!/bin/sh\nexec /usr/bin/ssh -F {}/ssh_config \"$@\"\n", d.display()))
+            .map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        let user = Command::new("id").arg("-un").output().map_err(|e| format!("id -un: {e}"))?;
+        let user = String::from_utf8_lossy(&user.stdout).trim().to_owned();
+        let mut cmd = Command::new(sshd);
+        cmd.args(["-D", "-e", "-f"]).arg(d.join("sshd_config"));
+        let ready = |port: u16| {
+            use std::io::Read as _;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut banner = [0u8; 4];
+            s.read_exact(&mut banner).is_ok() && &banner == b"SSH-"
+        };
+        let key = d.join("client_key");
+        Ok(SshServer { proc: Proc::spawn(cmd, dir, port, ready)?, user, key, host_key })
+    }
+
+    /// `PATH` with this server's `ssh` wrapper first.
+    pub fn path_with_ssh(&self) -> String {
+        format!("{}:{}", self.proc.dir.path().join("bin").display(), std::env::var("PATH").unwrap_or_default())
+    }
+
+    /// An empty folder on the server (the machine running the tests) for replicas.
+    pub fn remote_dir(&self) -> PathBuf {
+        let p = self.proc.dir.path().join("remote");
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{e}"));
         p
     }
 }
