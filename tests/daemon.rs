@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
+use common::daemon::{Daemon, POLL, WAIT};
 use common::*;
 
 const G1: &str = "12345678-1234-5678-9abc-123456789012";
@@ -21,97 +20,6 @@ const G4: &str = "fedcba98-7654-3210-fedc-ba9876543210";
 const G5: &str = "0a0b0c0d-1111-2222-3333-444455556666";
 const G6: &str = "0f0f0f0f-aaaa-bbbb-cccc-ddddeeeeffff";
 const BUCKET: &str = "fleet";
-const WAIT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(25);
-
-/// A running `litefleet` process whose stderr (the log) is collected.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn spawn(args: &[&str], envs: &[(String, String)], cwd: &Path) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_litefleet"));
-        cmd.args(args).current_dir(cwd).stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env_remove("RUST_LOG");
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning litefleet: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut g = sink.lock().unwrap_or_else(|e| e.into_inner());
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn config(config: &Path, cwd: &Path) -> Daemon {
-        Daemon::spawn(&["daemon", "--config", config.to_str().unwrap()], &[], cwd)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log().matches(needle).count()
-    }
-
-    /// Waits until `needle` appears `n` times in the log; panics with the log if not.
-    fn expect_n(&self, needle: &str, n: usize) {
-        if !wait_until(WAIT, POLL, || self.count(needle) >= n) {
-            panic!("log never showed {needle:?} ×{n}; log:\n{}", self.log());
-        }
-    }
-
-    fn expect(&self, needle: &str) {
-        self.expect_n(needle, 1);
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().map(|s| s.success());
-        assert!(matches!(ok, Ok(true)), "kill -s {sig} failed");
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let mut status = None;
-        let exited = wait_until(Duration::from_secs(60), POLL, || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        assert!(exited, "daemon did not exit; log:\n{}", self.log());
-        status.unwrap_or_else(|| unreachable!())
-    }
-
-    /// SIGTERM, then asserts a clean exit (0).
-    fn stop(mut self) -> String {
-        self.signal("TERM");
-        let status = self.wait_exit();
-        let log = self.log();
-        assert!(status.success(), "exit status {status}; log:\n{log}");
-        log
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A test's world: a temp dir, an S3 server with the bucket, paths.
 struct World {

@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use super::{Config, MIN_RESCAN_INTERVAL, Problem, problem};
+use super::{Config, MAX_BUSY_TIMEOUT, MAX_DURATION, MIN_RESCAN_INTERVAL, Problem, problem};
 
 impl Config {
     /// The first semantic mistake, in file order as far as possible.
@@ -18,6 +18,31 @@ impl Config {
             .or_else(|| self.validation_problem())
             .or_else(|| self.restore_problem())
             .or_else(|| self.hooks_problem())
+            .or_else(|| self.duration_problem())
+    }
+
+    /// Durations past what the daemon can put on a clock: `"18446744073709551615s"` or
+    /// `"500000000000 years"` parse, then panicked at start-up or in a task (an `Instant`
+    /// or a multiple overflowed; SQLite's busy timeout is an `int` of milliseconds).
+    /// Found by `tests/fuzz.rs`.
+    fn duration_problem(&self) -> Option<Problem> {
+        let (r, f, l) = (&self.replication, &self.fleet, &self.lifecycle);
+        let mut all = vec![
+            ("replication.sync_interval".to_owned(), r.sync_interval, MAX_DURATION),
+            ("replication.checkpoint_interval".to_owned(), r.checkpoint_interval, MAX_DURATION),
+            ("replication.busy_timeout".to_owned(), r.busy_timeout, MAX_BUSY_TIMEOUT),
+            ("replication.idle_after".to_owned(), r.idle_after, MAX_DURATION),
+            ("fleet.rescan_interval".to_owned(), f.rescan_interval, MAX_DURATION),
+            ("fleet.shutdown_timeout".to_owned(), f.shutdown_timeout, MAX_DURATION),
+            ("fleet.poll_interval".to_owned(), f.poll_interval, MAX_DURATION),
+            ("lifecycle.snapshot_interval".to_owned(), l.snapshot_interval, MAX_DURATION),
+            ("lifecycle.snapshot_retention".to_owned(), l.snapshot_retention, MAX_DURATION),
+            ("lifecycle.l0_retention".to_owned(), l.l0_retention, MAX_DURATION),
+            ("validation.interval".to_owned(), self.validation.interval, MAX_DURATION),
+        ];
+        all.extend(l.levels.iter().enumerate().map(|(i, d)| (format!("lifecycle.levels[{i}]"), *d, MAX_DURATION)));
+        let (key, _, max) = all.into_iter().find(|(_, d, max)| d > max)?;
+        Some(problem(key, format!("is longer than {} (the most it may be)", humantime::format_duration(max))))
     }
 
     fn watch_problem(&self) -> Option<Problem> {

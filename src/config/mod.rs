@@ -61,6 +61,11 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Shortest allowed rescan interval: a sweep of 10,000 files every second would be the
 /// polling this design exists to avoid.
 pub const MIN_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest duration any key accepts: ten years is past every sensible setting, and far
+/// from where adding it to a clock or multiplying it overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Longest `replication.busy_timeout`: SQLite takes it as an `int` of milliseconds.
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 /// Longest accepted file extension (without the dot).
 const MAX_EXTENSION_LEN: usize = 16;
 

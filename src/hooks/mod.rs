@@ -67,6 +67,47 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(150);
 /// host function (where epoch interruption cannot reach it).
 const ABANDON_GRACE: Duration = Duration::from_millis(100);
 
+/// Validates what a hook's `on-register` accepted with: the prefix (user input, by
+/// [`crate::tenant::validate_prefix`]; `None` keeps `default_prefix`) and the labels (at
+/// most [`MAX_LABELS`], keys 1 to [`MAX_LABEL_KEY`] of `A-Z a-z 0-9 . _ -`, values at most
+/// [`MAX_LABEL_VALUE`] characters without control characters, no key twice). The error
+/// says what is wrong, for the hook's failure report. Hostile input gets an error, never
+/// a panic (`tests/fuzz.rs`).
+pub fn check_accept(
+    prefix: Option<&str>,
+    labels: Vec<(String, String)>,
+    default_prefix: &Prefix,
+) -> Result<Decision, String> {
+    let prefix = match prefix {
+        None => default_prefix.clone(),
+        Some(p) => Prefix::parse(p).map_err(|e| format!("returned an unusable prefix: {e}"))?,
+    };
+    if labels.len() > MAX_LABELS {
+        return Err(format!("returned {} labels; at most {MAX_LABELS} are allowed", labels.len()));
+    }
+    let mut checked = BTreeMap::new();
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !key_ok {
+            return Err(format!(
+                "returned label key {:?}; keys are 1 to {MAX_LABEL_KEY} of A-Z a-z 0-9 . _ -",
+                sandbox::truncate(&k, 80)
+            ));
+        }
+        if v.chars().count() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
+            return Err(format!(
+                "returned label {k:?} with a value over {MAX_LABEL_VALUE} characters or with control characters"
+            ));
+        }
+        if checked.insert(k.clone(), v).is_some() {
+            return Err(format!("returned label {k:?} twice"));
+        }
+    }
+    Ok(Decision::Accept { prefix, labels: checked })
+}
+
 /// The tenant a hook call is about, as the fleet knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookTenant {
@@ -326,9 +367,9 @@ impl Hooks {
         let result =
             self.call(|sandbox, loaded| async move { sandbox.on_register(&loaded.compiled, call, &tenant).await });
         match result.await {
-            Ok(GuestDecision::Accept(a)) => match self.checked_accept(a, t) {
+            Ok(GuestDecision::Accept(a)) => match check_accept(a.prefix.as_deref(), a.labels, &t.default_prefix) {
                 Ok(decision) => Verdict { decision, hook_error: None },
-                Err(f) => self.apply_policy(t, f),
+                Err(m) => self.apply_policy(t, Failure::new(FailureKind::Invalid, m)),
             },
             Ok(GuestDecision::Refuse(reason)) => {
                 tracing::info!(hook = &*self.inner.name, tenant = %t.id, "hook refused the tenant: {reason}");
@@ -451,48 +492,6 @@ impl Hooks {
                 ))
             }
         }
-    }
-
-    /// Validates an accepted decision: the prefix (user input) and the labels.
-    fn checked_accept(&self, a: sandbox::Accept, t: &HookTenant) -> Result<Decision, Failure> {
-        let prefix = match a.prefix {
-            None => t.default_prefix.clone(),
-            Some(p) => Prefix::parse(&p)
-                .map_err(|e| Failure::new(FailureKind::Invalid, format!("returned an unusable prefix: {e}")))?,
-        };
-        if a.labels.len() > MAX_LABELS {
-            return Err(Failure::new(
-                FailureKind::Invalid,
-                format!("returned {} labels; at most {MAX_LABELS} are allowed", a.labels.len()),
-            ));
-        }
-        let mut labels = BTreeMap::new();
-        for (k, v) in a.labels {
-            let key_ok = !k.is_empty()
-                && k.len() <= MAX_LABEL_KEY
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if !key_ok {
-                return Err(Failure::new(
-                    FailureKind::Invalid,
-                    format!(
-                        "returned label key {:?}; keys are 1 to {MAX_LABEL_KEY} of A-Z a-z 0-9 . _ -",
-                        sandbox::truncate(&k, 80)
-                    ),
-                ));
-            }
-            if v.chars().count() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
-                return Err(Failure::new(
-                    FailureKind::Invalid,
-                    format!(
-                        "returned label {k:?} with a value over {MAX_LABEL_VALUE} characters or with control characters"
-                    ),
-                ));
-            }
-            if labels.insert(k.clone(), v).is_some() {
-                return Err(Failure::new(FailureKind::Invalid, format!("returned label {k:?} twice")));
-            }
-        }
-        Ok(Decision::Accept { prefix, labels })
     }
 
     /// Counts and logs a failure, then decides by `on_error`.

@@ -30,7 +30,7 @@ mod bindings {
 }
 
 pub use bindings::litefleet::hooks::host::Level;
-pub use bindings::{Accept, Decision as GuestDecision, Tenant as GuestTenant};
+pub use bindings::{Decision as GuestDecision, Tenant as GuestTenant};
 
 /// How often the epoch ticker advances the engine's epoch; a call's deadline is a whole
 /// number of ticks, so a looping guest is stopped up to two ticks before its timeout.

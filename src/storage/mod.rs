@@ -557,11 +557,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // Two hex digits, looked at as bytes: a `%` before a multi-byte character is
+        // kept as it is (slicing the `str` there panicked: tests/fuzz.rs).
+        let hex = |c: u8| (c as char).to_digit(16);
         if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let Some((hi, lo)) = b.get(i + 1).and_then(|&h| hex(h)).zip(b.get(i + 2).and_then(|&l| hex(l)))
         {
-            out.push(v);
+            out.push((hi * 16 + lo) as u8);
             i += 3;
             continue;
         }

@@ -2,7 +2,9 @@
 //! and takes what it needs (`boards`: status boards filled the way the fleet fills them;
 //! `browser`: headless Chromium over the DevTools protocol; `hook_wat`: hook components
 //! written in WebAssembly text; `live`: the daemon in process with real tenants, a slow
-//! TCP link and tmpfs mounts).
+//! TCP link and tmpfs mounts; `daemon`: the `litefleet` binary as a child process;
+//! `proxy`: a TCP proxy that injects storage faults; `faults`: ledger writers, restores
+//! with both tools, whole-object checks, tmpfs).
 //!
 //! Everything here talks to 127.0.0.1 only, and every wait is bounded.
 //!
@@ -15,8 +17,11 @@
 
 pub mod boards;
 pub mod browser;
+pub mod daemon;
+pub mod faults;
 pub mod hook_wat;
 pub mod live;
+pub mod proxy;
 pub mod services;
 
 use std::collections::VecDeque;
