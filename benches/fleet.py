@@ -26,6 +26,20 @@ after a warm-up commit per tenant and the settle; per commit the lag from the en
 to an L0 file with a higher max TXID in that tenant's replica (polled every --poll s), and
 the tool's CPU seconds per MB of L0 files shipped in the window.
 
+--restart (docs/benchmarks.md, restarts): after start-up and a quiet period, the daemon is
+stopped with SIGINT and started again, then killed with SIGKILL and started again; after each
+restart it is left until quiet, and the LTX files it wrote (by level) and the storage requests
+it sent (opendal's operation counts from its /metrics) are reported. --tools litefleet,before
+compares with LITEFLEET_BEFORE (an older build) in the same run.
+
+--register (with moto): a daemon on an empty folder replicating to moto_server; one new tenant
+database appears; the S3 requests from then until its first upload (and until quiet) are counted
+from moto's access log.
+
+--leftover-wal: one tenant imports 2,400 pages in one transaction and keeps its connection
+(the WAL stays); how long until the daemon holds no connection and no timer, then its CPU and
+syncs over --idle seconds.
+
 Both tools use their defaults (litefleet: config.example.toml's values; Litestream:
 `dbs: - dir/pattern/watch: true`). Prints Markdown tables for docs/benchmarks.md.
 
@@ -37,6 +51,7 @@ BENCH_TMP [a temp dir under /var/tmp, removed at exit unless BENCH_KEEP=1].
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -60,6 +75,7 @@ def first(*paths):
 
 
 LITEFLEET = os.environ.get("LITEFLEET", "/var/tmp/litefleet-target/release/litefleet")
+LITEFLEET_BEFORE = os.environ.get("LITEFLEET_BEFORE")
 LITESTREAM = first(os.environ.get("LITESTREAM"), os.path.join(ROOT, ".venv/bin/litestream"),
                    "/work/scratch/venv17/bin/litestream")
 MOTO = first(os.environ.get("MOTO_SERVER"), os.path.join(ROOT, ".venv/bin/moto_server"),
@@ -194,7 +210,8 @@ def prepare_tool(tool, n, tenants_src, work, args, moto):
         env.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
                     "AWS_EC2_METADATA_DISABLED": "true"})
     errlog = open(os.path.join(run, "stderr.log"), "w")
-    if tool == "litefleet":
+    args.http_port = free_port()
+    if tool in ("litefleet", "before"):
         cfg = os.path.join(run, "fleet.toml")
         storage = (f'url = "s3://bench/{tool}-{n}"\nendpoint = "{moto.endpoint}"\nforce_path_style = true\n'
                    if moto else f'url = "file://{replicas}"\n')
@@ -205,8 +222,8 @@ def prepare_tool(tool, n, tenants_src, work, args, moto):
                 lifecycle += f'[fleet]\nrescan_interval = "{args.rescan}"\n'
             sync = f'sync_interval = "{args.interval}"\n' if getattr(args, "interval", None) else ""
             f.write(f'[[watch]]\ndir = "{clients}"\n[storage]\n{storage}[replication]\nstate_dir = "{run}/state"\n{sync}'
-                    f'[http]\nlisten = "127.0.0.1:{free_port()}"\n[log]\nlevel = "warn"\n{lifecycle}{hook}')
-        cmd = [LITEFLEET, "daemon", "--config", cfg]
+                    f'[http]\nlisten = "127.0.0.1:{args.http_port}"\n[log]\nlevel = "warn"\n{lifecycle}{hook}')
+        cmd = [LITEFLEET if tool == "litefleet" else LITEFLEET_BEFORE, "daemon", "--config", cfg]
         layout = "ours"
     else:
         cfg = os.path.join(run, "litestream.yml")
@@ -519,6 +536,225 @@ def run_active(tool, n, tenants_src, work, args):
             shutil.rmtree(run, ignore_errors=True)
 
 
+# ------------------------------------------------------------------ --restart, --register, --leftover-wal
+def metrics(port):
+    """(opendal operations by kind, litefleet gauges/counters summed by name) from /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120).read().decode()
+    ops, sums = {}, {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        try:
+            v = float(value)
+        except ValueError:
+            continue
+        if name == "opendal_operation_duration_seconds_count":
+            m = re.search(r'operation="([^"]+)"', name_labels)
+            if m:
+                ops[m.group(1)] = ops.get(m.group(1), 0) + v
+        elif name.startswith("litefleet_"):
+            sums[name] = sums.get(name, 0) + v
+    return ops, sums
+
+
+def ltx_files(replicas):
+    """LTX files under a folder replica root, by level."""
+    counts = {}
+    for dirpath, _, files in os.walk(replicas):
+        parent, lvl = os.path.split(dirpath)
+        if os.path.basename(parent) == "ltx":
+            counts[lvl] = counts.get(lvl, 0) + sum(1 for f in files if f.endswith(".ltx"))
+    return counts
+
+
+def wait_quiet(proc, limit, below=0.02, window=10):
+    """Until the process used under `below` of a core over `window` s (or `limit` s passed)."""
+    end = time.time() + limit
+    while time.time() < end and proc.poll() is None:
+        c0 = proc_stats(proc.pid)["cpu"]
+        time.sleep(window)
+        if proc.poll() is None and (proc_stats(proc.pid)["cpu"] - c0) / window < below:
+            return True
+    return False
+
+
+def wait_http(port, limit=120):
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            return True
+        except Exception:
+            time.sleep(0.2)
+    return False
+
+
+def run_restart(tool, n, tenants_src, work, args):
+    """Start-up, quiet; then SIGINT + start, quiet; then SIGKILL + start, quiet: uploads and requests."""
+    cmd, env, run, clients, replicas, layout, ids, errlog = prepare_tool(tool, n, tenants_src, work, args, None)
+    result = {"mode": "restart", "tool": tool, "n": n}
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, env=env, cwd=run)
+    try:
+        while count_replicated(replicas, layout, n, ids) < n:
+            if proc.poll() is not None or time.time() - t0 > args.startup_timeout:
+                result["crashed"] = f"start-up failed (exit {proc.poll()})"
+                return result
+            time.sleep(0.5 if n <= 10000 else 2)
+        result["startup_s"] = time.time() - t0
+        result["settled"] = wait_quiet(proc, args.settle_max)
+        log(f"{tool}: started and quiet after {time.time() - t0:.0f} s")
+        for how in ("SIGINT", "SIGKILL"):
+            before = ltx_files(replicas)
+            if how == "SIGINT":
+                stop_tool(proc, errlog)
+            else:
+                proc.kill()
+                proc.wait()
+                errlog.close()
+            errlog = open(os.path.join(run, "stderr.log"), "a")
+            t1 = time.time()
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, env=env, cwd=run)
+            wait_http(args.http_port)
+            quiet = wait_quiet(proc, args.settle_max)
+            ops, sums = metrics(args.http_port)
+            after = ltx_files(replicas)
+            new = {lvl: after.get(lvl, 0) - before.get(lvl, 0) for lvl in sorted(set(after) | set(before))}
+            result[how] = {"new_ltx_files": {k: v for k, v in new.items() if v}, "requests": ops,
+                           "files_shipped": sums.get("litefleet_files_shipped_total", 0),
+                           "settle_s": time.time() - t1, "quiet": quiet,
+                           "cpu_s": proc_stats(proc.pid)["cpu"], "loadavg": open("/proc/loadavg").read().split()[:3]}
+            log(f"{tool} after {how}: {result[how]}")
+        return result
+    finally:
+        stop_tool(proc, errlog)
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def moto_requests(moto, start):
+    """Requests in moto's access log from line `start` on: [(method, path?query)]."""
+    out = []
+    with open(moto.log_path) as f:
+        for i, line in enumerate(f):
+            if i < start:
+                continue
+            m = re.search(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1.1"', line)
+            if m:
+                out.append((m.group(1), m.group(2)))
+    return out
+
+
+def classify(method, path):
+    if method == "GET" and ("list-type=" in path or "delimiter=" in path or path.rstrip("/").count("/") <= 1 and "?" in path):
+        return "LIST"
+    return method
+
+
+def run_register(tool, work, args):
+    """One new tenant on a running daemon replicating to moto: its requests before its first upload."""
+    moto = Moto(work)
+    try:
+        src = os.path.join(work, "tenants-empty")
+        os.makedirs(src, exist_ok=True)
+        cmd, env, run, clients, replicas, layout, ids, errlog = prepare_tool(tool, 0, src, work, args, moto)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, env=env, cwd=run)
+        result = {"mode": "register", "tool": tool}
+        try:
+            wait_http(args.http_port)
+            time.sleep(5)
+            start = sum(1 for _ in open(moto.log_path))
+            tid = str(uuid.UUID(int=424242))
+            db = os.path.join(clients, f"{tid}.db")
+            c = sqlite3.connect(db)
+            c.execute("pragma journal_mode=wal")
+            c.execute("create table t(id integer primary key, v blob)")
+            c.execute("insert into t(v) values (randomblob(100))")
+            c.commit()
+            t0 = time.time()
+            first_put = None
+            while time.time() - t0 < 60 and first_put is None:
+                reqs = [r for r in moto_requests(moto, start) if tid in r[1]]
+                puts = [i for i, r in enumerate(reqs) if r[0] == "PUT" and r[1].split("?")[0].endswith(".ltx")]
+                if puts:
+                    first_put = puts[0]
+                time.sleep(0.2)
+            time.sleep(args.settle)
+            reqs = [r for r in moto_requests(moto, start) if tid in r[1]]
+            kinds = lambda rs: {k: sum(1 for r in rs if classify(*r) == k) for k in sorted({classify(*r) for r in rs})}
+            result.update({"before_first_upload": kinds(reqs[:first_put] if first_put is not None else reqs),
+                           "first_upload_seen": first_put is not None,
+                           f"within_{args.settle:.0f}s": kinds(reqs), "requests": reqs,
+                           "loadavg": open("/proc/loadavg").read().split()[:3]})
+            c.close()
+            return result
+        finally:
+            stop_tool(proc, errlog)
+            if os.environ.get("BENCH_KEEP") != "1":
+                shutil.rmtree(run, ignore_errors=True)
+    finally:
+        moto.stop()
+
+
+LEFTOVER_WRITER = r"""
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("pragma journal_mode=wal")
+c.execute("create table if not exists t(v blob)")
+c.execute("begin")
+c.execute("with recursive n(i) as (select 1 union all select i + 1 from n where i < 2400) "
+          "insert into t select randomblob(3900) from n")
+c.execute("commit")
+sys.stdout.write("done\n"); sys.stdout.flush()
+time.sleep(3600)
+"""
+
+
+def run_leftover(tool, work, args):
+    """A tenant left with ~2,400 WAL pages after its last write: time to idle, then its cost."""
+    src = os.path.join(work, "tenants-empty")
+    os.makedirs(src, exist_ok=True)
+    cmd, env, run, clients, replicas, layout, ids, errlog = prepare_tool(tool, 0, src, work, args, None)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, env=env, cwd=run)
+    result = {"mode": "leftover-wal", "tool": tool}
+    writer = None
+    try:
+        wait_http(args.http_port)
+        db = os.path.join(clients, f"{uuid.UUID(int=77)}.db")
+        writer = subprocess.Popen([sys.executable, "-c", LEFTOVER_WRITER, db], stdout=subprocess.PIPE)
+        writer.stdout.readline()
+        t0 = time.time()
+        result["wal_bytes"] = os.path.getsize(db + "-wal")
+        idle_at = None
+        while time.time() - t0 < args.settle_max:
+            _, sums = metrics(args.http_port)
+            if sums.get("litefleet_syncs_total", 0) > 0 and sums.get("litefleet_hot_tenants", 1) == 0 \
+                    and sums.get("litefleet_scheduled_tenants", 1) == 0:
+                idle_at = time.time() - t0
+                break
+            time.sleep(0.25)
+        result["idle_after_last_write_s"] = idle_at
+        _, s0 = metrics(args.http_port)
+        c0 = proc_stats(proc.pid)["cpu"]
+        time.sleep(args.idle)
+        _, s1 = metrics(args.http_port)
+        c1 = proc_stats(proc.pid)["cpu"]
+        result.update({"window_s": args.idle, "syncs_in_window": s1.get("litefleet_syncs_total", 0) - s0.get("litefleet_syncs_total", 0),
+                       "cpu_s_in_window": c1 - c0, "cpu_pct": 100 * (c1 - c0) / args.idle,
+                       "wal_bytes_after": os.path.getsize(db + "-wal"),
+                       "loadavg": open("/proc/loadavg").read().split()[:3]})
+        return result
+    finally:
+        if writer:
+            writer.kill()
+            writer.wait()
+        stop_tool(proc, errlog)
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(run, ignore_errors=True)
+
+
 def print_active(results):
     print("| tool | settings | WAL before the window | N | commits | replicated | lag p50 (ms) | p99 (ms) | max (ms) | CPU (s) "
           "| L0 MB shipped | CPU s per MB | CPU ms per commit | writer commit p99 (ms) "
@@ -578,11 +814,19 @@ def main():
                          "empty WAL (the tenants are created with a truncated WAL)")
     ap.add_argument("--gap-cut", type=float, default=2.0,
                     help="--active: also report the lag of commits to a tenant not written for this long (s)")
+    ap.add_argument("--restart", action="store_true",
+                    help="stop (SIGINT, then SIGKILL) and restart an idle fleet: LTX files and requests after each restart")
+    ap.add_argument("--register", action="store_true",
+                    help="with moto: requests a new tenant costs before its first upload")
+    ap.add_argument("--leftover-wal", action="store_true",
+                    help="a tenant left with a 2,400-page WAL: time to idle, then syncs and CPU over --idle s")
     ap.add_argument("--json", help="also write the results (a list of objects) to this file")
     args = ap.parse_args()
     if args.tenants is None:
         args.tenants = "1000" if args.active else "100,1000,10000"
     tools = args.tools.split(",")
+    if "before" in tools and not (LITEFLEET_BEFORE and os.path.exists(LITEFLEET_BEFORE)):
+        sys.exit("--tools before needs LITEFLEET_BEFORE (an older litefleet binary)")
     if "litefleet" in tools and not os.path.exists(LITEFLEET):
         log(f"building {LITEFLEET}")
         subprocess.check_call(["cargo", "build", "--release", "--bins"], cwd=ROOT)
@@ -592,6 +836,20 @@ def main():
         sys.exit("moto_server not found: run scripts/test.sh once (it makes .venv) or set MOTO_SERVER")
     work = os.environ.get("BENCH_TMP") or tempfile.mkdtemp(prefix="litefleet-fleet-", dir="/var/tmp")
     results = []
+    if args.register or args.leftover_wal:
+        try:
+            for tool in tools:
+                r = run_register(tool, work, args) if args.register else run_leftover(tool, work, args)
+                log({k: v for k, v in r.items() if k != "requests"})
+                results.append(r)
+        finally:
+            if os.environ.get("BENCH_KEEP") != "1":
+                shutil.rmtree(work, ignore_errors=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"argv": sys.argv[1:], "machine": machine(), "results": results}, f, indent=1)
+        print(json.dumps([{k: v for k, v in r.items() if k != "requests"} for r in results], indent=1))
+        return
     try:
         for n in [int(x) for x in args.tenants.split(",")]:
             src = os.path.join(work, f"tenants-{n}")
@@ -603,7 +861,12 @@ def main():
                 moto = Moto(work) if args.s3 and not args.active else None
                 try:
                     log(f"{tool}, N = {n}")
-                    r = run_active(tool, n, src, work, args) if args.active else run_tool(tool, n, src, work, args, moto)
+                    if args.restart:
+                        r = run_restart(tool, n, src, work, args)
+                    elif args.active:
+                        r = run_active(tool, n, src, work, args)
+                    else:
+                        r = run_tool(tool, n, src, work, args, moto)
                 finally:
                     if moto:
                         moto.stop()
@@ -616,6 +879,9 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"argv": sys.argv[1:], "machine": machine(), "results": results}, f, indent=1)
+    if args.restart:
+        print(json.dumps(results, indent=1))
+        return
     if args.active:
         print(f"\nactive: {args.rate:g} tx/s over N tenants for {args.window:.0f} s, one {args.row_bytes}-byte row "
               f"per transaction, replica polled every {1000 * args.poll:.0f} ms; quiet gap = the tenant's previous "

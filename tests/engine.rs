@@ -94,17 +94,6 @@ fn theirs(bin: &Path, t: &Target2, out: &Path, args: &[&str]) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-fn same(what: &str, got: &[u8], want: &[u8], page_size: usize) {
-    if got != want {
-        panic!(
-            "{what}: restored {} bytes, source {} bytes; first difference (page, byte) = {:?}",
-            got.len(),
-            want.len(),
-            first_difference(got, want, page_size)
-        );
-    }
-}
-
 /// Checks every point with our restore and, when available, litestream's.
 async fn judge(t: &Target2, points: &[Point], bin: Option<&Path>, scratch: &Path, page_size: usize) {
     let out = scratch.join("restored.db");

@@ -90,8 +90,12 @@ fn regression_debug_logs_never_print_the_storage_credentials() {
     s3.create_bucket("bkt");
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &s3, "[log]\nlevel = \"debug\"\n");
-    make_db(&dir.path().join(format!("clients/{GUID}.db")));
+    let db = dir.path().join(format!("clients/{GUID}.db"));
+    make_db(&db);
     for envs in [vec![], vec![("RUST_LOG", "trace")]] {
+        // A write before each run, so each one uploads (a restart with nothing changed
+        // ships nothing, and would never log "synced").
+        rusqlite::Connection::open(&db).unwrap().execute_batch("INSERT INTO t VALUES (randomblob(500))").unwrap();
         let log =
             run_daemon_until(&cfg, dir.path(), &envs, |l| l.contains("Client registered") && l.contains("synced"));
         assert!(log.contains("DEBUG"), "debug logging is on: {log}");

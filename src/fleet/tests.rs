@@ -156,6 +156,53 @@ async fn an_idle_tenant_holds_no_connection_and_sends_no_request() {
     stop_fleet(fleet).await;
 }
 
+/// The bug this pins: after a bulk import left ~1,600 pages in the WAL, a tenant never
+/// went idle — every sync ran a checkpoint with nothing to copy (the WAL only restarts
+/// at the next write), whose file activity woke the tenant again: ~760 syncs a second,
+/// ~20 % of a core, forever. Now a checkpoint runs only when something was shipped
+/// since the last one: the tenant goes cold within `idle_after`, then costs no sync,
+/// no timer and no request, whatever its WAL holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_left_with_a_large_wal_goes_idle_and_costs_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = test_config(dir.path(), &dir.path().join("replicas"));
+    let idle_after = Duration::from_millis(500);
+    config.replication.idle_after = idle_after;
+    without_lifecycle(&mut config);
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    wait("ready", || board.is_ready()).await;
+    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
+    // The application imports 2,400 pages in one transaction and keeps its connection.
+    let app = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    app.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB); BEGIN; \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2400) \
+         INSERT INTO t SELECT randomblob(3900) FROM n; COMMIT;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let wal = std::fs::metadata(crate::sqlite::wal_path(&db)).map(|m| m.len()).unwrap_or(0);
+    assert!(wal > 2_000 * 4096, "the WAL holds {wal} bytes");
+    wait("synced", || synced(&board, &db)).await;
+    let written = std::time::Instant::now();
+    wait("cold and resting", || board.get(&db).is_some_and(|s| !s.hot) && board.scheduled() == 0).await;
+    // Within idle_after of the last sync, with some slack for a loaded machine.
+    assert!(written.elapsed() < idle_after + Duration::from_secs(3), "went cold after {:?}", written.elapsed());
+    let counters = fleet.storage().counters().clone();
+    let (requests, syncs) = (counters.total(), board.get(&db).map(|s| s.syncs));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(board.get(&db).map(|s| s.syncs), syncs, "an idle tenant kept syncing");
+    assert_eq!(board.scheduled(), 0, "an idle tenant armed a timer");
+    assert_eq!(counters.total(), requests, "an idle tenant sent storage requests");
+    assert!(board.get(&db).is_some_and(|s| !s.hot), "an idle tenant reopened its database");
+    let left = std::fs::metadata(crate::sqlite::wal_path(&db)).map(|m| m.len()).unwrap_or(0);
+    assert!(left > 2_000 * 4096, "the test needs the WAL left behind ({left} bytes)");
+    drop(app);
+    stop_fleet(fleet).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_passes_while_writing_and_fails_loudly_on_a_damaged_replica() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -272,9 +272,15 @@ async fn snapshot(
     write_merged(replica, cat, ltx::SNAPSHOT_LEVEL, &chain, encoding, now, out).await
 }
 
-/// Merges `inputs` into one file at `level` and uploads it. An input that turns out to
-/// be unreadable is marked damaged (and reported in `out`) instead of failing the pass:
-/// `None`, nothing written.
+/// Bytes per ranged read of each input of a merge (k inputs hold k such chunks).
+const MERGE_CHUNK: u64 = 1 << 20;
+
+/// Merges `inputs` into one file at `level` and uploads it, streamed: each input is
+/// read in ranged requests and the output uploaded as it is written (visible at its
+/// final name only when complete), so memory holds a chunk per input and a few of the
+/// output, whatever the files' sizes. An input that turns out to be unreadable is
+/// marked damaged (and reported in `out`) instead of failing the pass: `None`, nothing
+/// written. A storage failure while reading is the pass's error, not damage.
 async fn write_merged(
     replica: &Replica,
     cat: &mut Catalog,
@@ -284,39 +290,60 @@ async fn write_merged(
     now: SystemTime,
     out: &mut Outcome,
 ) -> Result<Option<FileInfo>, Error> {
-    let mut bodies = Vec::with_capacity(inputs.len());
-    for f in inputs {
-        bodies.push(replica.read(f).await?.to_bytes());
-    }
-    let snapshot_of_one = level == ltx::SNAPSHOT_LEVEL && inputs.len() == 1 && inputs[0].min_txid != 1;
-    let merged = tokio::task::spawn_blocking(move || {
-        let comp = Compactor::new(bodies.iter().map(|b| &b[..]))?;
-        let comp = if snapshot_of_one { comp.into_snapshot() } else { comp };
-        let header = comp.header().clone();
-        let (bytes, _) = comp.compact(Vec::new(), encoding)?;
-        Ok::<_, ltx::Error>((header, bytes))
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))?;
-    let (h, bytes) = match merged {
+    let names = || inputs.iter().map(|f| replica.describe_file(f)).collect::<Vec<_>>().join(", ");
+    let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else {
+        return Err(Error::Ltx { file: names(), source: ltx::Error::NoInputs });
+    };
+    // A snapshot of one full-page file (a repair's source, or a chain reduced to it).
+    let snapshot_of_one = level == ltx::SNAPSHOT_LEVEL && inputs.len() == 1 && first.min_txid != 1;
+    // The output carries the newest input's time: read its header first (the bytes
+    // read are the start of that input's stream, not an extra request).
+    let head = if last.size == 0 {
+        replica.read(last).await?
+    } else {
+        replica.read_range(last, 0..last.size.min(MERGE_CHUNK)).await?
+    };
+    let timestamp_ms = match ltx::Header::decode(&head.to_vec()) {
+        Ok(h) => h.timestamp_ms,
+        Err(e) => {
+            repair::found_damage(replica, cat, last, &e, out);
+            return Ok(None);
+        }
+    };
+    let handle = tokio::runtime::Handle::current();
+    let mut readers: Vec<storage::RangeReader> =
+        inputs[..inputs.len() - 1].iter().map(|f| replica.range_reader(f, MERGE_CHUNK, handle.clone(), None)).collect();
+    readers.push(replica.range_reader(last, MERGE_CHUNK, handle, Some(head)));
+    let (min, max) = (if snapshot_of_one { 1 } else { first.min_txid }, last.max_txid);
+    let merged = replica
+        .upload_from(level, min, max, timestamp_ms, move |w| {
+            let comp = Compactor::new(readers)?;
+            let comp = if snapshot_of_one { comp.into_snapshot() } else { comp };
+            let h = comp.header().clone();
+            if (h.min_txid, h.max_txid, h.timestamp_ms) != (min, max, timestamp_ms) {
+                return Err(ltx::Error::InvalidHeader {
+                    reason: "compaction inputs' headers disagree with their file names",
+                });
+            }
+            comp.compact(w, encoding)?;
+            Ok(h)
+        })
+        .await?;
+    let (h, size) = match merged {
         Ok(m) => m,
-        Err(e) => match e.input().and_then(|i| inputs.get(i)) {
-            Some(bad) => {
+        // A snapshot of one file fails only because of that file (not full-page after all).
+        Err(e) => match e.input().or(snapshot_of_one.then_some(0)).and_then(|i| inputs.get(i)) {
+            Some(bad) if !storage::is_read_failure(&e) => {
                 repair::found_damage(replica, cat, bad, &e, out);
                 return Ok(None);
             }
-            None => {
-                let names: Vec<String> = inputs.iter().map(|f| replica.describe_file(f)).collect();
-                return Err(Error::Ltx { file: names.join(", "), source: e });
-            }
+            _ => return Err(Error::Ltx { file: names(), source: e }),
         },
     };
     for f in inputs {
         // Decoded to their trailers by the merge.
         cat.mark_verified(f);
     }
-    let size = bytes.len() as u64;
-    replica.put(level, h.min_txid, h.max_txid, bytes, h.timestamp_ms).await?;
     let f = FileInfo { level, min_txid: h.min_txid, max_txid: h.max_txid, size, created: Some(now) };
     cat.add_verified(f.clone());
     tracing::debug!(replica = %replica.url(), level, min = h.min_txid, max = h.max_txid, inputs = inputs.len(), "compacted");

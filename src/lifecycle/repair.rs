@@ -19,9 +19,9 @@
 use std::time::SystemTime;
 
 use super::{Error, Outcome};
-use crate::ltx::{self, Compactor, Decoder};
+use crate::ltx::{self, Decoder};
 use crate::storage::catalog::{Catalog, Unrestorable};
-use crate::storage::{FileInfo, Replica};
+use crate::storage::{self, FileInfo, Replica};
 
 /// Marks `bad` damaged because of `why`, reports it in `out` and logs it, naming the
 /// object.
@@ -50,14 +50,16 @@ pub(super) async fn verified(
     if cat.is_damaged(f) {
         return Ok(false);
     }
-    let body = replica.read(f).await?.to_bytes();
+    // Read in ranges, so a snapshot of any size is checked in bounded memory.
+    let reader = replica.range_reader(f, super::MERGE_CHUNK, tokio::runtime::Handle::current(), None);
     let checked =
-        tokio::task::spawn_blocking(move || decode_whole(&body)).await.map_err(|e| Error::Join(e.to_string()))?;
+        tokio::task::spawn_blocking(move || decode_whole(reader)).await.map_err(|e| Error::Join(e.to_string()))?;
     match checked {
         Ok(()) => {
             cat.mark_verified(f);
             Ok(true)
         }
+        Err(e) if storage::is_read_failure(&e) => Err(Error::Ltx { file: replica.describe_file(f), source: e }),
         Err(e) => {
             found_damage(replica, cat, f, &e, out);
             Ok(false)
@@ -66,7 +68,7 @@ pub(super) async fn verified(
 }
 
 /// Decodes every page of an LTX file and its trailer (checksums included).
-fn decode_whole(body: &[u8]) -> Result<(), ltx::Error> {
+fn decode_whole(body: impl std::io::Read) -> Result<(), ltx::Error> {
     let mut d = Decoder::new(body)?;
     let mut page = vec![0u8; d.header().page_size as usize];
     while d.decode_page(&mut page)?.is_some() {}
@@ -97,35 +99,21 @@ pub(super) async fn repair(
         out.needs_snapshot = true;
         return Ok(());
     };
-    let body = replica.read(&source).await?.to_bytes();
-    let made = tokio::task::spawn_blocking(move || {
-        let comp = Compactor::new([&body[..]])?.into_snapshot();
-        let header = comp.header().clone();
-        let (bytes, _) = comp.compact(Vec::new(), encoding)?;
-        Ok::<_, ltx::Error>((header, bytes))
-    })
-    .await
-    .map_err(|e| Error::Join(e.to_string()))?;
-    let (h, bytes) = match made {
-        Ok(m) => m,
-        Err(e) => {
-            // It was marked full-page but is not usable as one: never trust it again.
-            found_damage(replica, cat, &source, &e, out);
-            out.needs_snapshot = true;
-            return Ok(());
-        }
+    // Streamed like any merge; a source that is not a full-page file after all is
+    // marked damaged there, and never trusted again.
+    let Some(snap) =
+        super::write_merged(replica, cat, ltx::SNAPSHOT_LEVEL, std::slice::from_ref(&source), encoding, now, out)
+            .await?
+    else {
+        out.needs_snapshot = true;
+        return Ok(());
     };
-    let size = bytes.len() as u64;
-    replica.put(ltx::SNAPSHOT_LEVEL, h.min_txid, h.max_txid, bytes, h.timestamp_ms).await?;
-    let snap =
-        FileInfo { level: ltx::SNAPSHOT_LEVEL, min_txid: h.min_txid, max_txid: h.max_txid, size, created: Some(now) };
-    cat.add_verified(snap.clone());
     tracing::warn!(
         "replica {} repaired: snapshot {} made from the full-page file {}; restores reach TXID {:016x} again",
         replica.url(),
         replica.describe_file(&snap),
         replica.describe_file(&source),
-        h.max_txid
+        snap.max_txid
     );
     out.written.push(snap.clone());
     out.repaired = Some(snap);

@@ -208,7 +208,7 @@ async fn run_scheduler(
                 passes.spawn(async move {
                     let mut cat = match cat {
                         Some(c) => c,
-                        None => match Catalog::load(&replica).await {
+                        None => match Catalog::load_sweeping(&replica).await {
                             Ok(c) => c,
                             Err(e) => return (prefix, None, Err(e.into())),
                         },

@@ -14,10 +14,10 @@ use rusqlite::Connection;
 
 use super::pages::{self, PageTable};
 use super::plan::{Position, SnapshotReason};
-use super::{Error, MAX_PENDING_BYTES, Pending, Result, Settings};
+use super::{Error, Result, Settings};
 use crate::ltx::{self, TxId};
 use crate::storage::Replica;
-use crate::{durable, sqlite, wal};
+use crate::{durable, sqlite};
 
 /// A hot database: an open connection holding a read transaction.
 pub(super) struct Hot {
@@ -47,11 +47,11 @@ pub(super) struct Engine {
     pub(super) continuous: bool,
     /// Set after a TRUNCATE checkpoint: the next file must be a snapshot.
     pub(super) force_snapshot: Option<SnapshotReason>,
-    /// CRC of every page of the replica at `pos` (databases of `pages::MIN_PAGES` or
-    /// more), so a sync after a gap ships only the pages that differ. Saved to the
-    /// state dir and dropped when the tenant is released.
+    /// CRC of every page of the replica at `pos`, so a sync after a gap ships only the
+    /// pages that differ. A large database's is saved to the state dir when the tenant
+    /// is released; a small one's is dropped then (the position's digest remains).
     pub(super) table: Option<Box<PageTable>>,
-    last_checkpoint: Instant,
+    pub(super) last_checkpoint: Instant,
     pub(super) shipped_since_checkpoint: bool,
 }
 
@@ -116,8 +116,12 @@ impl Engine {
             drop(db);
         }
         self.continuous = false;
-        // A released tenant keeps its page table on disk, not in memory (without a
-        // state dir it stays in memory).
+        // A released tenant keeps the page table of a large database on disk, not in
+        // memory (without a state dir it stays in memory); a small one's is dropped:
+        // the position's digest stands for it, and a cold tenant costs no table.
+        if self.table.as_ref().is_some_and(|t| t.pos.commit < pages::MIN_PAGES) {
+            self.table = None;
+        }
         if let Some(path) = self.table_path()
             && let Some(mut t) = self.table.take()
             && t.dirty
@@ -133,13 +137,17 @@ impl Engine {
         self.state_file.as_ref().map(|f| f.with_extension("pages"))
     }
 
-    /// The page table of the replica at `pos`, from memory or the state dir (small
-    /// databases have none: no file to look for on each of their syncs).
+    /// The page table of the replica at `pos`, from memory or (databases of
+    /// `pages::MIN_PAGES` or more) the state dir. Small databases keep theirs in memory
+    /// only: after a release their position's digest stands for it.
     pub(super) fn current_table(&mut self) -> Option<Box<PageTable>> {
-        let pos = self.pos.as_ref().filter(|p| p.commit >= pages::MIN_PAGES)?;
+        let pos = self.pos.as_ref()?;
         match self.table.take() {
             Some(t) if t.pos == *pos => Some(t),
-            _ => self.table_path().and_then(|p| PageTable::load(&p, pos)).map(Box::new),
+            _ if pos.commit >= pages::MIN_PAGES => {
+                self.table_path().and_then(|p| PageTable::load(&p, pos)).map(Box::new)
+            }
+            _ => None,
         }
     }
 
@@ -180,90 +188,6 @@ impl Engine {
         self.hot = Some(Hot { conn, db, dev: meta.dev(), ino: meta.ino(), page_size });
         self.continuous = false;
         Ok(true)
-    }
-
-    /// Runs a checkpoint when a threshold is reached. PASSIVE runs under a write
-    /// barrier (a second connection in `BEGIN IMMEDIATE`) so no transaction can commit
-    /// between our last read of the WAL and the checkpoint; whatever committed before
-    /// the barrier is prepared first (returned for upload). TRUNCATE is only an
-    /// emergency brake and is followed by a snapshot. RESTART is never used.
-    pub(super) fn checkpoint_if_needed(&mut self, txid: TxId, force: bool) -> Result<(Vec<Pending>, bool)> {
-        let (Some(pos), Some(_)) = (&self.pos, &self.hot) else { return Ok((Vec::new(), false)) };
-        let fs = u64::from(pos.page_size) + wal::FRAME_HEADER_SIZE;
-        let wal_pages = pos.offset.saturating_sub(wal::HEADER_SIZE) / fs;
-        let interval_due = !self.settings.checkpoint_interval.is_zero()
-            && self.last_checkpoint.elapsed() >= self.settings.checkpoint_interval;
-        let due = self.shipped_since_checkpoint && wal_pages > 1 && (force || interval_due);
-        if wal_pages < self.settings.min_checkpoint_pages && !due {
-            return Ok((Vec::new(), false));
-        }
-        // Catch up outside the barrier first, so the write lock below covers only what
-        // commits in the last moment (a large backlog under it would stall writers).
-        let mut ready = Vec::new();
-        let mut txid = txid;
-        let mut bytes = 0usize;
-        while let (Some(p), _) = self.prepare(txid, false)? {
-            bytes += p.bytes.len();
-            txid += 1;
-            ready.push(p);
-            if bytes >= MAX_PENDING_BYTES {
-                return Ok((ready, false));
-            }
-        }
-        let barrier = sqlite::open_quiet(&self.path, self.settings.busy_timeout).map_err(|e| self.err_sql(e))?;
-        if let Err(e) = barrier.execute_batch("BEGIN IMMEDIATE") {
-            tracing::debug!(db = %self.path.display(), error = %e, "checkpoint skipped: writer busy");
-            return Ok((ready, false));
-        }
-        // Everything committed before the barrier must be prepared before the
-        // checkpoint: frames left behind could be lost at the next log restart.
-        loop {
-            match self.prepare(txid, true) {
-                Ok((p, more)) => {
-                    if let Some(p) = p {
-                        txid += 1;
-                        ready.push(p);
-                    }
-                    if !more {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = barrier.execute_batch("ROLLBACK");
-                    return Err(e);
-                }
-            }
-        }
-        let hot = self.hot.as_ref().unwrap_or_else(|| unreachable!("hot above"));
-        let r = (|| -> rusqlite::Result<(i64, i64, i64)> {
-            hot.conn.execute_batch("COMMIT")?;
-            let r = hot.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
-            sqlite::begin_read(&hot.conn)?;
-            r
-        })();
-        let _ = barrier.execute_batch("ROLLBACK");
-        drop(barrier);
-        let (busy, log, done) = r.map_err(|e| self.err_sql(e))?;
-        tracing::debug!(db = %self.path.display(), busy, log, done, "passive checkpoint");
-        self.last_checkpoint = Instant::now();
-        self.shipped_since_checkpoint = false;
-        if wal_pages >= self.settings.truncate_pages && (busy != 0 || done < log) {
-            // PASSIVE could not restart the log (a reader holds old frames): TRUNCATE
-            // waits for readers, then the next file is a full snapshot because commits
-            // racing the checkpoint may have been backfilled unseen.
-            tracing::warn!(db = %self.path.display(), wal_pages, "WAL past the truncate threshold; running TRUNCATE checkpoint");
-            let hot = self.hot.as_ref().unwrap_or_else(|| unreachable!("hot above"));
-            let r = (|| -> rusqlite::Result<()> {
-                hot.conn.execute_batch("COMMIT")?;
-                let r = hot.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-                sqlite::begin_read(&hot.conn)?;
-                r
-            })();
-            r.map_err(|e| self.err_sql(e))?;
-            self.continuous = false;
-            self.force_snapshot = Some(SnapshotReason::AfterTruncate);
-        }
-        Ok((ready, true))
     }
 }
 

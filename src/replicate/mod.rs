@@ -16,6 +16,7 @@
 //! never creates tables there, and never deletes anything from storage. The full
 //! correctness argument is in `docs/architecture.md`.
 
+mod checkpoint;
 mod engine;
 pub mod pages;
 pub mod plan;
@@ -47,9 +48,9 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// One L0 file covers at most this many WAL bytes (cut at commit boundaries only;
 /// a single larger transaction still ships whole).
 pub const DEFAULT_MAX_SYNC_WAL_BYTES: u64 = 64 << 20;
-/// Prepared but not yet uploaded L0 bytes we keep in memory before we stop
-/// checkpointing (so the WAL keeps everything storage has not acknowledged).
-pub const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Files carrying more than this many bytes of pages are encoded while they upload
+/// (bounded memory) instead of in memory first.
+pub const STREAM_BYTES: u64 = 8 << 20;
 
 /// Tunables of one replicator.
 #[derive(Clone, Debug)]
@@ -226,18 +227,11 @@ impl Replicator {
         .map_err(|e| Error::Join(e.to_string()))
     }
 
-    /// Learns the replica's newest TXID (one LIST of level 0; all levels only when L0
-    /// is empty) and reconciles it with the local position cache.
+    /// Learns the replica's newest TXID (one recursive LIST of the replica: a new
+    /// tenant costs this one request before its first upload) and reconciles it with
+    /// the local position cache.
     async fn recover(&mut self) -> Result<()> {
-        let mut max = self.replica.list(0).await?.last().map(|f| f.max_txid);
-        if max.is_none() {
-            for level in 1..=storage::MAX_LEVEL {
-                if let Some(f) = self.replica.list(level).await?.iter().max_by_key(|f| f.max_txid) {
-                    max = Some(max.unwrap_or(0).max(f.max_txid));
-                }
-            }
-        }
-        let remote = max.unwrap_or(0);
+        let remote = self.replica.list_all().await?.iter().map(|f| f.max_txid).max().unwrap_or(0);
         self.remote_max = Some(remote);
         let pos = self.blocking(move |e| e.load_state(remote)).await?;
         self.uploaded_pos = pos;
@@ -268,61 +262,163 @@ impl Replicator {
         let mut report = SyncReport::default();
         // Upload what an earlier, failed sync prepared.
         self.flush(&mut report).await?;
+        self.catch_up(&mut report).await?;
+        if self.pending.is_empty() && self.with_engine(|e| e.checkpoint_due(force_checkpoint)) {
+            self.checkpoint(force_checkpoint, &mut report).await?;
+        }
+        // A position that moved without an upload (after a gap, the database matched
+        // the replica) is saved too, so the next restart starts from it.
+        self.save_position().await?;
+        Ok(report)
+    }
+
+    /// The TXID of the next file to prepare.
+    fn next_txid(&self) -> TxId {
+        self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1
+    }
+
+    /// Ships everything committed: files up to `STREAM_BYTES` of pages are encoded in
+    /// memory and uploaded, larger ones (a full-page file of a large database, a big
+    /// transaction) are encoded while they upload.
+    async fn catch_up(&mut self, report: &mut SyncReport) -> Result<()> {
         loop {
-            let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
-            let (pending, more) = self.blocking(move |e| e.prepare(next, false)).await??;
-            if let Some(p) = pending {
-                self.pending.push_back(p);
+            let next = self.next_txid();
+            let (job, more) = self.blocking(move |e| e.plan_file(next, false)).await??;
+            if let Some(job) = job {
+                if job.raw_bytes() > STREAM_BYTES && self.pending.is_empty() {
+                    self.stream(job, report).await?;
+                } else {
+                    let p = self.blocking(move |e| e.finish_in_memory(job)).await??;
+                    self.pending.push_back(p);
+                    self.flush(report).await?;
+                }
             }
-            self.flush(&mut report).await?;
             if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Encodes `job` on a blocking thread straight into an upload: memory holds a few
+    /// chunks, not the file. The position moves only once the upload completed.
+    async fn stream(&mut self, job: prepare::Job, report: &mut SyncReport) -> Result<()> {
+        let (txid, timestamp_ms) = (job.header.min_txid, job.header.timestamp_ms);
+        let snapshot = job.snapshot.clone();
+        let transactions = job.transactions;
+        let engine = self.engine.clone();
+        let t = Instant::now();
+        let produced = self
+            .replica
+            .upload_from(0, txid, txid, timestamp_ms, move |w| {
+                let g = engine.lock().unwrap_or_else(|e| e.into_inner());
+                let mut job = job;
+                let (_, pages) = g.encode(&mut job, w)?;
+                Ok::<_, Error>((job, pages))
+            })
+            .await?;
+        let ((job, pages), size) = produced?;
+        tracing::debug!(target: "litefleet::timeline", dur_us = t.elapsed().as_micros() as u64, bytes = size, "stream");
+        self.blocking(move |e| e.commit(job)).await?;
+        self.shipped(report, txid, size, snapshot.as_ref(), pages, transactions);
+        self.save_position().await
+    }
+
+    /// Checkpoints while writers run; see `checkpoint.rs` for the steps and why they
+    /// lose nothing. Files prepared on the way are uploaded between the steps.
+    async fn checkpoint(&mut self, force: bool, report: &mut SyncReport) -> Result<()> {
+        use self::checkpoint::{HAND_OFF_ROUNDS, QUIET_TAIL_FRAMES, Step};
+        let mut left = None;
+        for _ in 0..HAND_OFF_ROUNDS {
+            let next = self.next_txid();
+            let (step, backfill) = self.blocking(move |e| e.hand_off(next)).await??;
+            match step {
+                Step::Done(files) => {
+                    self.pending.extend(files);
+                    self.flush(report).await?;
+                }
+                Step::Busy => break,
+                Step::Behind => {
+                    self.catch_up(report).await?;
+                    continue;
+                }
+            }
+            report.checkpointed = true;
+            self.catch_up(report).await?;
+            let n = backfill.map_or(u64::MAX, |o| self.with_engine(|e| e.unbackfilled(&o)));
+            left = Some(n);
+            if n <= QUIET_TAIL_FRAMES || !self.pending.is_empty() {
                 break;
             }
         }
-        let pending_bytes: usize = self.pending.iter().map(|p| p.bytes.len()).sum();
-        if pending_bytes < MAX_PENDING_BYTES {
-            let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
-            let (ready, ran) = self.blocking(move |e| e.checkpoint_if_needed(next, force_checkpoint)).await??;
-            report.checkpointed = ran;
-            self.pending.extend(ready);
-            self.flush(&mut report).await?;
-            if ran && self.with_engine(|e| e.force_snapshot.is_some()) {
-                // A TRUNCATE checkpoint: take the checkpoint-boundary snapshot now.
-                let next = self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1;
-                let (pending, _) = self.blocking(move |e| e.prepare(next, false)).await??;
-                if let Some(p) = pending {
-                    self.pending.push_back(p);
-                }
-                self.flush(&mut report).await?;
-            }
+        let Some(left) = left else { return Ok(()) };
+        if !self.pending.is_empty() || !self.with_engine(|e| e.restart_now(left, force)) {
+            // The application is writing: the log restarts at a later checkpoint.
+            tracing::debug!(db = %self.with_engine(|e| e.path.display().to_string()), left, "log restart deferred: the application is writing");
+            self.with_engine(|e| e.shipped_since_checkpoint = true);
+            return Ok(());
         }
-        Ok(report)
+        let next = self.next_txid();
+        match self.blocking(move |e| e.restart(next)).await?? {
+            Step::Done(files) => {
+                self.pending.extend(files);
+                self.flush(report).await?;
+            }
+            Step::Busy | Step::Behind => self.with_engine(|e| e.shipped_since_checkpoint = true),
+        }
+        if self.with_engine(|e| e.force_snapshot.is_some()) {
+            // A TRUNCATE checkpoint: take the checkpoint-boundary snapshot now.
+            self.catch_up(report).await?;
+        }
+        Ok(())
     }
 
     /// Uploads pending files in TXID order; stops at the first error (kept for retry).
     async fn flush(&mut self, report: &mut SyncReport) -> Result<()> {
         while let Some(p) = self.pending.front() {
+            let t = Instant::now();
             self.replica.put(0, p.txid, p.txid, p.bytes.clone(), p.timestamp_ms).await?;
+            tracing::debug!(target: "litefleet::timeline", dur_us = t.elapsed().as_micros() as u64, bytes = p.bytes.len(), "upload");
             let p = self.pending.pop_front().unwrap_or_else(|| unreachable!("front exists"));
-            report.uploaded += 1;
-            report.bytes += p.bytes.len() as u64;
-            report.txid = Some(p.txid);
-            report.files.push(storage::FileInfo {
-                level: 0,
-                min_txid: p.txid,
-                max_txid: p.txid,
-                size: p.bytes.len() as u64,
-                created: Some(std::time::SystemTime::now()),
-            });
-            report.transactions += p.transactions;
-            if let Some(r) = &p.snapshot {
-                report.snapshots.push(r.to_string());
-                report.full_pages.push(p.txid);
-                tracing::info!(db = %self.with_engine(|e| e.path.display().to_string()), txid = p.txid, pages = p.pages, reason = %r, "shipped full-page L0");
-            }
-            self.remote_max = Some(p.txid);
+            self.shipped(report, p.txid, p.bytes.len() as u64, p.snapshot.as_ref(), p.pages, p.transactions);
         }
-        // Everything prepared is uploaded: the prepared position is durable.
+        self.save_position().await
+    }
+
+    /// Records one uploaded L0 file.
+    fn shipped(
+        &mut self,
+        report: &mut SyncReport,
+        txid: TxId,
+        size: u64,
+        snapshot: Option<&SnapshotReason>,
+        pages: u32,
+        transactions: u64,
+    ) {
+        report.uploaded += 1;
+        report.bytes += size;
+        report.txid = Some(txid);
+        report.files.push(storage::FileInfo {
+            level: 0,
+            min_txid: txid,
+            max_txid: txid,
+            size,
+            created: Some(std::time::SystemTime::now()),
+        });
+        report.transactions += transactions;
+        if let Some(r) = snapshot {
+            report.snapshots.push(r.to_string());
+            report.full_pages.push(txid);
+            tracing::info!(db = %self.with_engine(|e| e.path.display().to_string()), txid, pages, reason = %r, "shipped full-page L0");
+        }
+        self.remote_max = Some(txid);
+    }
+
+    /// Once everything prepared is uploaded, the prepared position is durable: saved to
+    /// the position cache.
+    async fn save_position(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
         let pos = self.with_engine(|e| e.pos.clone());
         if pos != self.uploaded_pos {
             self.uploaded_pos = pos.clone();

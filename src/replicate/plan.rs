@@ -49,6 +49,11 @@ pub struct Position {
     /// Identity of the database file (device, inode) the position belongs to.
     pub dev: u64,
     pub ino: u64,
+    /// Digest of every page of the replica's database at `txid`
+    /// ([`pages::digest`](super::pages::digest)), when known: after a gap, a database
+    /// whose pages give the same digest is the replica's and nothing ships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
 }
 
 /// Why a sync shipped a full-page file instead of an incremental one.

@@ -52,9 +52,20 @@ impl Catalog {
         c
     }
 
-    /// Lists every level of `replica` (ten LISTs).
+    /// Lists every level of `replica` (one recursive listing).
     pub async fn load(replica: &Replica) -> Result<Catalog> {
         Ok(Catalog::new(replica.list_all().await?))
+    }
+
+    /// [`Catalog::load`] for the lifecycle: also removes the stale temporary files a
+    /// crash left under the replica (found by the same listing).
+    pub async fn load_sweeping(replica: &Replica) -> Result<Catalog> {
+        let (files, temps) = replica.list_all_and_temps().await?;
+        if !temps.is_empty() {
+            let removed = replica.remove_temps(&temps).await;
+            tracing::info!("lifecycle: removed {removed} temporary file(s) a crash left in {}", replica.location());
+        }
+        Ok(Catalog::new(files))
     }
 
     /// Records a file learned of by a listing (its bytes unknown; a torn one — shorter

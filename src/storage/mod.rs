@@ -23,8 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod catalog;
 mod services;
+mod stream;
 #[cfg(test)]
 mod tests;
+
+pub use stream::{ChunkWriter, RangeReader, UPLOAD_PART, Upload, is_read_failure};
 
 use opendal::layers::{MetricsLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator, services as odal};
@@ -298,12 +301,7 @@ impl Storage {
         let now = SystemTime::now();
         for e in entries {
             let Some((replica, level, min, max)) = self.split_key(e.path()) else {
-                let old = e
-                    .metadata()
-                    .last_modified()
-                    .map(SystemTime::from)
-                    .is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > STALE_TEMP_AGE));
-                if durable::is_temp(e.name()) && e.metadata().is_file() && old {
+                if is_stale_temp(&e, now) {
                     temps.push(e.path().to_owned());
                 }
                 continue;
@@ -364,6 +362,17 @@ impl Storage {
         let end = replica.len() + usize::from(!replica.is_empty());
         Some((&key[..end], level, min, max))
     }
+}
+
+/// Whether a listed entry is a temporary file ([`durable::is_temp`], ours or
+/// Litestream's) older than [`STALE_TEMP_AGE`]: left by a crash, garbage.
+fn is_stale_temp(e: &opendal::Entry, now: SystemTime) -> bool {
+    let meta = e.metadata();
+    let old = meta
+        .last_modified()
+        .map(SystemTime::from)
+        .is_none_or(|t| now.duration_since(t).is_ok_and(|age| age > STALE_TEMP_AGE));
+    durable::is_temp(e.name()) && meta.is_file() && old
 }
 
 /// One replica: the LTX files of one database under one path.
@@ -429,13 +438,46 @@ impl Replica {
         Ok(out)
     }
 
-    /// Lists every level, 0 through 9.
+    /// Lists every level, 0 through 9, in one recursive listing of the replica's path
+    /// (one request per 1,000 files on S3, instead of one per level), sorted by
+    /// (level, min, max).
     pub async fn list_all(&self) -> Result<Vec<FileInfo>> {
-        let mut out = Vec::new();
-        for level in 0..=MAX_LEVEL {
-            out.extend(self.list(level).await?);
+        Ok(self.list_all_and_temps().await?.0)
+    }
+
+    /// [`Replica::list_all`], plus the keys of stale temporary files under the
+    /// replica's path (as [`Storage::list_tree_and_temps`] finds them), from the same
+    /// listing.
+    pub async fn list_all_and_temps(&self) -> Result<(Vec<FileInfo>, Vec<String>)> {
+        self.storage.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let entries = match self.storage.op.list_with(&self.path).recursive(true).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::Op { what: format!("list {}", self.describe(&self.path)), source: e }),
+        };
+        let (mut out, mut temps, now) = (Vec::new(), Vec::new(), SystemTime::now());
+        for e in entries {
+            // Keys of replicas nested below this one's path belong to them.
+            let Some((replica, level, min, max)) = self.storage.split_key(e.path()) else {
+                if is_stale_temp(&e, now) {
+                    temps.push(e.path().to_owned());
+                }
+                continue;
+            };
+            if replica == self.path {
+                let meta = e.metadata();
+                let created = meta.last_modified().map(SystemTime::from);
+                out.push(FileInfo { level, min_txid: min, max_txid: max, size: meta.content_length(), created });
+            }
         }
-        Ok(out)
+        out.sort_by_key(|f| (f.level, f.min_txid, f.max_txid));
+        Ok((out, temps))
+    }
+
+    /// Deletes temporary files found by [`Replica::list_all_and_temps`]; see
+    /// [`Storage::remove_temps`].
+    pub async fn remove_temps(&self, keys: &[String]) -> usize {
+        self.storage.remove_temps(keys).await
     }
 
     /// Uploads one LTX file, complete or not at all: on S3 one PUT (or a multipart

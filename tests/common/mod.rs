@@ -1007,6 +1007,19 @@ pub fn sqlite_logical_eq(a: &Path, b: &Path) -> bool {
 
 /// Byte offset and page number of the first difference between two
 /// checkpointed images, for assertion messages.
+/// Panics unless a restored database equals its source byte for byte, naming the
+/// first difference.
+pub fn same(what: &str, got: &[u8], want: &[u8], page_size: usize) {
+    if got != want {
+        panic!(
+            "{what}: restored {} bytes, source {} bytes; first difference (page, byte) = {:?}",
+            got.len(),
+            want.len(),
+            first_difference(got, want, page_size)
+        );
+    }
+}
+
 pub fn first_difference(a: &[u8], b: &[u8], page_size: usize) -> Option<(usize, usize)> {
     let n = a.len().min(b.len());
     let off = (0..n).find(|&i| a[i] != b[i]).or(if a.len() != b.len() { Some(n) } else { None })?;
