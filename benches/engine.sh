@@ -224,7 +224,7 @@ replicate_run() { # <tool> <workload>
     tpid=$!; BG_PIDS+=("$tpid")
     wait_for 30 "$tool to start" bash -c "[[ -n \"\$(cat /proc/$tpid/task/$tpid/children 2>/dev/null || pgrep -P $tpid)\" ]]"
     cpid=$(child_of "$tpid"); BG_PIDS+=("$cpid")
-    wait_for 60 "$tool's first L0 file" compgen -G "$l0/*.ltx"
+    wait_for 60 "$tool's first L0 file" has_l0 "${l0%/ltx/0}"
     sleep 1.5 # let the initial snapshot settle
   fi
 

@@ -118,31 +118,59 @@ pub struct TenantsArgs {
 pub struct RestoreArgs {
     /// The replica: `file:///path`, `s3://bucket/path?endpoint=…`,
     /// `gs://bucket/path[?endpoint=…]`, `abs://account@container/path[?endpoint=…]`,
-    /// `sftp://user@host[:port]/path`, `memory://x`; or,
-    /// with `--config`, a tenant id (its GUID).
-    pub replica_url: String,
+    /// `sftp://user@host[:port]/path`, `memory://x`; or, with `--config`, a tenant id (its
+    /// GUID). Not with `--all`.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub replica_url: Option<String>,
     /// The daemon's config file: restore tenant REPLICA_URL (an id) through its storage
-    /// and naming.
+    /// and naming, or every tenant with `--all`.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// Output database path (must not exist unless --force).
-    #[arg(short = 'o', long = "output")]
-    pub output: PathBuf,
+    /// Output database path (must not exist unless --force). Not with `--all`.
+    #[arg(short = 'o', long = "output", required_unless_present = "all", conflicts_with = "all")]
+    pub output: Option<PathBuf>,
     /// Restore up to this TXID (16 hex digits, as in file names).
-    #[arg(long, value_parser = parse_txid, conflicts_with = "timestamp")]
+    #[arg(long, value_parser = parse_txid, conflicts_with_all = ["timestamp", "all"])]
     pub txid: Option<TxId>,
     /// Restore the state as of this time (RFC 3339, e.g. 2026-01-02T15:04:05Z).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     pub timestamp: Option<std::time::SystemTime>,
-    /// Print the plan (which files, which levels) and exit.
+    /// Print the plan (which files, which levels; with --all, per tenant and the bytes to
+    /// fetch) and exit without writing anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// Check the restored database with SQLite before it replaces the output.
-    #[arg(long, value_enum, default_value_t = IntegrityCheck::None)]
-    pub integrity_check: IntegrityCheck,
-    /// Overwrite an existing output (and its -wal/-shm).
+    /// Check the restored database with SQLite before it replaces the output
+    /// [default: none; full with --all].
+    #[arg(long, value_enum)]
+    pub integrity_check: Option<IntegrityCheck>,
+    /// Overwrite an existing output (and its -wal/-shm); with --all, write into an output
+    /// directory that holds files but no restore journal.
     #[arg(long)]
     pub force: bool,
+    /// Print the restored database's SHA-256.
+    #[arg(long, conflicts_with = "all")]
+    pub sha256: bool,
+    /// Restore every tenant the storage of --config holds (local file or not) into
+    /// --output-dir, laid out like the watch directories.
+    #[arg(long, requires_all = ["config", "output_dir"])]
+    pub all: bool,
+    /// With --all: where the restored databases go (`<dir prefix>/<id>.db`).
+    #[arg(long, requires = "all")]
+    pub output_dir: Option<PathBuf>,
+    /// With --all: a TXID per tenant, lines of `<tenant id or prefix> <hex TXID>` (or the
+    /// JSON lines of `litefleet tenants --json`); tenants not in it restore to latest.
+    #[arg(long, requires = "all", conflicts_with = "timestamp")]
+    pub txid_file: Option<PathBuf>,
+    /// With --all: only tenants whose local database (in the config's watch
+    /// directories) is absent.
+    #[arg(long, requires = "all")]
+    pub only_missing: bool,
+    /// With --all: tenants restored at once.
+    #[arg(long, requires = "all", default_value_t = crate::recovery::all::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// With --all: the JSON report [default: <output-dir>/.litefleet-restore-report.json].
+    #[arg(long, requires = "all")]
+    pub report: Option<PathBuf>,
 }
 
 fn parse_txid(s: &str) -> Result<TxId, String> {
@@ -394,15 +422,21 @@ async fn run_replicate(a: ReplicateArgs) -> anyhow::Result<()> {
 }
 
 async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
+    if a.all {
+        return run_restore_all(a).await;
+    }
+    let (Some(source), Some(output)) = (a.replica_url.as_deref(), a.output.as_deref()) else {
+        anyhow::bail!("give a replica URL (or, with --config, a tenant id) and -o <output>, or --all");
+    };
     let replica = match &a.config {
         Some(path) => {
             let config = Config::load(path)?;
-            let prefix = crate::inventory::find_tenant(&config, &a.replica_url).await?;
+            let prefix = crate::inventory::find_tenant(&config, source).await?;
             let replica = crate::fleet::open_storage(&config)?.replica(&prefix);
-            eprintln!("restoring tenant {} from {}", a.replica_url, replica.url());
+            eprintln!("restoring tenant {source} from {}", replica.url());
             replica
         }
-        None => Storage::from_url(&a.replica_url, &storage::Options::default())?.replica(""),
+        None => Storage::from_url(source, &storage::Options::default())?.replica(""),
     };
     let target = Target { txid: a.txid, timestamp: a.timestamp };
     if a.dry_run {
@@ -412,8 +446,59 @@ async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let opts = restore::Options { target, integrity: a.integrity_check, force: a.force, progress: true };
-    let summary = restore::restore(&replica, &a.output, &opts).await?;
-    restore::print_summary(&a.output, &summary, std::io::stdout())?;
+    let opts = restore::Options {
+        target,
+        integrity: a.integrity_check.unwrap_or_default(),
+        force: a.force,
+        progress: true,
+        sha256: a.sha256,
+    };
+    let summary = restore::restore(&replica, output, &opts).await?;
+    restore::print_summary(output, &summary, std::io::stdout())?;
+    Ok(())
+}
+
+/// `litefleet restore --config FILE --all --output-dir DIR`: fleet-wide disaster
+/// recovery (`recovery::all`). SIGINT/SIGTERM stops the tenants still running (their
+/// partial files are removed); a rerun resumes.
+async fn run_restore_all(a: RestoreArgs) -> anyhow::Result<()> {
+    use crate::recovery::all::{self, Points, TxidFile};
+    let (Some(config), Some(output_dir)) = (&a.config, a.output_dir) else {
+        anyhow::bail!("--all needs --config and --output-dir");
+    };
+    let config = Config::load(config)?;
+    let points = match (a.timestamp, &a.txid_file) {
+        (Some(t), _) => Points::Time(t),
+        (None, Some(f)) => Points::Txids(TxidFile::load(f)?),
+        (None, None) => Points::Latest,
+    };
+    let opts = all::Options {
+        output_dir,
+        points,
+        only_missing: a.only_missing,
+        dry_run: a.dry_run,
+        concurrency: a.concurrency.max(1),
+        integrity: a.integrity_check.unwrap_or(IntegrityCheck::Full),
+        report: a.report,
+        force: a.force,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("\nstopping: tenants still restoring are abandoned (their partial files removed); rerun to resume");
+        on_signal.cancel();
+    });
+    let report = all::restore_all(&config, &opts, &stop, std::io::stdout()).await?;
+    if stop.is_cancelled() {
+        anyhow::bail!(
+            "interrupted: {} of {} tenant(s) restored; rerun the same command to resume",
+            report.restored + report.skipped,
+            report.tenants
+        );
+    }
+    if report.failed > 0 {
+        anyhow::bail!("{} of {} tenant(s) failed (listed above and in the report)", report.failed, report.tenants);
+    }
     Ok(())
 }

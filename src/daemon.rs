@@ -1,5 +1,5 @@
-//! `litefleet daemon`: the fleet, its metrics and its HTTP server, wired together and
-//! run until a shutdown future resolves; reloads come from a channel.
+//! `litefleet daemon`: the fleet, its metrics, its restore jobs and its HTTP server,
+//! wired together and run until a shutdown future resolves; reloads come from a channel.
 //!
 //! [`Daemon::start`] does everything that can fail at start-up *before* the first
 //! write to any replica: the config is validated and the HTTP socket bound first, so a
@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::errors::Chain;
 use crate::fleet::{self, Fleet, ShutdownReport};
 use crate::http;
+use crate::recovery::jobs::Restores;
 use crate::status::Board;
 
 /// Why the daemon could not start or did not finish cleanly.
@@ -42,6 +43,8 @@ pub enum Error {
 /// A running daemon.
 pub struct Daemon {
     fleet: Fleet,
+    /// Restore jobs started through the API.
+    restores: Restores,
     /// Where the dashboard and API listen.
     http_addr: SocketAddr,
     /// Ends the HTTP server (its live streams first).
@@ -60,7 +63,8 @@ impl Daemon {
         let metrics = crate::metrics::install();
         crate::metrics::set_per_tenant(config.http.per_tenant_metrics);
         let http_config = config.http.clone();
-        let fleet = Fleet::start(config).await?;
+        let fleet = Fleet::start(config.clone()).await?;
+        let restores = Restores::new(&config, fleet.storage().clone(), fleet.board());
         let http_stop = CancellationToken::new();
         let served = http::serve_on(
             listener,
@@ -68,6 +72,7 @@ impl Daemon {
             fleet.board(),
             fleet.storage().clone(),
             Some(metrics),
+            Some(restores.clone()),
             http_stop.clone(),
         );
         let (server, http_task) = match served {
@@ -77,7 +82,7 @@ impl Daemon {
                 return Err(e.into());
             }
         };
-        Ok(Daemon { fleet, http_addr: server.local_addr, http_stop, http_task, config_path })
+        Ok(Daemon { fleet, restores, http_addr: server.local_addr, http_stop, http_task, config_path })
     }
 
     /// Where the dashboard and API listen (the real port when `listen` had port 0).
@@ -100,12 +105,18 @@ impl Daemon {
         tracing::info!("SIGHUP: reloading {}", path.display());
         match Config::load(path) {
             Err(e) => tracing::error!("config reload refused, keeping the running configuration: {}", Chain(&e)),
-            Ok(c) => match self.fleet.reload(c).await {
-                Ok(restart) if restart.is_empty() => tracing::info!("configuration reloaded"),
-                Ok(restart) => tracing::warn!(
-                    "configuration reloaded; changes to [{}] take effect after a restart",
-                    restart.join("], [")
-                ),
+            Ok(c) => match self.fleet.reload(c.clone()).await {
+                Ok(restart) if restart.is_empty() => {
+                    self.restores.set_watch(c.watch);
+                    tracing::info!("configuration reloaded")
+                }
+                Ok(restart) => {
+                    self.restores.set_watch(c.watch);
+                    tracing::warn!(
+                        "configuration reloaded; changes to [{}] take effect after a restart",
+                        restart.join("], [")
+                    )
+                }
                 Err(e) => tracing::error!("config reload failed, keeping the running configuration: {}", Chain(&e)),
             },
         }
@@ -127,6 +138,8 @@ impl Daemon {
         }
         // The dashboard's live streams end now; the final syncs need no dashboard.
         self.http_stop.cancel();
+        // Running restores stop and remove their partial files.
+        self.restores.shutdown().await;
         let report = self.fleet.shutdown().await;
         let _ = self.http_task.await;
         tracing::info!(

@@ -95,9 +95,23 @@ pub enum Error {
     },
 }
 
+/// A replica found in storage, with its files as the listing showed them.
+#[derive(Debug, Clone)]
+pub struct StoredReplica {
+    /// What `litefleet tenants` shows of it.
+    pub tenant: StoredTenant,
+    /// Its LTX files, by level then TXID.
+    pub catalog: Catalog,
+}
+
 /// Every replica under the config's storage root, with its newest TXID, its restore
 /// window and the local file that maps to it. Reads only: one recursive listing.
 pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
+    Ok(replicas(config).await?.into_iter().map(|r| r.tenant).collect())
+}
+
+/// [`inventory`] with each replica's files (what `restore --all` plans from).
+pub async fn replicas(config: &Config) -> Result<Vec<StoredReplica>, Error> {
     let storage = open_storage(config)?;
     let local = local_prefixes(config);
     let tree = storage.list_tree(search_root(config)).await?;
@@ -108,21 +122,22 @@ pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
     });
     let mut out = Vec::with_capacity(tree.len());
     for (prefix, files) in tree {
-        let cat = Catalog::new(files);
-        let window = cat.window().ok();
-        out.push(StoredTenant {
+        let catalog = Catalog::new(files);
+        let window = catalog.window().ok();
+        let tenant = StoredTenant {
             id: prefix.rsplit('/').next().unwrap_or(&prefix).to_owned(),
             replica_url: storage.replica(&prefix).url(),
-            latest_txid: cat.newest().unwrap_or(0),
-            latest_at: cat.files().iter().filter_map(|f| f.created).max(),
+            latest_txid: catalog.newest().unwrap_or(0),
+            latest_at: catalog.files().iter().filter_map(|f| f.created).max(),
             earliest_at: window.and_then(|w| w.earliest_at),
-            files: cat.files().len(),
-            bytes: cat.files().iter().map(|f| f.size).sum(),
+            files: catalog.files().len(),
+            bytes: catalog.files().iter().map(|f| f.size).sum(),
             local: local.get(prefix.as_str()).cloned(),
             owner: owners.get(&prefix).filter(|r| !r.released).map(|r| r.host.clone()),
             owner_epoch: owners.get(&prefix).map(|r| r.epoch),
             prefix,
-        });
+        };
+        out.push(StoredReplica { tenant, catalog });
     }
     Ok(out)
 }

@@ -27,6 +27,7 @@
 //! | [`config`] | the TOML model, its validation, the seed's flags |
 //! | [`fleet`] | the registry and one state machine per tenant |
 //! | [`inventory`] | what the storage holds, seen from a config (`tenants`, restore by id) |
+//! | [`recovery`] | restore as an operation: the daemon's restore jobs, `restore --all` |
 //! | [`http`] | the dashboard, the JSON API, probes |
 //! | [`daemon`] | fleet + metrics + HTTP + reload, run until shutdown |
 //! | [`cli`] | arguments, logging, signals, dispatch |
@@ -57,6 +58,8 @@ pub mod config;
 
 pub mod fleet;
 pub mod inventory;
+
+pub mod recovery;
 
 pub mod http;
 

@@ -53,6 +53,10 @@ pub const UPTIME: &str = "litefleet_uptime_seconds";
 pub const VALIDATIONS: &str = "litefleet_validations_total";
 /// Dashboard/API requests refused for a missing or wrong token (counter).
 pub const HTTP_UNAUTHORIZED: &str = "litefleet_http_unauthorized_total";
+/// Restore jobs of the daemon by `result` (`done`, `failed`, `cancelled`) (counter).
+pub const RESTORE_JOBS: &str = "litefleet_restore_jobs_total";
+/// Bytes downloaded by restore jobs that finished (counter).
+pub const RESTORE_BYTES: &str = "litefleet_restore_bytes_total";
 
 /// Buckets of [`SYNC_DURATION`] (and opendal's `*_seconds` histograms).
 const DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -107,6 +111,8 @@ fn describe() {
     describe_gauge!(READY, "1 once the initial scan of the watch directories is done.");
     describe_gauge!(UPTIME, Unit::Seconds, "Seconds since the daemon started.");
     describe_counter!(HTTP_UNAUTHORIZED, "Dashboard and API requests refused for a missing or wrong token.");
+    describe_counter!(RESTORE_JOBS, "Restore jobs of the daemon by result (done, failed, cancelled).");
+    describe_counter!(RESTORE_BYTES, Unit::Bytes, "Bytes downloaded by the daemon's restore jobs.");
 }
 
 /// Turns per-tenant labels on or off (from `[http] per_tenant_metrics`). Call once at
@@ -156,6 +162,13 @@ pub fn validation(tenant: &str, outcome: crate::status::Outcome) {
 /// A dashboard or API request was refused for its token.
 pub fn unauthorized() {
     counter!(HTTP_UNAUTHORIZED).increment(1);
+}
+
+/// A restore job of the daemon ended with `result` (`done`, `failed`, `cancelled`)
+/// after downloading `bytes`.
+pub fn restore_job(result: &'static str, bytes: u64) {
+    counter!(RESTORE_JOBS, "result" => result).increment(1);
+    counter!(RESTORE_BYTES).increment(bytes);
 }
 
 /// Sets the fleet gauges from the board: call just before rendering.

@@ -310,6 +310,23 @@ async fn openapi_document_describes_the_api_and_docs_page_loads() {
     let responses = &v["paths"]["/clients/{id}"]["get"]["responses"];
     assert!(responses["200"].is_object() && responses["400"].is_object() && responses["404"].is_object());
     assert!(v["paths"]["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object());
+    // Restore jobs: every status a start can answer, and the job's fields.
+    let start = &v["paths"]["/clients/{id}/restores"]["post"];
+    for code in ["202", "400", "404", "409", "422", "429", "503"] {
+        assert!(start["responses"][code].is_object(), "POST restores lacks {code}: {start}");
+    }
+    assert!(start["requestBody"]["content"]["application/json; charset=utf-8"].is_object(), "{start}");
+    assert!(v["paths"]["/clients/{id}/restores"]["get"].is_object());
+    assert!(v["paths"]["/restores"]["get"].is_object());
+    for m in ["get", "delete"] {
+        assert!(v["paths"]["/restores/{job}"][m]["responses"]["404"].is_object(), "{m} /restores/{{job}}");
+    }
+    let job = &v["components"]["schemas"]["RestoreJob"]["properties"];
+    for k in ["id", "state", "progress", "txid", "restoredAt", "output", "sha256", "integrity", "error", "forkId"] {
+        assert!(job[k].is_object(), "RestoreJob lacks {k}: {job}");
+    }
+    let req = &v["components"]["schemas"]["RestoreRequest"]["properties"];
+    assert_eq!(keys(req), ["integrityCheck", "target", "timestamp", "txid", "watchDir"]);
 
     let resp = cli.get("/api/docs").send().await;
     resp.assert_status_is_ok();
@@ -490,4 +507,37 @@ async fn serve_binds_fails_fast_and_shuts_down_with_sse_open() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(3), task).await.expect("server stopped").unwrap();
     assert!(started.elapsed() < Duration::from_secs(1), "shutdown took {:?}", started.elapsed());
+}
+
+/// Issue 14: requests that change state (starting or cancelling a restore) are refused
+/// with 403 naming `[http] token` when none is configured; with the token they reach
+/// the handler (which, in a server without restore jobs, says so).
+#[tokio::test]
+async fn writes_need_a_token_and_say_which_setting() {
+    let f = fixture();
+    let (board, _) = boards::populated(&f.dir, &f.storage_url, "b", 1);
+    let open = client(&f, board.clone(), None);
+    for (method, path) in
+        [("POST", format!("/api/clients/{}/restores", boards::ACME)), ("DELETE", "/api/restores/x".into())]
+    {
+        let req = if method == "POST" { open.post(&path).body("{}") } else { open.delete(&path) };
+        let resp = req.send().await;
+        resp.assert_status(StatusCode::FORBIDDEN);
+        let text = body(resp).await;
+        assert!(text.contains("[http] token") && text.contains("none is configured"), "{text}");
+    }
+    open.get("/api/status").send().await.assert_status_is_ok();
+
+    let guarded = client(&f, board, Some("t0ken"));
+    let path = format!("/api/clients/{}/restores", boards::ACME);
+    guarded.post(&path).body("{}").send().await.assert_status(StatusCode::UNAUTHORIZED);
+    let resp = guarded
+        .post(&path)
+        .header("authorization", "Bearer t0ken")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await;
+    resp.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body(resp).await.contains("runs no restore jobs"));
 }

@@ -16,6 +16,7 @@ impl Config {
             .or_else(|| self.log_problem())
             .or_else(|| self.lifecycle_problem())
             .or_else(|| self.validation_problem())
+            .or_else(|| self.restore_problem())
             .or_else(|| self.hooks_problem())
             .or_else(|| self.duration_problem())
     }
@@ -161,21 +162,37 @@ impl Config {
         if state_dir.as_os_str().is_empty() {
             return Some(problem("replication.state_dir", "is empty"));
         }
-        let state = normalize(state_dir);
-        for (i, w) in self.watch.iter().enumerate() {
-            let dir = normalize(&w.dir);
-            let clash = state == dir || (state.starts_with(&dir) && w.recursive);
-            if clash {
-                return Some(problem(
-                    "replication.state_dir",
-                    format!(
-                        "{:?} is inside watch[{i}] ({:?}); keep local state away from tenant databases",
-                        state_dir, w.dir
-                    ),
-                ));
-            }
+        let (i, w) = self.watch_holding(state_dir)?;
+        Some(problem(
+            "replication.state_dir",
+            format!("{:?} is inside watch[{i}] ({:?}); keep local state away from tenant databases", state_dir, w.dir),
+        ))
+    }
+
+    /// The watch directory whose tenants would include files in `dir` (the directory
+    /// itself, or inside a recursive one).
+    fn watch_holding(&self, dir: &Path) -> Option<(usize, &super::WatchConfig)> {
+        let inner = normalize(dir);
+        self.watch.iter().enumerate().find(|(_, w)| {
+            let watched = normalize(&w.dir);
+            inner == watched || (inner.starts_with(&watched) && w.recursive)
+        })
+    }
+
+    fn restore_problem(&self) -> Option<Problem> {
+        let r = &self.restore;
+        if r.concurrency == 0 {
+            return Some(problem("restore.concurrency", "must be at least 1"));
         }
-        None
+        let dir = r.dir.as_ref()?;
+        if dir.as_os_str().is_empty() {
+            return Some(problem("restore.dir", "is empty (leave it out to refuse copy restores)"));
+        }
+        let (i, w) = self.watch_holding(dir)?;
+        Some(problem(
+            "restore.dir",
+            format!("{:?} is inside watch[{i}] ({:?}); a restored copy there would become a tenant", dir, w.dir),
+        ))
     }
 
     fn fleet_problem(&self) -> Option<Problem> {

@@ -90,6 +90,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Periodic restore validation (`[validation]`), off by default.
     pub validation: ValidationConfig,
+    /// Restore jobs run by the daemon through its API (`[restore]`).
+    pub restore: RestoreConfig,
     /// A sandboxed WebAssembly hook called when tenants appear and go (`[hooks]`);
     /// unset means no hook. See `crate::hooks` and docs/hooks.md.
     pub hooks: Option<HooksConfig>,
@@ -636,6 +638,27 @@ impl Default for ValidationConfig {
 pub const DEFAULT_VALIDATION_INTERVAL: Duration = Duration::from_secs(600);
 /// Tenants validated per round: 10 every 10 minutes is 1,440 a day.
 pub const DEFAULT_VALIDATION_TENANTS: usize = 10;
+
+/// Restore jobs the daemon runs for `POST /api/clients/{id}/restores` (`[restore]`):
+/// copies of a tenant at a point in time, and forks (a new tenant in a watch directory).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestoreConfig {
+    /// Where `copy` restores are written (`<id>-<txid>.db`); unset: copy restores are
+    /// refused. Never inside a watch directory (a copy would become a tenant).
+    pub dir: Option<PathBuf>,
+    /// Restore jobs running at once, fleet-wide; more wait in a queue.
+    pub concurrency: usize,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig { dir: None, concurrency: DEFAULT_RESTORE_CONCURRENCY }
+    }
+}
+
+/// Restore jobs running at once: a restore is bound by the network and one core.
+pub const DEFAULT_RESTORE_CONCURRENCY: usize = 2;
 
 /// `["30s", "5m"]` ⇄ `Vec<Duration>`.
 mod humantime_serde_vec {

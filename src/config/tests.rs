@@ -758,3 +758,29 @@ fn subcommands_are_not_flag_mode_and_mistakes_are_named() {
     let Some(FlagMode::Run(f)) = flag_mode(&args(&["-watch-dir", "a", "-listen", "nowhere"])) else { panic!() };
     assert!(f.config().unwrap_err().to_string().contains("-listen"));
 }
+
+#[test]
+fn restore_section_is_checked_by_key() {
+    let c = Config::parse("[[watch]]\ndir = \"a\"\n[restore]\ndir = \"/srv/restores\"\nconcurrency = 3\n", "prod.toml")
+        .unwrap();
+    assert_eq!((c.restore.dir.as_deref(), c.restore.concurrency), (Some(std::path::Path::new("/srv/restores")), 3));
+    assert_eq!(Config::parse(MINIMAL, "x").unwrap().restore.concurrency, super::DEFAULT_RESTORE_CONCURRENCY);
+    assert_fails(
+        "[[watch]]\ndir = \"a\"\n[restore]\nconcurrency = 0\n",
+        4,
+        "restore.concurrency",
+        "prod.toml:4: restore.concurrency: must be at least 1",
+    );
+    assert_fails(
+        "[[watch]]\ndir = \"data\"\nrecursive = true\n[restore]\ndir = \"data/copies\"\n",
+        5,
+        "restore.dir",
+        "prod.toml:5: restore.dir: \"data/copies\" is inside watch[0] (\"data\"); a restored copy there would become a tenant",
+    );
+    assert_fails(
+        "[[watch]]\ndir = \"data\"\n[restore]\ndir = \"data/\"\n",
+        4,
+        "restore.dir",
+        "prod.toml:4: restore.dir: \"data/\" is inside watch[0] (\"data\"); a restored copy there would become a tenant",
+    );
+}

@@ -101,6 +101,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         ("log", old.log != new.log),
         ("lifecycle", old.lifecycle != new.lifecycle),
         ("validation", old.validation != new.validation),
+        ("restore", old.restore != new.restore),
         ("hooks", old.hooks != new.hooks),
         ("fleet (except non_guid)", fleet),
     ]

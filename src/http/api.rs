@@ -3,7 +3,8 @@
 //! tenant with its replica, skipped files, and live events (Server-Sent Events).
 //!
 //! Handlers only read the board (and, for one tenant, list its replica); they never
-//! change anything. The event stream ends when the daemon shuts down, so graceful
+//! change anything (restore jobs are `restores`'). The event stream carries the board's
+//! changes and restore jobs' progress, and ends when the daemon shuts down, so graceful
 //! shutdown never waits for a connected dashboard.
 
 use std::collections::VecDeque;
@@ -21,7 +22,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::State;
+use super::restores::RestoreJob;
 use super::view::{self, Client, ClientDetail, ClientPage, FleetCounts, SeedStatus, SkippedFile, StatusFilter};
+use crate::recovery::jobs::JobView;
 use crate::status::{Board, Change};
 
 /// Keep-alive comments on an idle event stream (proxies drop silent connections).
@@ -65,6 +68,8 @@ pub enum EventMode {
     All,
     /// Only `summary` events, at most 4 a second: what a dashboard needs.
     Summary,
+    /// A `summary` first, then only `restore` events: what a restore page needs.
+    Restores,
 }
 
 /// One Server-Sent Event; its SSE event type is `kind`.
@@ -73,7 +78,8 @@ pub enum EventMode {
 pub struct LiveEvent {
     /// `summary` (counts, sent first and then at most every 250 ms after changes),
     /// `tenant` (registered or changed), `removed`, `skipped`, `unskipped`, `fleet`
-    /// (readiness or watch directories changed), `resync` (changes were missed: re-read).
+    /// (readiness or watch directories changed), `restore` (a restore job changed or
+    /// progressed, at most every 250 ms per job), `resync` (changes were missed: re-read).
     pub kind: String,
     /// For `tenant`: the tenant now.
     pub client: Option<Client>,
@@ -89,6 +95,8 @@ pub struct LiveEvent {
     pub ready: Option<bool>,
     /// For `summary`: changes since the previous summary.
     pub changes: Option<u64>,
+    /// For `restore`: the job now.
+    pub restore: Option<RestoreJob>,
 }
 
 impl LiveEvent {
@@ -102,7 +110,12 @@ impl LiveEvent {
             counts: None,
             ready: None,
             changes: None,
+            restore: None,
         }
+    }
+
+    fn restore(job: JobView) -> LiveEvent {
+        LiveEvent { restore: Some(job.into()), ..LiveEvent::new("restore") }
     }
 
     fn summary(board: &Board, changes: u64) -> LiveEvent {
@@ -145,8 +158,10 @@ impl LiveEvent {
 struct Feed {
     board: Arc<Board>,
     rx: tokio::sync::broadcast::Receiver<Change>,
+    /// Restore jobs' changes (none in a server without jobs).
+    jobs: Option<tokio::sync::broadcast::Receiver<JobView>>,
     shutdown: tokio_util::sync::CancellationToken,
-    all: bool,
+    mode: EventMode,
     queue: VecDeque<LiveEvent>,
     /// Changes not yet reported by a summary.
     changes: u64,
@@ -175,9 +190,26 @@ impl Feed {
                     None => std::future::pending().await,
                 }
             };
+            let jobs_rx = &mut self.jobs;
+            let jobs = async {
+                match jobs_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let all = self.mode == EventMode::All;
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return None,
+                r = jobs => match r {
+                    Ok(job) if self.mode != EventMode::Summary => return Some((LiveEvent::restore(job), self)),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) if self.mode == EventMode::Restores => {
+                        return Some((LiveEvent::new("resync"), self));
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => self.jobs = None,
+                },
                 _ = tick => {
                     self.due = None;
                     self.last_summary = Instant::now();
@@ -185,15 +217,17 @@ impl Feed {
                     return Some((LiveEvent::summary(&self.board, n), self));
                 }
                 r = self.rx.recv() => match r {
+                    // A restore page needs no tenant changes.
+                    _ if self.mode == EventMode::Restores => {}
                     Ok(change) => {
                         self.note_changes(1);
-                        if self.all {
+                        if all {
                             return Some((LiveEvent::of(change, &self.board), self));
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
                         self.note_changes(n);
-                        if self.all {
+                        if all {
                             return Some((LiveEvent::new("resync"), self));
                         }
                     }
@@ -204,9 +238,11 @@ impl Feed {
     }
 }
 
-/// Live events from `board` until `shutdown`: a `summary` first, then changes.
+/// Live events from `board` (and restore jobs, when given) until `shutdown`: a
+/// `summary` first, then changes.
 pub fn live_events(
     board: Arc<Board>,
+    jobs: Option<tokio::sync::broadcast::Receiver<JobView>>,
     shutdown: tokio_util::sync::CancellationToken,
     mode: EventMode,
 ) -> BoxStream<'static, LiveEvent> {
@@ -215,8 +251,9 @@ pub fn live_events(
     let feed = Feed {
         board,
         rx,
+        jobs,
         shutdown,
-        all: mode == EventMode::All,
+        mode,
         queue: VecDeque::from([first]),
         changes: 0,
         due: None,
@@ -266,9 +303,7 @@ impl Api {
     #[oai(path = "/clients/:id", method = "get", operation_id = "client")]
     async fn client(&self, id: Path<String>) -> DetailResponse {
         let Some(id) = view::parse_id(&id.0) else {
-            return DetailResponse::BadRequest(PlainText(
-                "malformed tenant id: expected a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a file stem".to_owned(),
-            ));
+            return DetailResponse::BadRequest(PlainText(view::MALFORMED_ID.to_owned()));
         };
         let entries = self.state.board.by_id(&id);
         let threshold = self.state.board.info().lag_threshold;
@@ -285,11 +320,14 @@ impl Api {
     }
 
     /// Live updates (Server-Sent Events): a `summary` event first, then one event per
-    /// change (`mode=all`, the default) or only throttled summaries (`mode=summary`).
-    /// Each event's data is a `LiveEvent` in JSON and its SSE type is its `kind`.
+    /// change and restore job progress (`mode=all`, the default), only throttled
+    /// summaries (`mode=summary`), or only restore jobs (`mode=restores`). Each event's
+    /// data is a `LiveEvent` in JSON and its SSE type is its `kind`.
     #[oai(path = "/events", method = "get", operation_id = "events", tag = "Tag::Events")]
     async fn events(&self, mode: Query<Option<EventMode>>) -> EventStream<BoxStream<'static, LiveEvent>> {
-        let s = live_events(self.state.board.clone(), self.state.shutdown.clone(), mode.0.unwrap_or(EventMode::All));
+        let jobs = self.state.restores.as_ref().map(|r| r.subscribe());
+        let s =
+            live_events(self.state.board.clone(), jobs, self.state.shutdown.clone(), mode.0.unwrap_or(EventMode::All));
         EventStream::new(s)
             .keep_alive(SSE_KEEP_ALIVE)
             .to_event(|e| Event::message(e.to_json_string()).event_type(e.kind.clone()))

@@ -157,7 +157,7 @@ fn page_link(q: &str, status: &str, page: u64) -> String {
     s
 }
 
-fn head(title: &str, out: &mut String) {
+pub(super) fn head(title: &str, out: &mut String) {
     let v = qv(env!("CARGO_PKG_VERSION"));
     let _ = write!(
         out,
@@ -191,6 +191,7 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
     let _ = write!(
         out,
         "<header class=\"top\"><h1>litefleet</h1><span class=\"version\">v{ver}</span>\
+         <nav class=\"links\"><a href=\"/\" aria-current=\"page\">Tenants</a> <a href=\"/restores\">Restores</a></nav>\
          <span id=\"live\" class=\"live\" role=\"status\" aria-live=\"polite\">static</span></header><main>\
          <section class=\"fleet\" aria-label=\"Fleet\"><dl>\
          <dt>Bucket</dt><dd id=\"bucket\">{bucket}</dd>\
@@ -303,7 +304,7 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
          <li>Create client: <code>touch /path/to/12345678-1234-5678-9abc-123456789012.db</code></li>\
          <li>Remove client: delete the <code>.db</code> file (its replica stays)</li>\
          <li>GUID format: <code>xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx</code></li>\
-         <li>Restore: open a tenant for the exact <code>litefleet restore</code> and <code>litestream restore</code> commands</li>\
+         <li>Restore: open a tenant and click a moment of its restore window (or copy the exact <code>litefleet restore</code> and <code>litestream restore</code> commands); <a href=\"/restores\">Restores</a> lists every job</li>\
          <li>API: <a href=\"/api/status\">/api/status</a>, <a href=\"/api/docs\">API docs</a>, <a href=\"/metrics\">/metrics</a></li>\
          </ul></section></main></body></html>",
     );
@@ -370,20 +371,25 @@ pub async fn tenant(state: Data<&State>, Path(raw): Path<String>) -> Response {
             &format!("No registered database has the id {id}."),
         );
     };
-    Html(render_tenant(&d)).into_response()
+    let mut restore = String::new();
+    super::html_restore::tenant_section(state.0, &d, &mut restore);
+    Html(render_tenant(&d, &restore)).into_response()
 }
 
 fn fact(out: &mut String, name: &str, value: &str) {
     let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(name), value);
 }
 
-fn render_tenant(d: &ClientDetail) -> String {
+/// The tenant page; `restore` is its restore section (timeline, form, jobs), placed
+/// after the restore window.
+fn render_tenant(d: &ClientDetail, restore: &str) -> String {
     let c = &d.client;
     let mut out = String::with_capacity(16 * 1024);
     head(&format!("litefleet — {}", c.client_id), &mut out);
     let _ = write!(
         out,
-        "<header class=\"top\"><h1><a href=\"/\">litefleet</a></h1></header><main>\
+        "<header class=\"top\"><h1><a href=\"/\">litefleet</a></h1><nav class=\"links\"><a href=\"/\">Tenants</a> \
+         <a href=\"/restores\">Restores</a></nav></header><main>\
          <p><a href=\"/\">« All tenants</a></p><h2 class=\"mono\">{id}</h2><dl class=\"facts\">",
         id = esc(&c.client_id)
     );
@@ -465,6 +471,7 @@ fn render_tenant(d: &ClientDetail) -> String {
     if let Some(e) = &d.replica_error {
         let _ = write!(out, "<p class=\"err\">Replica: {}</p>", esc(e));
     }
+    out.push_str(restore);
     let cmd = &d.commands;
     let creds = match c.replica_url.split("://").next().unwrap_or_default() {
         "s3" => {
@@ -546,7 +553,7 @@ pub fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
 }
 
-fn asset(body: &'static str, content_type: &str) -> Response {
+pub(super) fn asset(body: &'static str, content_type: &str) -> Response {
     // URLs carry the version, so a browser may keep them for a day.
     Response::builder().content_type(content_type).header("cache-control", "public, max-age=86400").body(body)
 }

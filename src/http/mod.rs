@@ -4,20 +4,28 @@
 //! | path | what |
 //! |---|---|
 //! | `/` | dashboard (counts, search, paging; live via `/api/events`) |
-//! | `/tenants/{id}` | one tenant: files per level, restore window, restore commands |
+//! | `/tenants/{id}` | one tenant: files per level, the restore window as a timeline, the restore form and its jobs |
+//! | `/restores` | every restore job, live |
 //! | `/api/status` | the seed's JSON document |
 //! | `/api/clients`, `/api/clients/{id}`, `/api/skipped`, `/api/events` | richer API |
+//! | `/api/clients/{id}/restores`, `/api/restores`, `/api/restores/{job}` | restore jobs ([`restores`]) |
 //! | `/api/openapi.json`, `/api/docs` | OpenAPI document and its browsable page |
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz`, `/readyz` | liveness, readiness |
 //!
 //! This module owns the listening socket, the bearer-token check (everything but
-//! `/healthz`), the security headers, and shutdown of its connections. It only reads
-//! the status board and lists replicas; it never changes replication, and it never puts
-//! a credential (the token, storage keys) in a page, a response or a log line.
+//! `/healthz`; and every request that changes state — a restore job started or
+//! cancelled — is refused with 403 unless `[http] token` is set), the security headers,
+//! and shutdown of its connections. It reads the status board and lists replicas, and
+//! hands restore requests to [`crate::recovery::jobs`]; it never changes replication,
+//! and it never puts a credential (the token, storage keys) in a page, a response or a
+//! log line.
 
 pub mod api;
 mod html;
+mod html_restore;
+pub mod restores;
+pub mod timeline;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -33,6 +41,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
+use crate::recovery::jobs::Restores;
 use crate::redact::Secret;
 use crate::status::Board;
 use crate::storage::Storage;
@@ -84,6 +93,10 @@ pub(crate) struct State {
     pub(crate) storage: Storage,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) shutdown: CancellationToken,
+    /// The daemon's restore jobs (`None` in a server built without them).
+    pub(crate) restores: Option<Restores>,
+    /// Whether `[http] token` is set: requests that change state are refused without.
+    pub(crate) writes_allowed: bool,
     /// Last storage probe of `/readyz`: when, and its error if it failed.
     probe: Arc<tokio::sync::Mutex<Option<Probe>>>,
 }
@@ -99,7 +112,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(Server, tokio::task::JoinHandle<()>), HttpError> {
     let listener = bind(cfg.listen).await?;
-    serve_on(listener, cfg, board, storage, metrics, shutdown)
+    serve_on(listener, cfg, board, storage, metrics, None, shutdown)
 }
 
 /// Binds the listening socket (the daemon does this before anything else, so a port in
@@ -108,13 +121,15 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
     tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
 }
 
-/// Serves on a bound socket until `shutdown` is cancelled.
+/// Serves on a bound socket until `shutdown` is cancelled, with the daemon's restore
+/// jobs when given.
 pub fn serve_on(
     listener: tokio::net::TcpListener,
     cfg: &config::HttpConfig,
     board: Arc<Board>,
     storage: Storage,
     metrics: Option<PrometheusHandle>,
+    restores: Option<Restores>,
     shutdown: CancellationToken,
 ) -> Result<(Server, tokio::task::JoinHandle<()>), HttpError> {
     let addr = listener.local_addr().unwrap_or(cfg.listen);
@@ -137,7 +152,7 @@ pub fn serve_on(
             }
         });
     }
-    let app = router(cfg, board, storage, metrics, shutdown.clone());
+    let app = router_with(cfg, board, storage, metrics, restores, shutdown.clone());
     tracing::info!("🌐 Dashboard on http://{local_addr}/ (API /api/status, docs /api/docs, metrics /metrics)");
     let task = tokio::spawn(async move {
         let server = poem::Server::new_with_acceptor(acceptor).name("litefleet");
@@ -153,7 +168,8 @@ fn exposed_without_token(addr: SocketAddr, token: Option<&Secret>) -> bool {
     token.is_none() && !addr.ip().is_loopback()
 }
 
-/// The whole application (also what tests drive with poem's test client).
+/// The whole application without restore jobs (also what tests drive with poem's test
+/// client); see [`router_with`].
 pub fn router(
     cfg: &config::HttpConfig,
     board: Arc<Board>,
@@ -161,10 +177,24 @@ pub fn router(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> poem::endpoint::BoxEndpoint<'static> {
-    let state = State { board, storage, metrics, shutdown, probe: Arc::default() };
+    router_with(cfg, board, storage, metrics, None, shutdown)
+}
+
+/// The whole application; the restore routes answer 503 without `restores`.
+pub fn router_with(
+    cfg: &config::HttpConfig,
+    board: Arc<Board>,
+    storage: Storage,
+    metrics: Option<PrometheusHandle>,
+    restores: Option<Restores>,
+    shutdown: CancellationToken,
+) -> poem::endpoint::BoxEndpoint<'static> {
+    let writes_allowed = cfg.token.is_some();
+    let state = State { board, storage, metrics, shutdown, restores, writes_allowed, probe: Arc::default() };
     let version = state.board.info().version;
-    let api = OpenApiService::new(api::Api { state: state.clone() }, "litefleet", version)
-        .description("Status of every replicated tenant database. See docs/api.md.")
+    let apis = (api::Api { state: state.clone() }, restores::RestoreApi { state: state.clone() });
+    let api = OpenApiService::new(apis, "litefleet", version)
+        .description("Status of every replicated tenant database, and restore jobs. See docs/api.md.")
         .server("/api");
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
@@ -175,7 +205,9 @@ pub fn router(
     Route::new()
         .at("/", get(html::dashboard))
         .at("/tenants/:id", get(html::tenant))
+        .at("/restores", get(html_restore::restores_page))
         .at("/assets/dashboard.js", get(html::script))
+        .at("/assets/restore.js", get(html_restore::script))
         .at("/assets/dashboard.css", get(html::style))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
@@ -234,10 +266,20 @@ fn drop_empty_params(req: &mut Request) {
     }
 }
 
+/// Whether a request of this method may change state (start or cancel a restore).
+fn changes_state(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// Token check and security headers around every endpoint.
 async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request, token: Option<&Secret>) -> poem::Result<Response> {
     drop_empty_params(&mut req);
     let path = req.uri().path().to_owned();
+    // Another site's page cannot use the token either: the cookie is `SameSite=Strict`,
+    // and a bearer header across sites needs CORS, which is never granted.
+    if changes_state(req.method()) && token.is_none() {
+        return Ok(secure(forbidden(WRITES_NEED_TOKEN), &path));
+    }
     if let Some(want) = token
         && path != "/healthz"
     {
@@ -279,6 +321,16 @@ async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request, token: Option<&Secret>
         Err(e) => e.into_response(),
     };
     Ok(secure(resp, &path))
+}
+
+/// What a state-changing request is told when no token is configured.
+pub const WRITES_NEED_TOKEN: &str = "403 Forbidden: this request changes state (it starts or cancels a restore), \
+     and requests that change state need a token: set [http] token in the daemon's config \
+     (none is configured), then send `Authorization: Bearer <token>`\n";
+
+fn forbidden(why: &'static str) -> Response {
+    tracing::debug!("http: request refused: {}", why.trim_end());
+    Response::builder().status(StatusCode::FORBIDDEN).content_type("text/plain; charset=utf-8").body(why)
 }
 
 fn unauthorized() -> Response {

@@ -26,6 +26,9 @@ pub const MAX_FILES_PER_LEVEL: usize = 100;
 pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest accepted tenant id (GUIDs are 36; file stems may be longer).
 pub const MAX_ID_LEN: usize = 128;
+/// What a malformed tenant id is told (400).
+pub const MALFORMED_ID: &str =
+    "malformed tenant id: expected a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) or a file stem";
 
 /// RFC 3339 with seconds, as the seed shows (`2025-01-15T08:30:45Z`).
 pub fn rfc3339(t: SystemTime) -> String {
@@ -482,6 +485,8 @@ pub struct ClientDetail {
     pub levels: Vec<Level>,
     /// What a restore can reach; absent when the replica is empty or broken.
     pub restore_window: Option<RestoreWindow>,
+    /// The restore window as a timeline of its files; absent with the window.
+    pub timeline: Option<super::timeline::Timeline>,
     /// Why the listing or the window could not be computed.
     pub replica_error: Option<String>,
     /// How to restore it.
@@ -532,11 +537,21 @@ pub fn commands(id: &str, replica_url: &str, example_time: Option<&str>) -> Rest
     }
 }
 
-/// Lists `t`'s replica (files per level) and computes its restore window.
-pub async fn replica_detail(
-    storage: &Storage,
-    t: &TenantStatus,
-) -> (Vec<Level>, Option<RestoreWindow>, Option<String>) {
+/// What a tenant page shows of its replica.
+#[derive(Debug, Default)]
+pub struct ReplicaDetail {
+    /// Files per level.
+    pub levels: Vec<Level>,
+    /// The restore window.
+    pub window: Option<RestoreWindow>,
+    /// The window as a timeline.
+    pub timeline: Option<super::timeline::Timeline>,
+    /// Why the listing or the window could not be computed.
+    pub error: Option<String>,
+}
+
+/// Lists `t`'s replica (files per level) and computes its restore window and timeline.
+pub async fn replica_detail(storage: &Storage, t: &TenantStatus) -> ReplicaDetail {
     let replica = storage.replica(&t.prefix);
     let work = async {
         let cat = Catalog::load(&replica).await.map_err(|e| (Vec::new(), chain(&e)))?;
@@ -559,15 +574,21 @@ pub async fn replica_detail(
             })
             .collect();
         match cat.window() {
-            Ok(w) => Ok((levels, Some(RestoreWindow::from(w)))),
-            Err(Unrestorable::Empty) => Ok((levels, None)),
+            Ok(w) => {
+                let timeline = super::timeline::Timeline::new(&cat, &w, SystemTime::now());
+                Ok(ReplicaDetail { levels, window: Some(RestoreWindow::from(w)), timeline, error: None })
+            }
+            Err(Unrestorable::Empty) => Ok(ReplicaDetail { levels, ..ReplicaDetail::default() }),
             Err(e) => Err((levels, e.to_string())),
         }
     };
     match tokio::time::timeout(REPLICA_TIMEOUT, work).await {
-        Ok(Ok((levels, window))) => (levels, window, None),
-        Ok(Err((levels, e))) => (levels, None, Some(e)),
-        Err(_) => (Vec::new(), None, Some(format!("storage did not answer within {}s", REPLICA_TIMEOUT.as_secs()))),
+        Ok(Ok(d)) => d,
+        Ok(Err((levels, e))) => ReplicaDetail { levels, error: Some(e), ..ReplicaDetail::default() },
+        Err(_) => ReplicaDetail {
+            error: Some(format!("storage did not answer within {}s", REPLICA_TIMEOUT.as_secs())),
+            ..ReplicaDetail::default()
+        },
     }
 }
 
@@ -576,14 +597,15 @@ pub async fn replica_detail(
 pub async fn detail(storage: &Storage, entries: &[TenantStatus], lag_threshold: Duration) -> Option<ClientDetail> {
     let (main, rest) = entries.split_first()?;
     let now = SystemTime::now();
-    let (levels, restore_window, replica_error) = replica_detail(storage, main).await;
-    let at = restore_window.as_ref().and_then(|w| w.latest_at.clone());
+    let r = replica_detail(storage, main).await;
+    let at = r.window.as_ref().and_then(|w| w.latest_at.clone());
     Some(ClientDetail {
         client: Client::new(main, now, lag_threshold),
         conflicts: rest.iter().map(|t| Client::new(t, now, lag_threshold)).collect(),
-        levels,
-        restore_window,
-        replica_error,
+        levels: r.levels,
+        restore_window: r.window,
+        timeline: r.timeline,
+        replica_error: r.error,
         commands: commands(main.id.as_str(), &main.replica_url, at.as_deref()),
     })
 }

@@ -130,6 +130,7 @@ pub async fn check(replica: &Replica, image: &Image, temp_dir: &Path) -> Result<
         integrity: IntegrityCheck::None,
         force: false,
         progress: false,
+        sha256: false,
     };
     let done = |outcome, detail: String| Validation {
         outcome,
@@ -138,19 +139,12 @@ pub async fn check(replica: &Replica, image: &Image, temp_dir: &Path) -> Result<
         detail,
         took: started.elapsed(),
     };
-    // A lifecycle pass may delete a file between the plan and its download (an L0 file
-    // that a new L1 file covers): a failed restore is planned and tried once more.
-    let mut result = super::restore(replica, &out, &opts).await;
-    // The restore writes `<out>.tmp` then renames it: an I/O error on a path in
-    // `temp_dir` is the temporary directory's fault, not the replica's.
-    let ours = |e: &super::Error| matches!(e, super::Error::Io { path, .. } if path.parent() == Some(temp_dir));
-    if result.as_ref().is_err_and(|e| !ours(e)) {
-        let _ = std::fs::remove_file(&out);
-        result = super::restore(replica, &out, &opts).await;
-    }
-    let summary = match result {
+    // (A file compacted away between the plan and its download is planned again by the
+    // job itself.)
+    let summary = match super::restore(replica, &out, &opts).await {
         Ok(s) => s,
         // Writing the copy failed (missing directory, disk full): not the replica's fault.
+        // The restore writes `<out>.tmp` then renames it, so the path is in `temp_dir`.
         Err(super::Error::Io { path, source }) if path.parent() == Some(temp_dir) => {
             return Err(Error::Temp { dir: temp_dir.to_path_buf(), source });
         }

@@ -1,8 +1,10 @@
 //! Shared helpers for litefleet's integration tests: every test file says `mod common;`
 //! and takes what it needs (`boards`: status boards filled the way the fleet fills them;
-//! `hook_wat`: hook components written in WebAssembly text; `daemon`: the `litefleet`
-//! binary as a child process; `proxy`: a TCP proxy that injects storage faults;
-//! `faults`: ledger writers, restores with both tools, whole-object checks, tmpfs).
+//! `browser`: headless Chromium over the DevTools protocol; `hook_wat`: hook components
+//! written in WebAssembly text; `live`: the daemon in process with real tenants, a slow
+//! TCP link and tmpfs mounts; `daemon`: the `litefleet` binary as a child process;
+//! `proxy`: a TCP proxy that injects storage faults; `faults`: ledger writers, restores
+//! with both tools, whole-object checks, tmpfs).
 //!
 //! Everything here talks to 127.0.0.1 only, and every wait is bounded.
 //!
@@ -14,9 +16,11 @@
 #![allow(dead_code)]
 
 pub mod boards;
+pub mod browser;
 pub mod daemon;
 pub mod faults;
 pub mod hook_wat;
+pub mod live;
 pub mod proxy;
 pub mod services;
 

@@ -9,6 +9,8 @@
   const live = document.getElementById("live");
   // Ticking "3 s ago" cells exist on tenant pages too.
   setInterval(tickAges, 1000);
+  // Formatting shared with restore.js (loaded after this script).
+  window.litefleetFmt = { bytes, hex16 };
   if (!body) return;
 
   const form = document.getElementById("search");

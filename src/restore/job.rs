@@ -1,0 +1,346 @@
+//! One restore of a replica to a file, watched and stoppable: the runner behind
+//! `litefleet restore`, the daemon's restore jobs (`POST /api/clients/{id}/restores`)
+//! and fleet-wide disaster recovery (`restore --all`).
+//!
+//! A [`Job`] plans (unless given a plan), applies the plan to `<out>.tmp`
+//! ([`super::apply`]), fsyncs it, verifies it — SHA-256 of the bytes, SQLite's
+//! `quick_check` or `integrity_check` if asked — and only then renames it over `<out>`
+//! and fsyncs the directory ([`crate::durable`]). Whatever stops it (an error, a full
+//! disk, [`CancellationToken::cancel`]) removes the temporary file: an output at its
+//! final name is always a complete, verified restore, and a stopped job leaves nothing.
+//!
+//! Progress goes to a shared [`Progress`] (atomics a watcher reads whenever it likes):
+//! the phase, files and bytes of the plan done/total, and pages of the output written
+//! so far/its size in pages.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+
+use super::{Error, IntegrityCheck, Result, Step, Summary, Target, apply, plan};
+use crate::durable;
+use crate::storage::Replica;
+
+/// Bytes read per step while hashing the output (a cancellation is seen between steps).
+const HASH_CHUNK: usize = 1 << 20;
+
+/// What a job is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Listing the replica and choosing the files.
+    #[default]
+    Planning,
+    /// Downloading and applying the plan's files.
+    Restoring,
+    /// Hashing and checking the output.
+    Verifying,
+    /// The output is at its final name.
+    Done,
+}
+
+impl Phase {
+    /// Lowercase name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Planning => "planning",
+            Phase::Restoring => "restoring",
+            Phase::Verifying => "verifying",
+            Phase::Done => "done",
+        }
+    }
+
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Restoring,
+            2 => Phase::Verifying,
+            3 => Phase::Done,
+            _ => Phase::Planning,
+        }
+    }
+}
+
+/// Live progress of one restore, shared between the job and whoever watches it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    files_done: AtomicU64,
+    files_total: AtomicU64,
+    bytes_done: AtomicU64,
+    bytes_total: AtomicU64,
+    pages_done: AtomicU64,
+    pages_total: AtomicU64,
+}
+
+/// A copy of a [`Progress`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressView {
+    /// What the job is doing.
+    pub phase: Phase,
+    /// LTX files of the plan applied.
+    pub files_done: u64,
+    /// LTX files in the plan.
+    pub files_total: u64,
+    /// Bytes of the plan downloaded.
+    pub bytes_done: u64,
+    /// Bytes the plan downloads (as the listing reports the files' sizes).
+    pub bytes_total: u64,
+    /// Distinct pages of the output written so far.
+    pub pages_done: u64,
+    /// The output's size in pages (0 until known: from the plan when it read the last
+    /// file's header, else once that file is reached).
+    pub pages_total: u64,
+}
+
+impl Progress {
+    /// Progress at this moment.
+    pub fn view(&self) -> ProgressView {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (pages_done, pages_total) = (get(&self.pages_done), get(&self.pages_total));
+        ProgressView {
+            phase: Phase::from_u8(self.phase.load(Ordering::Relaxed)),
+            files_done: get(&self.files_done),
+            files_total: get(&self.files_total),
+            bytes_done: get(&self.bytes_done),
+            bytes_total: get(&self.bytes_total),
+            // Pages written then cut off by a shrinking commit do not count past the end.
+            pages_done: if pages_total > 0 { pages_done.min(pages_total) } else { pages_done },
+            pages_total,
+        }
+    }
+
+    fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Starts (or restarts) the counters for `steps`.
+    fn start(&self, steps: &[Step]) {
+        let total_pages = steps.last().and_then(|s| s.commit).map_or(0, u64::from);
+        for (a, v) in [
+            (&self.files_total, steps.len() as u64),
+            (&self.bytes_total, steps.iter().map(|s| s.file.size).sum()),
+            (&self.pages_total, total_pages),
+            (&self.files_done, 0),
+            (&self.bytes_done, 0),
+            (&self.pages_done, 0),
+        ] {
+            a.store(v, Ordering::Relaxed);
+        }
+        self.set_phase(Phase::Restoring);
+    }
+
+    pub(super) fn add_bytes(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn add_pages(&self, n: u64) {
+        self.pages_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn file_done(&self) {
+        self.files_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_pages_total(&self, n: u64) {
+        self.pages_total.store(n, Ordering::Relaxed);
+    }
+
+    /// Marks the restore complete (every page of the output written).
+    fn finish(&self) {
+        self.pages_done.store(self.pages_total.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.set_phase(Phase::Done);
+    }
+}
+
+/// One restore of `replica` to `out`.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The replica to restore.
+    pub replica: Replica,
+    /// Which state of it.
+    pub target: Target,
+    /// The output database; written through `<out>.tmp`.
+    pub out: PathBuf,
+    /// Check the output with SQLite before it takes its name.
+    pub integrity: IntegrityCheck,
+    /// Compute the output's SHA-256 before it takes its name.
+    pub sha256: bool,
+    /// Replace an existing output (and remove its `-wal`/`-shm`).
+    pub force: bool,
+    /// A plan made already (from a listing the caller holds); `None` plans from a new
+    /// listing. A plan whose file vanished meanwhile (compacted away) is made again.
+    pub plan: Option<Vec<Step>>,
+}
+
+impl Job {
+    /// A job restoring `replica` at `target` to `out`, with no checks.
+    pub fn new(replica: Replica, target: Target, out: impl Into<PathBuf>) -> Job {
+        Job {
+            replica,
+            target,
+            out: out.into(),
+            integrity: IntegrityCheck::None,
+            sha256: false,
+            force: false,
+            plan: None,
+        }
+    }
+
+    /// Runs the job to the end, or until `cancel` fires ([`Error::Cancelled`]). On any
+    /// error nothing is left at `out` or `<out>.tmp` that was not there before.
+    pub async fn run(&self, progress: &Arc<Progress>, cancel: &CancellationToken) -> Result<Summary> {
+        let started = Instant::now();
+        if self.out.exists() && !self.force {
+            return Err(Error::OutputExists(self.out.clone()));
+        }
+        let mut given = self.plan.clone();
+        let mut replanned = false;
+        loop {
+            progress.set_phase(Phase::Planning);
+            let steps = match given.take() {
+                Some(s) => s,
+                None => tokio::select! {
+                    s = plan(&self.replica, &self.target) => s?,
+                    _ = cancel.cancelled() => return Err(Error::Cancelled),
+                },
+            };
+            progress.start(&steps);
+            match self.attempt(&steps, progress, cancel).await {
+                Ok(s) => {
+                    progress.finish();
+                    return Ok(Summary { elapsed: started.elapsed(), ..s });
+                }
+                // A lifecycle pass may delete a file between the plan and its download
+                // (an L0 file that a new L1 file covers): plan once more.
+                Err(Error::Storage(e)) if e.is_not_found() && !replanned => {
+                    tracing::debug!("restore of {}: a planned file vanished, planning again", self.replica.url());
+                    replanned = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies `steps` to `<out>.tmp`, verifies it and renames it over `out`; removes the
+    /// temporary file on any error.
+    async fn attempt(&self, steps: &[Step], progress: &Arc<Progress>, cancel: &CancellationToken) -> Result<Summary> {
+        let tmp = durable::temp_path(&self.out);
+        let result = async {
+            let applied = apply::apply(&self.replica, steps, &tmp, progress, cancel).await?;
+            progress.set_phase(Phase::Verifying);
+            let sha256 = if self.sha256 { Some(sha256_file(&tmp, cancel).await?) } else { None };
+            let integrity = check(&tmp, self.integrity, cancel).await?;
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let size = std::fs::metadata(&tmp).map_err(|source| Error::Io { path: tmp.clone(), source })?.len();
+            Ok(Summary {
+                txid: applied.txid,
+                files: steps.len(),
+                pages: applied.pages,
+                bytes_downloaded: applied.bytes,
+                elapsed: Default::default(),
+                timestamp_ms: applied.timestamp_ms,
+                size,
+                page_size: applied.page_size,
+                sha256,
+                integrity,
+            })
+        }
+        .await;
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if self.force {
+            let _ = std::fs::remove_file(crate::sqlite::wal_path(&self.out));
+            let _ = std::fs::remove_file(crate::sqlite::shm_path(&self.out));
+        }
+        durable::replace(&tmp, &self.out).map_err(|source| Error::Io { path: self.out.clone(), source })?;
+        Ok(summary)
+    }
+}
+
+/// SHA-256 of a file, in lowercase hex, read in steps so a cancellation stops it.
+pub async fn sha256_file(path: &Path, cancel: &CancellationToken) -> Result<String> {
+    let (p, c) = (path.to_path_buf(), cancel.clone());
+    tokio::task::spawn_blocking(move || {
+        let io = |source| Error::Io { path: p.clone(), source };
+        let mut f = std::fs::File::open(&p).map_err(io)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; HASH_CHUNK];
+        loop {
+            if c.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hex(&hasher.finalize()))
+    })
+    .await
+    .map_err(|e| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// SQLite's check of `path` at `level`, interrupted when `cancel` fires; `Some("ok")`
+/// when it passed, `None` when not asked.
+async fn check(path: &Path, level: IntegrityCheck, cancel: &CancellationToken) -> Result<Option<String>> {
+    if level == IntegrityCheck::None {
+        return Ok(None);
+    }
+    let conn = super::open_immutable(path)?;
+    let interrupt = conn.get_interrupt_handle();
+    let p = path.to_path_buf();
+    let mut task = tokio::task::spawn_blocking(move || super::run_check(&conn, &p, level));
+    let joined = tokio::select! {
+        r = &mut task => r,
+        _ = cancel.cancelled() => {
+            interrupt.interrupt();
+            task.await
+        }
+    };
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    joined.map_err(|e| Error::Integrity { path: path.to_path_buf(), detail: e.to_string() })??;
+    Ok(Some("ok".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
+    }
+
+    #[test]
+    fn pages_written_past_a_shrunken_end_do_not_count_past_it() {
+        let p = Progress::default();
+        p.add_pages(12);
+        p.set_pages_total(10);
+        assert_eq!((p.view().pages_done, p.view().pages_total), (10, 10));
+    }
+}
