@@ -253,8 +253,10 @@ fn two_hosts_share_a_bucket_and_a_tenant_on_both_has_one_writer() {
     assert_eq!(b.client(&b.db(T1))["status"], "held", "{}", db.log());
     assert_eq!(b.client(&b.db(T1))["filesShipped"], 0);
     assert!(!da.log().contains("fenced") && !db.log().contains("fenced"), "{}\n{}", da.log(), db.log());
-    let log_a = da.stop();
+    // B first: once A has stopped cleanly its prefixes are free, and a B still running
+    // would (rightly) take T1 over with its own diverged copy.
     let log_b = db.stop();
+    let log_a = da.stop();
     assert!(log_b.contains("held by host-a"), "{log_b}");
     for id in [T1, T2, T3] {
         w.assert_contiguous(id);
