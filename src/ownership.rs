@@ -711,7 +711,7 @@ impl Ownership {
             }
         }
         let reads = futures::stream::iter(newest).map(|(prefix, epoch)| async move {
-            let got = storage.meta_get(&format!("owners/{prefix}/{epoch:016x}.json")).await?;
+            let got = storage.meta_get(&record_key(&prefix, epoch)).await?;
             let record = got.and_then(|(b, _)| serde_json::from_slice::<Record>(&b).ok());
             let prefix = if prefix == "@base" { String::new() } else { prefix };
             Ok::<_, storage::Error>(record.map(|r| (prefix, r)))
