@@ -305,21 +305,24 @@ impl Drop for SafeStderr {
 }
 
 /// Runs the daemon until SIGINT/SIGTERM; SIGHUP reloads `config_path`. A second
-/// SIGINT/SIGTERM during the final syncs exits at once (status 130).
+/// SIGINT/SIGTERM during the final syncs exits at once (status 130). The signals are
+/// caught before the daemon starts: a SIGTERM that arrives while it is still starting
+/// stops it cleanly instead of killing it by the default action.
 async fn run_daemon(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let daemon = crate::daemon::Daemon::start(config, config_path).await?;
+    let mut signals = ShutdownSignals::install()?;
     let mut hup = signal(SignalKind::hangup())?;
+    let daemon = crate::daemon::Daemon::start(config, config_path).await?;
     let (reload, reloads) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let _ = reload.try_send(());
         }
     });
-    let stop = async {
-        shutdown_signal().await;
-        tokio::spawn(async {
-            shutdown_signal().await;
+    let stop = async move {
+        signals.recv().await;
+        tokio::spawn(async move {
+            signals.recv().await;
             eprintln!("second signal: exiting without waiting for the final syncs");
             std::process::exit(130);
         });
@@ -328,16 +331,26 @@ async fn run_daemon(config: Config, config_path: Option<PathBuf>) -> anyhow::Res
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment this is made (tokio replaces the default
+/// action, which would kill the process, as soon as a handler is registered; one made
+/// lazily leaves a window in which a SIGTERM kills a process that has already written).
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM (one that arrived since `install` counts).
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
@@ -409,8 +422,9 @@ async fn run_replicate(a: ReplicateArgs) -> anyhow::Result<()> {
     let shutdown_timeout = a.shutdown_timeout.unwrap_or(config.fleet.shutdown_timeout);
     config.fleet.shutdown_timeout = shutdown_timeout;
     config.validate()?;
+    let mut signals = ShutdownSignals::install()?;
     let fleet = crate::fleet::Fleet::start(config).await?;
-    shutdown_signal().await;
+    signals.recv().await;
     let report = fleet.shutdown().await;
     if let Some((id, e)) = report.failed.first() {
         anyhow::bail!("final sync of {id} failed: {e}");
@@ -484,8 +498,9 @@ async fn run_restore_all(a: RestoreArgs) -> anyhow::Result<()> {
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let on_signal = stop.clone();
+    let mut signals = ShutdownSignals::install()?;
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.recv().await;
         eprintln!("\nstopping: tenants still restoring are abandoned (their partial files removed); rerun to resume");
         on_signal.cancel();
     });

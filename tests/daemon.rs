@@ -433,6 +433,24 @@ fn sigterm_after_a_burst_loses_nothing() {
     }
 }
 
+/// A SIGTERM that arrives while the daemon is still starting (tenants registered, first
+/// files possibly shipped, the run loop not yet entered) stops it cleanly: exit 0, not
+/// killed by the signal's default action (seen on CI before the handlers were installed
+/// first).
+#[test]
+fn sigterm_while_starting_is_a_clean_stop() {
+    let w = World::new();
+    let clients = w.mkdir("data/clients");
+    for id in [G1, G2, G3] {
+        make_db(&db(&clients, id), 3);
+    }
+    let config = w.write_config("fleet.toml", &[("data/clients", None)], "");
+    let d = Daemon::config(&config, w.dir.path());
+    d.expect("✅ Client registered");
+    let log = d.stop();
+    assert!(log.contains("👋 stopped"), "{log}");
+}
+
 /// The seed's flags, exactly: `-watch-dir a,b -bucket NAME` (S3 from AWS_* variables)
 /// and `-dsn FILE -db-name NAME`; `-h` prints the seed's usage.
 #[test]
