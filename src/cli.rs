@@ -5,7 +5,7 @@
 //! (`error: <what failed>: <why>`), and the exit code is 1 (2 for a flag the seed's
 //! flag mode does not know, as Go's `flag` package does).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -51,8 +51,12 @@ pub enum Command {
     /// Replicate one database in the foreground until SIGINT/SIGTERM, then make a
     /// final sync and exit.
     Replicate(ReplicateArgs),
-    /// Restore a database from a replica (latest, or a point in time).
+    /// Restore a database from a replica (latest, or a point in time); with -f, keep
+    /// following it.
     Restore(RestoreArgs),
+    /// Keep a current copy of every tenant under the config's storage (a warm standby),
+    /// with its own page, API and metrics, until SIGINT/SIGTERM. See docs/operations.md.
+    Standby(DaemonArgs),
 }
 
 /// `litefleet replicate`.
@@ -150,6 +154,15 @@ pub struct RestoreArgs {
     /// Print the restored database's SHA-256.
     #[arg(long, conflicts_with = "all")]
     pub sha256: bool,
+    /// Follow: after the restore, keep applying the replica's new files as they appear
+    /// (checked every --interval) until SIGINT/SIGTERM. The output stays readable by
+    /// SQLite (each step is one transaction); `<output>-follow` records where it is, so
+    /// a rerun (even after kill -9) continues. Follows Litestream's replicas too.
+    #[arg(short = 'f', long, conflicts_with_all = ["all", "txid", "timestamp", "dry_run", "sha256", "integrity_check"])]
+    pub follow: bool,
+    /// With -f: how often the replica is listed for new files.
+    #[arg(long, requires = "follow", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
     /// Restore every tenant the storage of --config holds (local file or not) into
     /// --output-dir, laid out like the watch directories.
     #[arg(long, requires_all = ["config", "output_dir"])]
@@ -237,7 +250,36 @@ pub fn main() -> ExitCode {
             log(&config::LogConfig::default());
             block_on(run_restore(a))
         }
+        Command::Standby(a) => {
+            let config = match Config::load(&a.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {}", Chain(&e));
+                    return ExitCode::FAILURE;
+                }
+            };
+            if a.check {
+                println!("{}: ok", a.config.display());
+                println!("{}", config.redacted_summary());
+                return ExitCode::SUCCESS;
+            }
+            log(&config.log);
+            block_on(run_standby(config))
+        }
     }
+}
+
+/// Runs the standby until SIGINT/SIGTERM (caught before it starts).
+async fn run_standby(config: Config) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::install()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        signals.recv().await;
+        on_signal.cancel();
+    });
+    crate::standby::run(config, stop).await?;
+    Ok(())
 }
 
 fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
@@ -452,6 +494,9 @@ async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
         }
         None => Storage::from_url(source, &storage::Options::default())?.replica(""),
     };
+    if a.follow {
+        return run_follow(replica, output, a.force, a.interval).await;
+    }
     let target = Target { txid: a.txid, timestamp: a.timestamp };
     if a.dry_run {
         let steps = restore::plan(&replica, &target).await?;
@@ -469,6 +514,62 @@ async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
     };
     let summary = restore::restore(&replica, output, &opts).await?;
     restore::print_summary(output, &summary, std::io::stdout())?;
+    Ok(())
+}
+
+/// `litefleet restore -f`: restore (or resume) a follow copy, then apply new files every
+/// `interval` until SIGINT/SIGTERM (the batch being applied finishes first).
+async fn run_follow(replica: storage::Replica, out: &Path, force: bool, interval: Duration) -> anyhow::Result<()> {
+    use crate::restore::follow::{Error as FollowError, Follower};
+    let mut signals = ShutdownSignals::install()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        signals.recv().await;
+        on_signal.cancel();
+    });
+    let mut f = match Follower::start(replica, out, None, force, &stop).await {
+        Err(FollowError::Cancelled) => return Ok(()),
+        r => r?,
+    };
+    eprintln!("following {} into {} (at TXID {:016x})", f.replica().url(), out.display(), f.txid());
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match f.poll(&stop).await {
+            Ok(a) => {
+                if failing {
+                    eprintln!("following again");
+                    failing = false;
+                }
+                if a.files > 0 {
+                    tracing::info!(
+                        files = a.files,
+                        pages = a.pages,
+                        txid = format_args!("{:016x}", f.txid()),
+                        "applied"
+                    );
+                }
+            }
+            Err(FollowError::Cancelled) => break,
+            Err(e) if e.needs_restore() => {
+                eprintln!("{}; restoring again", Chain(&e));
+                f.restore(None, &stop).await?;
+            }
+            // Storage unreachable, a file that failed its checks: the copy stays as it
+            // was; try again next interval.
+            Err(e) => {
+                if !failing {
+                    eprintln!("error (retrying every {}): {}", humantime::format_duration(interval), Chain(&e));
+                }
+                failing = true;
+            }
+        }
+    }
+    println!("stopped following {} at TXID {:016x}", out.display(), f.txid());
     Ok(())
 }
 

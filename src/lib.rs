@@ -19,7 +19,8 @@
 //! | [`status`] | the status board every reader reads |
 //! | [`metrics`] | Prometheus metrics, fed from the tenant tasks |
 //! | [`replicate`] | one database's replicator: WAL → L0 files |
-//! | [`restore`] | replica → database file, and restore validation |
+//! | [`restore`] | replica → database file, follow copies, and restore validation |
+//! | [`changes`] | the fleet change log a standby reads instead of listing every tenant |
 //! | [`ownership`] | many hosts, one bucket: heartbeats, one owner per prefix, fencing |
 //! | [`lifecycle`] | compaction, snapshots, retention; the fleet-wide scheduler |
 //! | [`hooks`] | sandboxed WebAssembly tenant hooks and their webhooks |
@@ -29,6 +30,7 @@
 //! | [`inventory`] | what the storage holds, seen from a config (`tenants`, restore by id) |
 //! | [`recovery`] | restore as an operation: the daemon's restore jobs, `restore --all` |
 //! | [`http`] | the dashboard, the JSON API, probes |
+//! | [`standby`] | `litefleet standby`: a follow copy of every tenant, its API and page |
 //! | [`daemon`] | fleet + metrics + HTTP + reload, run until shutdown |
 //! | [`cli`] | arguments, logging, signals, dispatch |
 
@@ -46,6 +48,7 @@ pub mod storage;
 
 pub mod metrics;
 
+pub mod changes;
 pub mod lifecycle;
 pub mod ownership;
 pub mod replicate;
@@ -62,6 +65,7 @@ pub mod inventory;
 pub mod recovery;
 
 pub mod http;
+pub mod standby;
 
 pub mod cli;
 pub mod daemon;

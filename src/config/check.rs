@@ -17,6 +17,7 @@ impl Config {
             .or_else(|| self.lifecycle_problem())
             .or_else(|| self.validation_problem())
             .or_else(|| self.restore_problem())
+            .or_else(|| self.standby_problem())
             .or_else(|| self.hooks_problem())
             .or_else(|| self.duration_problem())
     }
@@ -39,6 +40,11 @@ impl Config {
             ("lifecycle.snapshot_retention".to_owned(), l.snapshot_retention, MAX_DURATION),
             ("lifecycle.l0_retention".to_owned(), l.l0_retention, MAX_DURATION),
             ("validation.interval".to_owned(), self.validation.interval, MAX_DURATION),
+            ("change_log.interval".to_owned(), self.change_log.interval, MAX_DURATION),
+            ("change_log.retention".to_owned(), self.change_log.retention, MAX_DURATION),
+            ("standby.poll_interval".to_owned(), self.standby.poll_interval, MAX_DURATION),
+            ("standby.scan_interval".to_owned(), self.standby.scan_interval, MAX_DURATION),
+            ("standby.full_scan_interval".to_owned(), self.standby.full_scan_interval, MAX_DURATION),
         ];
         all.extend(l.levels.iter().enumerate().map(|(i, d)| (format!("lifecycle.levels[{i}]"), *d, MAX_DURATION)));
         let (key, _, max) = all.into_iter().find(|(_, d, max)| d > max)?;
@@ -46,7 +52,8 @@ impl Config {
     }
 
     fn watch_problem(&self) -> Option<Problem> {
-        if self.watch.is_empty() && self.single.is_none() {
+        // A standby's config may name no watch directory (it watches the storage).
+        if self.watch.is_empty() && self.single.is_none() && self.standby.dir.is_none() {
             return Some(problem(
                 "watch",
                 "no [[watch]] directory configured (add one: [[watch]] then dir = \"data/clients\")",
@@ -256,6 +263,32 @@ impl Config {
         }
         if l.concurrency == 0 {
             return Some(problem("lifecycle.concurrency", "must be at least 1"));
+        }
+        None
+    }
+
+    fn standby_problem(&self) -> Option<Problem> {
+        let (c, s) = (&self.change_log, &self.standby);
+        if c.interval < Duration::from_millis(100) {
+            return Some(problem("change_log.interval", "must be at least 100ms"));
+        }
+        if c.retention < c.interval * 10 {
+            return Some(problem(
+                "change_log.retention",
+                format!("must be at least 10× change_log.interval ({})", humantime::format_duration(c.interval * 10)),
+            ));
+        }
+        if s.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Some(problem("standby.dir", "is empty"));
+        }
+        if s.poll_interval < Duration::from_millis(100) {
+            return Some(problem("standby.poll_interval", "must be at least 100ms"));
+        }
+        if s.scan_interval < Duration::from_secs(1) {
+            return Some(problem("standby.scan_interval", "must be at least 1s"));
+        }
+        if s.concurrency == 0 {
+            return Some(problem("standby.concurrency", "must be at least 1"));
         }
         None
     }

@@ -92,6 +92,10 @@ pub struct Config {
     pub validation: ValidationConfig,
     /// Restore jobs run by the daemon through its API (`[restore]`).
     pub restore: RestoreConfig,
+    /// The fleet change log a standby reads (`[change_log]`), off by default.
+    pub change_log: ChangeLogConfig,
+    /// `litefleet standby` (`[standby]`): where it keeps its copies and how it polls.
+    pub standby: StandbyConfig,
     /// A sandboxed WebAssembly hook called when tenants appear and go (`[hooks]`);
     /// unset means no hook. See `crate::hooks` and docs/hooks.md.
     pub hooks: Option<HooksConfig>,
@@ -659,6 +663,63 @@ impl Default for RestoreConfig {
 
 /// Restore jobs running at once: a restore is bound by the network and one core.
 pub const DEFAULT_RESTORE_CONCURRENCY: usize = 2;
+
+/// The fleet change log (`[change_log]`, see `crate::changes`): every `interval` in
+/// which tenants shipped files, one small object under `_litefleet/changes/` naming
+/// them, so a standby learns what changed without listing every tenant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeLogConfig {
+    /// Off by default: it costs one PUT per interval in which something was written.
+    pub enabled: bool,
+    /// How often pending changes are written (one object each time, if any).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long an entry stays before this host deletes it (a standby down for longer
+    /// lists the whole storage once when it comes back).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for ChangeLogConfig {
+    fn default() -> Self {
+        ChangeLogConfig { enabled: false, interval: Duration::from_secs(1), retention: Duration::from_secs(600) }
+    }
+}
+
+/// `litefleet standby` (`[standby]`, see `crate::standby`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StandbyConfig {
+    /// Where the copies live, laid out like `restore --all`'s output
+    /// (`<dir prefix>/<id>.db`, each with its `-follow` state). Required by the standby.
+    pub dir: Option<PathBuf>,
+    /// How often the change log is read (one LIST, plus one GET per new entry).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Without a change log (a Litestream-written storage, or `[change_log]` off on the
+    /// primary): how often the whole storage is listed to find changes.
+    #[serde(with = "humantime_serde")]
+    pub scan_interval: Duration,
+    /// With a change log: a listing of the whole storage this often anyway, as a safety
+    /// net ("0s": never).
+    #[serde(with = "humantime_serde")]
+    pub full_scan_interval: Duration,
+    /// Tenants restored or caught up at once.
+    pub concurrency: usize,
+}
+
+impl Default for StandbyConfig {
+    fn default() -> Self {
+        StandbyConfig {
+            dir: None,
+            poll_interval: Duration::from_secs(1),
+            scan_interval: Duration::from_secs(60),
+            full_scan_interval: Duration::from_secs(3600),
+            concurrency: 16,
+        }
+    }
+}
 
 /// `["30s", "5m"]` ⇄ `Vec<Duration>`.
 mod humantime_serde_vec {

@@ -42,6 +42,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use self::registry::Supervisor;
+use crate::changes::ChangeLog;
 use crate::config::{self, Config, StorageUrl};
 use crate::hooks::Hooks;
 use crate::lifecycle::{Policy, Scheduler};
@@ -116,6 +117,8 @@ pub struct Fleet {
     commands: mpsc::Sender<Command>,
     supervisor: tokio::task::JoinHandle<()>,
     heartbeat: Heartbeat,
+    /// The change log a standby reads (`[change_log] enabled`).
+    changes: Option<ChangeLog>,
 }
 
 /// This host's heartbeat (when prefixes have owners): marked stopped by a clean
@@ -142,6 +145,12 @@ impl Fleet {
     /// Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Fleet, Error> {
         config.validate()?;
+        if config.watch.is_empty() && config.single.is_none() {
+            let e = std::io::Error::other(
+                "no [[watch]] directory configured (a standby's config: run `litefleet standby`)",
+            );
+            return Err(Error::Config(config.error_at("watch", e)));
+        }
         let storage = open_storage(&config)?;
         let board = Arc::new(Board::new(fleet_info(&config, &storage)));
         let shutdown = CancellationToken::new();
@@ -206,6 +215,10 @@ impl Fleet {
             None => storage,
         };
         banner(&config, &storage);
+        let changes = config.change_log.enabled.then(|| {
+            let c = &config.change_log;
+            ChangeLog::start(storage.clone(), config.fleet.host_id.clone(), c.interval, c.retention)
+        });
         let (damage_tx, damage) = mpsc::unbounded_channel();
         let (lifecycle, _) = Scheduler::start(
             storage.clone(),
@@ -234,6 +247,7 @@ impl Fleet {
             validation: config.validation.enabled.then(|| validation::Validator::new(&config.validation)),
             ownership: ownership.clone(),
             heartbeat_interval: config.fleet.heartbeat_interval,
+            changes: changes.clone(),
         });
         let (commands, command_rx) = mpsc::channel(4);
         let sup = Supervisor::new(shared, config, keys, single, watcher.clone(), watch_token, hooks);
@@ -244,6 +258,7 @@ impl Fleet {
             board,
             storage,
             heartbeat: Heartbeat(ownership),
+            changes,
             #[cfg(test)]
             watcher,
             commands,
@@ -282,6 +297,10 @@ impl Fleet {
         }
         let report = rx.await.unwrap_or_default();
         let _ = self.supervisor.await;
+        // The final syncs' files are logged before the host's heartbeat says it stopped.
+        if let Some(c) = &self.changes {
+            c.stop().await;
+        }
         // After the final syncs: this host's prefixes may be taken over at once.
         if let Some(o) = &self.heartbeat.0 {
             o.stop().await;
@@ -318,6 +337,8 @@ struct Shared {
     ownership: Option<Ownership>,
     /// How often a tenant held by another host asks again.
     heartbeat_interval: Duration,
+    /// Told about every L0 file shipped, when a standby's change log is on.
+    changes: Option<ChangeLog>,
 }
 
 /// A watch directory that cannot be used, named by its place in the config.

@@ -431,6 +431,9 @@ impl TenantTask {
             tracing::debug!(tenant = %self.id, txid = txid.unwrap_or(0), files = rep.uploaded, bytes = rep.bytes, "synced");
         }
         self.shared.lifecycle.shipped(self.prefix.as_str(), rep.files.clone(), &rep.full_pages);
+        if let Some(c) = &self.shared.changes {
+            c.shipped(self.prefix.as_str(), &rep.files);
+        }
         let now = SystemTime::now();
         self.shared.board.update(&self.path, |s| {
             s.state = TenantState::Active;

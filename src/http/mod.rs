@@ -22,7 +22,7 @@
 //! log line.
 
 pub mod api;
-mod html;
+pub mod html;
 mod html_restore;
 pub mod restores;
 pub mod timeline;

@@ -24,6 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 mod apply;
+pub mod follow;
 pub mod job;
 pub mod validate;
 

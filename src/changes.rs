@@ -1,0 +1,374 @@
+//! The fleet change log: how a standby learns which tenants changed without listing
+//! every tenant (`[change_log]`; design and failure cases in docs/architecture.md,
+//! "Follow and the standby").
+//!
+//! Each daemon with the log enabled collects the L0 files its tenants ship and, once per
+//! `interval` in which anything shipped, writes one object
+//! `_litefleet/changes/<host>/<boot>-<seq>.json` (boot: the process's start in ms, 16
+//! hex digits; seq: 16 hex digits from 0) naming each changed prefix and its files.
+//! Nothing is written while the fleet is idle. At start it writes entry 0 (no tenants:
+//! "this host started") and deletes its entries of earlier boots; entries older than
+//! `retention` are deleted as it goes. Litestream never looks under `_litefleet/`.
+//!
+//! A reader ([`Cursor`]) lists the folder (one LIST), reads the entries it has not seen
+//! (one GET each), and asks for a listing of the whole storage ([`Poll::rescan`])
+//! whenever an entry may have been missed: a gap in a boot's sequence (an entry lost or
+//! expired before it was read), or a boot it has not seen before (the host restarted, so
+//! files shipped just before a crash may never have been logged).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::errors::Chain;
+use crate::storage::{self, FileInfo, Storage};
+
+/// The folder under `_litefleet/`.
+pub const DIR: &str = "changes";
+
+/// One object of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub host: String,
+    pub boot: u64,
+    pub seq: u64,
+    /// When the host wrote it (its clock, ms since the epoch; for people and lag).
+    pub written_ms: i64,
+    /// Changed prefixes (relative to the storage), each with its new L0 files as
+    /// `[min TXID, max TXID, size]`, oldest first.
+    pub tenants: BTreeMap<String, Vec<[u64; 3]>>,
+}
+
+impl Entry {
+    /// The files an entry names for one prefix, as a listing would show them.
+    pub fn files(spec: &[[u64; 3]]) -> Vec<FileInfo> {
+        spec.iter()
+            .map(|[min, max, size]| FileInfo { level: 0, min_txid: *min, max_txid: *max, size: *size, created: None })
+            .collect()
+    }
+}
+
+/// The key of entry `seq` of `boot` of `host`, relative to `_litefleet/`.
+pub fn key(host: &str, boot: u64, seq: u64) -> String {
+    format!("{DIR}/{host}/{boot:016x}-{seq:016x}.json")
+}
+
+/// `(host, boot, seq)` from a key relative to `_litefleet/changes/`.
+fn parse(rel: &str) -> Option<(String, u64, u64)> {
+    let (host, name) = rel.rsplit_once('/')?;
+    let (boot, seq) = name.strip_suffix(".json")?.split_once('-')?;
+    if boot.len() != 16 || seq.len() != 16 {
+        return None;
+    }
+    Some((host.to_owned(), u64::from_str_radix(boot, 16).ok()?, u64::from_str_radix(seq, 16).ok()?))
+}
+
+/// Now, in ms since the epoch.
+fn epoch_ms() -> i64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Files shipped per prefix, waiting for the next entry.
+type Pending = BTreeMap<String, Vec<[u64; 3]>>;
+
+/// The writing side, shared by every tenant task of a daemon (cheap to clone).
+#[derive(Clone)]
+pub struct ChangeLog {
+    pending: Arc<Mutex<Pending>>,
+    stop: CancellationToken,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl ChangeLog {
+    /// Starts the writer of `host`'s log in `storage`.
+    pub fn start(storage: Storage, host: String, interval: Duration, retention: Duration) -> ChangeLog {
+        let pending = Arc::new(Mutex::new(Pending::new()));
+        let stop = CancellationToken::new();
+        let boot = epoch_ms().max(0) as u64;
+        let writer = Writer { storage, host, boot, seq: 0, written: VecDeque::new(), retention, failing: false };
+        let task = tokio::spawn(writer.run(pending.clone(), interval, stop.clone()));
+        ChangeLog { pending, stop, task: Arc::new(Mutex::new(Some(task))) }
+    }
+
+    /// Records the L0 files a tenant shipped (other levels are ignored: compaction
+    /// changes no tenant's state).
+    pub fn shipped(&self, prefix: &str, files: &[FileInfo]) {
+        let new: Vec<[u64; 3]> =
+            files.iter().filter(|f| f.level == 0).map(|f| [f.min_txid, f.max_txid, f.size]).collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.entry(prefix.to_owned()).or_default().extend(new);
+    }
+
+    /// Writes what is pending and stops the writer (after the fleet's final syncs).
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+/// At most this many files are named per prefix in one entry; a tenant with more is
+/// named with its newest files only, and a reader that finds them not contiguous with
+/// its copy lists that one replica.
+const FILES_PER_PREFIX: usize = 64;
+
+struct Writer {
+    storage: Storage,
+    host: String,
+    boot: u64,
+    seq: u64,
+    /// Entries of this boot, oldest first, with when they were written.
+    written: VecDeque<(String, Instant)>,
+    retention: Duration,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl Writer {
+    async fn run(mut self, pending: Arc<Mutex<Pending>>, interval: Duration, stop: CancellationToken) {
+        // Entry 0 tells readers this host (re)started; then earlier boots' entries go.
+        while !self.write(Pending::new()).await {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        self.delete_earlier_boots().await;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+            if !batch.is_empty() && !self.write(batch.clone()).await {
+                // Kept for the next tick (merged before anything newer).
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                for (prefix, files) in batch.into_iter().rev() {
+                    let slot = p.entry(prefix).or_default();
+                    let newer = std::mem::take(slot);
+                    *slot = files;
+                    slot.extend(newer);
+                }
+            }
+            self.expire().await;
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Writes the next entry; false (logged) if the storage refused.
+    async fn write(&mut self, mut tenants: Pending) -> bool {
+        for files in tenants.values_mut() {
+            if files.len() > FILES_PER_PREFIX {
+                files.drain(..files.len() - FILES_PER_PREFIX);
+            }
+        }
+        let entry = Entry { host: self.host.clone(), boot: self.boot, seq: self.seq, written_ms: epoch_ms(), tenants };
+        let key = key(&self.host, self.boot, self.seq);
+        let bytes = serde_json::to_vec(&entry).unwrap_or_default();
+        match self.storage.meta_put(&key, bytes, crate::durable::Existing::Replace).await {
+            Ok(()) => {
+                if self.failing {
+                    tracing::info!("change log: writing again");
+                }
+                self.failing = false;
+                self.seq += 1;
+                self.written.push_back((key, Instant::now()));
+                true
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::warn!("change log: cannot write {key} (retrying every interval): {}", Chain(&e));
+                }
+                self.failing = true;
+                false
+            }
+        }
+    }
+
+    /// Deletes this boot's entries older than the retention.
+    async fn expire(&mut self) {
+        while let Some((key, at)) = self.written.front() {
+            if at.elapsed() < self.retention {
+                break;
+            }
+            if self.storage.meta_delete(key).await.is_err() {
+                break;
+            }
+            self.written.pop_front();
+        }
+    }
+
+    /// Deletes this host's entries from its earlier boots (entry 0 of this boot is
+    /// written, so a reader knows it restarted and lists the storage).
+    async fn delete_earlier_boots(&mut self) {
+        let names = match self.storage.meta_list(&format!("{DIR}/{}", self.host)).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("change log: cannot list earlier entries: {}", Chain(&e));
+                return;
+            }
+        };
+        for name in names {
+            if let Some((_, boot, seq)) = parse(&format!("{}/{name}", self.host))
+                && boot != self.boot
+            {
+                let _ = self.storage.meta_delete(&key(&self.host, boot, seq)).await;
+            }
+        }
+    }
+}
+
+/// What one [`Cursor::poll`] found.
+#[derive(Debug, Default)]
+pub struct Poll {
+    /// New entries, in order per host and boot.
+    pub entries: Vec<Entry>,
+    /// Why the whole storage must be listed now (an entry may have been missed).
+    pub rescan: Option<String>,
+    /// The log has at least one entry (a primary with `[change_log]` on writes here).
+    pub present: bool,
+}
+
+/// The reading side: what a standby has seen of every host's log.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    /// Last sequence number seen per (host, boot).
+    seen: HashMap<(String, u64), u64>,
+    /// Whether a first poll has happened (its entries are covered by the listing of
+    /// the whole storage that a standby makes at start).
+    started: bool,
+}
+
+impl Cursor {
+    /// Lists the log and reads the entries not seen yet.
+    pub async fn poll(&mut self, storage: &Storage) -> Result<Poll, storage::Error> {
+        let keys = storage.meta_list_tree(DIR).await?;
+        let mut groups: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
+        for k in &keys {
+            if let Some((host, boot, seq)) = parse(k) {
+                groups.entry((host, boot)).or_default().push(seq);
+            }
+        }
+        let mut out = Poll { present: !groups.is_empty(), ..Poll::default() };
+        let first = !self.started;
+        self.started = true;
+        for ((host, boot), mut seqs) in groups {
+            seqs.sort_unstable();
+            let newest = *seqs.last().unwrap_or(&0);
+            let group = (host.clone(), boot);
+            let Some(&last) = self.seen.get(&group) else {
+                if !first {
+                    out.rescan.get_or_insert(format!("host {host} started (boot {boot:016x})"));
+                }
+                self.seen.insert(group, newest);
+                continue;
+            };
+            let unseen: Vec<u64> = seqs.into_iter().filter(|s| *s > last).collect();
+            if unseen.first().is_some_and(|s| *s != last + 1) {
+                out.rescan.get_or_insert(format!("entries of host {host} were missed (after {last})"));
+            } else {
+                for seq in &unseen {
+                    match storage.meta_get(&key(&host, boot, *seq)).await? {
+                        Some((bytes, _)) => match serde_json::from_slice::<Entry>(&bytes) {
+                            Ok(e) => out.entries.push(e),
+                            Err(e) => {
+                                out.rescan.get_or_insert(format!("unreadable entry {}: {e}", key(&host, boot, *seq)));
+                            }
+                        },
+                        None => {
+                            out.rescan.get_or_insert(format!("entry {} vanished", key(&host, boot, *seq)));
+                        }
+                    }
+                }
+            }
+            self.seen.insert(group, newest.max(last));
+        }
+        // Boots deleted by their host are forgotten.
+        let live: std::collections::HashSet<(String, u64)> =
+            keys.iter().filter_map(|k| parse(k)).map(|(h, b, _)| (h, b)).collect();
+        self.seen.retain(|g, _| live.contains(g));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_sort_by_sequence() {
+        let k = key("host-a", 0x18c, 2);
+        let rel = k.strip_prefix("changes/").unwrap_or_else(|| panic!("{k}"));
+        assert_eq!(parse(rel), Some(("host-a".to_owned(), 0x18c, 2)));
+        assert!(key("h", 1, 9) < key("h", 1, 10), "fixed-width hex sorts numerically");
+        assert_eq!(parse("h/zz-00.json"), None);
+    }
+
+    #[tokio::test]
+    async fn a_reader_sees_entries_in_order_and_asks_for_a_rescan_when_one_is_missed() {
+        let storage = Storage::from_url("memory://changes-test", &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let log = ChangeLog::start(storage.clone(), "a".into(), Duration::from_millis(20), Duration::from_secs(60));
+        let mut cursor = Cursor::default();
+        // Wait for entry 0 (the start marker).
+        let mut p = Poll::default();
+        for _ in 0..200 {
+            p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
+            if p.present {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(p.present && p.rescan.is_none() && p.entries.is_empty(), "{p:?}");
+        let f = |min, max| FileInfo { level: 0, min_txid: min, max_txid: max, size: 200, created: None };
+        log.shipped("db/t1", &[f(1, 1), f(2, 3)]);
+        log.shipped("db/t2", &[FileInfo { level: 1, ..f(1, 9) }]);
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            let p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(p.rescan.is_none(), "{p:?}");
+            got.extend(p.entries);
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].tenants.get("db/t1"), Some(&vec![[1, 1, 200], [2, 3, 200]]));
+        assert!(!got[0].tenants.contains_key("db/t2"), "only L0 files are logged");
+        // Two more entries; the first is lost before the reader gets to it: a rescan.
+        log.shipped("db/t1", &[f(4, 4)]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.shipped("db/t1", &[f(5, 5)]);
+        log.stop().await;
+        let boot = got[0].boot;
+        storage.meta_delete(&key("a", boot, 2)).await.unwrap_or_else(|e| panic!("{e}"));
+        let p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.rescan.as_deref().is_some_and(|r| r.contains("missed")), "{p:?}");
+        // A restarted host: a boot the reader has not seen asks for a rescan too.
+        let again = ChangeLog::start(storage.clone(), "a".into(), Duration::from_millis(20), Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut rescan = None;
+        for _ in 0..200 {
+            let p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
+            if p.rescan.is_some() {
+                rescan = p.rescan;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        again.stop().await;
+        assert!(rescan.as_deref().is_some_and(|r| r.contains("started")), "{rescan:?}");
+    }
+}

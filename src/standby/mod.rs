@@ -1,0 +1,448 @@
+//! `litefleet standby --config standby.toml`: a follow copy ([`crate::restore::follow`])
+//! of every tenant under a storage root, kept current, with its own page, API and
+//! metrics ([`http`]).
+//!
+//! How it learns what changed (design and failure cases: docs/architecture.md, "Follow
+//! and the standby"):
+//! * At start, one listing of the whole storage (one request per 1,000 files): every
+//!   prefix gets its copy restored, or resumed from its `-follow` state and caught up
+//!   from that listing.
+//! * Then, every `poll_interval`, the primary's change log ([`crate::changes`]): one
+//!   LIST, one GET per new entry, and for each tenant it names the new L0 files are read
+//!   directly by name — no listing of the tenant. A tenant whose named files do not
+//!   continue its copy (an entry was trimmed, files were compacted away) lists its own
+//!   replica once.
+//! * A listing of the whole storage again when the log says one may have missed
+//!   something (a host restarted, an entry was lost), every `full_scan_interval` as a
+//!   safety net, and — when no change log exists (Litestream wrote the storage, or the
+//!   primary has `[change_log]` off) — every `scan_interval`.
+//!
+//! A prefix that disappears from the storage stops being followed (its copy stays). A
+//! copy the replica can no longer continue (reset, page size changed, files gone) is
+//! restored again from scratch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::changes::{Cursor, Entry};
+use crate::config::Config;
+use crate::errors::Chain;
+use crate::restore::follow::{self, Follower};
+use crate::storage::{FileInfo, Storage};
+use crate::tenant::Prefix;
+
+pub mod http;
+
+/// Metric names.
+pub const M_TENANTS: &str = "litefleet_standby_tenants";
+pub const M_FILES: &str = "litefleet_standby_files_applied_total";
+pub const M_LAG: &str = "litefleet_standby_lag_seconds";
+pub const M_SCANS: &str = "litefleet_standby_scans_total";
+pub const M_RESTORES: &str = "litefleet_standby_restores_total";
+pub const M_ERRORS: &str = "litefleet_standby_errors_total";
+
+/// Applies whose lag is kept for the percentiles on the page and API.
+const LAG_WINDOW: usize = 4096;
+
+/// Why the standby could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("storage")]
+    Storage(#[from] crate::storage::Error),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+}
+
+/// One tenant as the page and the API show it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    /// The replica's prefix under the storage.
+    pub prefix: String,
+    /// The copy, relative to `[standby] dir`.
+    pub copy: PathBuf,
+    /// `restoring`, `following`, `failed` or `removed` (its prefix left the storage).
+    pub state: &'static str,
+    /// Newest TXID the primary is known to have shipped.
+    pub primary_txid: u64,
+    /// The TXID the copy is at.
+    pub copy_txid: u64,
+    /// When the primary committed the copy's newest state (LTX header time, ms).
+    pub copy_committed_ms: i64,
+    /// When the standby last applied something (ms since the epoch).
+    pub applied_ms: Option<i64>,
+    /// Commit → applied for the last apply, in ms (the two hosts' clocks).
+    pub lag_ms: Option<i64>,
+    pub files_applied: u64,
+    pub last_error: Option<String>,
+}
+
+/// Totals for the page, the API and `/metrics`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    pub storage: String,
+    pub dir: PathBuf,
+    /// A change log was found (otherwise the standby lists the storage every
+    /// `scan_interval`).
+    pub change_log: bool,
+    pub tenants: usize,
+    pub following: usize,
+    /// Tenants whose copy is behind what the primary is known to have shipped.
+    pub behind: usize,
+    pub restoring: usize,
+    pub failed: usize,
+    pub removed: usize,
+    pub scans: u64,
+    pub files_applied: u64,
+    pub lag_p50_ms: Option<i64>,
+    pub lag_p99_ms: Option<i64>,
+    pub lag_max_ms: Option<i64>,
+    /// Storage requests since start (LIST, GET, PUT), for the cost of following.
+    pub lists: u64,
+    pub gets: u64,
+    pub puts: u64,
+    /// When the initial listing of the storage finished (ms since the epoch).
+    pub ready_ms: Option<i64>,
+}
+
+/// What the standby knows, shared with its HTTP server.
+#[derive(Default)]
+pub struct Board {
+    inner: Mutex<BoardInner>,
+}
+
+#[derive(Default)]
+struct BoardInner {
+    tenants: BTreeMap<String, TenantView>,
+    totals: Totals,
+    lags: std::collections::VecDeque<i64>,
+}
+
+impl Board {
+    fn with<T>(&self, f: impl FnOnce(&mut BoardInner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Every tenant, by prefix.
+    pub fn tenants(&self) -> Vec<TenantView> {
+        self.with(|b| b.tenants.values().cloned().collect())
+    }
+
+    /// The totals, counted now.
+    pub fn totals(&self, storage: &Storage) -> Totals {
+        self.with(|b| {
+            let mut t = b.totals.clone();
+            t.tenants = b.tenants.len();
+            let count = |s: &str| b.tenants.values().filter(|v| v.state == s).count();
+            (t.following, t.restoring, t.failed, t.removed) =
+                (count("following"), count("restoring"), count("failed"), count("removed"));
+            t.behind = b.tenants.values().filter(|v| v.state != "removed" && v.copy_txid < v.primary_txid).count();
+            let mut lags: Vec<i64> = b.lags.iter().copied().collect();
+            lags.sort_unstable();
+            let pct = |p: f64| lags.get(((lags.len() as f64 - 1.0) * p).round() as usize).copied();
+            (t.lag_p50_ms, t.lag_p99_ms, t.lag_max_ms) = (pct(0.5), pct(0.99), lags.last().copied());
+            let c = storage.counters();
+            use std::sync::atomic::Ordering::Relaxed;
+            (t.lists, t.gets, t.puts) = (c.lists.load(Relaxed), c.gets.load(Relaxed), c.puts.load(Relaxed));
+            t.lists += c.meta.load(Relaxed);
+            t
+        })
+    }
+
+    fn update(&self, prefix: &str, f: impl FnOnce(&mut TenantView)) {
+        self.with(|b| {
+            let v = b.tenants.entry(prefix.to_owned()).or_insert_with(|| TenantView {
+                prefix: prefix.to_owned(),
+                state: "restoring",
+                ..TenantView::default()
+            });
+            f(v);
+        })
+    }
+
+    fn lag(&self, ms: i64) {
+        self.with(|b| {
+            if b.lags.len() == LAG_WINDOW {
+                b.lags.pop_front();
+            }
+            b.lags.push_back(ms);
+        })
+    }
+}
+
+/// What a tenant's next step starts from.
+enum Hint {
+    /// A listing of its replica (from a listing of the whole storage).
+    Listing(Vec<FileInfo>),
+    /// The new L0 files the change log names.
+    Files(Vec<FileInfo>),
+}
+
+/// The running standby.
+struct Standby {
+    storage: Storage,
+    root: Prefix,
+    dir: PathBuf,
+    board: Arc<Board>,
+    followers: Mutex<HashMap<String, Follower>>,
+    stop: CancellationToken,
+}
+
+/// Runs the standby until `stop` is cancelled.
+pub async fn run(config: Config, stop: CancellationToken) -> Result<(), Error> {
+    let s = &config.standby;
+    let Some(dir) = s.dir.clone() else {
+        let e = std::io::Error::other("is required by `litefleet standby` (where the copies go)");
+        return Err(config.error_at("standby.dir", e).into());
+    };
+    if let Err(e) = crate::durable::check_writable(&dir) {
+        let e = std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", dir.display()));
+        return Err(config.error_at("standby.dir", e).into());
+    }
+    let listener = crate::http::bind(config.http.listen).await?;
+    let storage = crate::fleet::open_storage(&config)?;
+    let board = Arc::new(Board::default());
+    board.with(|b| {
+        b.totals.storage = storage.location().to_owned();
+        b.totals.dir = dir.clone();
+    });
+    let metrics = crate::metrics::install();
+    let http_stop = stop.child_token();
+    let (addr, server) = http::serve(listener, board.clone(), storage.clone(), metrics, http_stop.clone())?;
+    tracing::info!(
+        storage = %storage.location(), dir = %dir.display(), poll = ?s.poll_interval,
+        "🛟 standby: keeping a copy of every tenant (page on http://{addr}/)"
+    );
+    let standby = Arc::new(Standby {
+        storage: storage.clone(),
+        root: config.storage.root.clone(),
+        dir,
+        board,
+        followers: Mutex::new(HashMap::new()),
+        stop: stop.clone(),
+    });
+    standby.follow(&config).await;
+    http_stop.cancel();
+    let _ = server.await;
+    tracing::info!("👋 standby stopped");
+    Ok(())
+}
+
+impl Standby {
+    async fn follow(self: &Arc<Self>, config: &Config) {
+        let s = &config.standby;
+        let mut cursor = Cursor::default();
+        // What the log holds now is covered by the first listing.
+        let mut log_present = match cursor.poll(&self.storage).await {
+            Ok(p) => p.present,
+            Err(e) => {
+                tracing::warn!("standby: cannot read the change log: {}", Chain(&e));
+                false
+            }
+        };
+        let mut last_scan = self.scan(s.concurrency, "start").await;
+        self.board.with(|b| b.totals.ready_ms = Some(now_ms()));
+        if !log_present {
+            tracing::warn!(
+                "standby: no change log in the storage; listing it every {} (turn [change_log] on in the primary's config)",
+                humantime::format_duration(s.scan_interval)
+            );
+        }
+        let mut tick = tokio::time::interval(s.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let mut work: BTreeMap<String, Vec<FileInfo>> = BTreeMap::new();
+            let mut rescan = None;
+            match cursor.poll(&self.storage).await {
+                Ok(p) => {
+                    if p.present && !log_present {
+                        tracing::info!("standby: change log found; following it");
+                    }
+                    log_present |= p.present;
+                    rescan = p.rescan;
+                    for e in p.entries {
+                        merge(&mut work, e);
+                    }
+                }
+                Err(e) => tracing::warn!("standby: cannot read the change log: {}", Chain(&e)),
+            }
+            self.board.with(|b| b.totals.change_log = log_present);
+            let due = if log_present { s.full_scan_interval } else { s.scan_interval };
+            let reason = rescan
+                .or_else(|| (!due.is_zero() && last_scan.elapsed() >= due).then(|| "periodic listing".to_owned()));
+            if let Some(reason) = reason {
+                last_scan = self.scan(s.concurrency, &reason).await;
+                continue;
+            }
+            let items = work.into_iter().map(|(p, f)| (p, Hint::Files(f)));
+            self.run_all(items, s.concurrency).await;
+        }
+    }
+
+    /// Lists the whole storage and brings every prefix's copy up to it; marks prefixes
+    /// gone from the storage as removed. Returns when it started.
+    async fn scan(self: &Arc<Self>, concurrency: usize, reason: &str) -> Instant {
+        let started = Instant::now();
+        metrics::counter!(M_SCANS).increment(1);
+        self.board.with(|b| b.totals.scans += 1);
+        let tree = match self.storage.list_tree(self.root.as_str()).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("standby: cannot list the storage ({reason}): {}", Chain(&e));
+                return started;
+            }
+        };
+        tracing::info!(tenants = tree.len(), reason, "standby: listed the storage");
+        let gone: Vec<String> = self
+            .board
+            .with(|b| b.tenants.keys().filter(|p| !tree.contains_key(p.as_str())).cloned().collect::<Vec<_>>());
+        for p in gone {
+            self.followers.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
+            self.board.update(&p, |v| v.state = "removed");
+        }
+        self.run_all(tree.into_iter().map(|(p, f)| (p, Hint::Listing(f))), concurrency).await;
+        started
+    }
+
+    async fn run_all(self: &Arc<Self>, items: impl Iterator<Item = (String, Hint)>, concurrency: usize) {
+        let tasks = futures::stream::iter(items).map(|(prefix, hint)| {
+            let me = self.clone();
+            async move { me.step(prefix, hint).await }
+        });
+        tasks.buffer_unordered(concurrency.max(1)).for_each(|_| async {}).await;
+    }
+
+    /// One tenant: start (restore or resume) its follower if needed, then apply what is
+    /// new; a copy the replica cannot continue is restored again.
+    async fn step(&self, prefix: String, hint: Hint) {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let known = match &hint {
+            Hint::Listing(files) => files.iter().filter(|f| !f.is_torn()).map(|f| f.max_txid).max().unwrap_or(0),
+            Hint::Files(files) => files.iter().map(|f| f.max_txid).max().unwrap_or(0),
+        };
+        self.board.update(&prefix, |v| v.primary_txid = v.primary_txid.max(known));
+        let taken = self.followers.lock().unwrap_or_else(|e| e.into_inner()).remove(&prefix);
+        let before = taken.as_ref().map(Follower::txid);
+        let result = match taken {
+            Some(f) => self.advance(f, hint).await,
+            None => self.open(&prefix, hint).await,
+        };
+        match result {
+            Ok((f, applied)) => {
+                let now = now_ms();
+                let moved = before != Some(f.txid());
+                let lag = moved.then(|| now - f.timestamp_ms());
+                if let Some(l) = lag {
+                    self.board.lag(l);
+                    metrics::histogram!(M_LAG).record(l.max(0) as f64 / 1000.0);
+                }
+                metrics::counter!(M_FILES).increment(applied as u64);
+                self.board.with(|b| b.totals.files_applied += applied as u64);
+                self.board.update(&prefix, |v| {
+                    v.state = "following";
+                    v.copy = f.out().strip_prefix(&self.dir).unwrap_or(f.out()).to_path_buf();
+                    v.copy_txid = f.txid();
+                    v.primary_txid = v.primary_txid.max(f.txid());
+                    v.copy_committed_ms = f.timestamp_ms();
+                    v.files_applied += applied as u64;
+                    v.last_error = None;
+                    if moved {
+                        v.applied_ms = Some(now);
+                        v.lag_ms = lag;
+                    }
+                });
+                self.followers.lock().unwrap_or_else(|e| e.into_inner()).insert(prefix, f);
+            }
+            Err(follow::Error::Cancelled) => {}
+            Err(e) => {
+                metrics::counter!(M_ERRORS).increment(1);
+                let msg = Chain(&e).to_string();
+                tracing::warn!(prefix = %prefix, "standby: {msg}");
+                self.board.update(&prefix, |v| {
+                    v.state = "failed";
+                    v.last_error = Some(msg);
+                });
+            }
+        }
+    }
+
+    /// Starts the follower of a prefix seen for the first time since the standby
+    /// started (restores its copy, or resumes it), then catches it up.
+    async fn open(&self, prefix: &str, hint: Hint) -> follow::Result<(Follower, usize)> {
+        let out = self.dir.join(crate::recovery::layout_path(&self.root, prefix));
+        let replica = self.storage.replica(prefix);
+        let listing = match &hint {
+            Hint::Listing(files) => Some(files.clone()),
+            Hint::Files(_) => None,
+        };
+        let fresh = !follow::state_path(&out).exists();
+        if fresh {
+            metrics::counter!(M_RESTORES).increment(1);
+            self.board.update(prefix, |v| v.state = "restoring");
+        }
+        let f = Follower::start(replica, &out, listing, false, &self.stop).await?;
+        if fresh {
+            tracing::info!(prefix, copy = %out.display(), txid = format_args!("{:016x}", f.txid()), "standby: restored");
+        }
+        self.advance(f, hint).await
+    }
+
+    /// Applies what `hint` shows beyond the copy; lists the replica when the named files
+    /// do not continue it; restores again when the replica cannot continue it at all.
+    async fn advance(&self, mut f: Follower, hint: Hint) -> follow::Result<(Follower, usize)> {
+        let applied = match hint {
+            Hint::Listing(files) => f.catch_up(&files, &self.stop).await,
+            Hint::Files(files) => {
+                let new: Vec<FileInfo> = files.into_iter().filter(|x| x.max_txid > f.txid()).collect();
+                if new.is_empty() {
+                    return Ok((f, 0));
+                }
+                match f.catch_up(&new, &self.stop).await {
+                    Err(follow::Error::Gap { .. }) => f.poll(&self.stop).await,
+                    Err(follow::Error::Storage(e)) if e.is_not_found() => f.poll(&self.stop).await,
+                    r => r,
+                }
+            }
+        };
+        match applied {
+            Ok(a) => Ok((f, a.files)),
+            Err(e) if e.needs_restore() => {
+                tracing::warn!(copy = %f.out().display(), "standby: {}; restoring the copy again", Chain(&e));
+                metrics::counter!(M_RESTORES).increment(1);
+                f.restore(None, &self.stop).await?;
+                Ok((f, 0))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Adds an entry's files to the work of this round.
+fn merge(work: &mut BTreeMap<String, Vec<FileInfo>>, e: Entry) {
+    for (prefix, spec) in e.tenants {
+        work.entry(prefix).or_default().extend(Entry::files(&spec));
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The copy of `prefix` under `dir` (as `restore --all` lays it out).
+pub fn copy_path(dir: &Path, root: &Prefix, prefix: &str) -> PathBuf {
+    dir.join(crate::recovery::layout_path(root, prefix))
+}
