@@ -130,7 +130,7 @@ td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{
 <p>Copies of every tenant of <code>{storage}</code> in <code>{dir}</code>. {log}</p>
 <div class="cards" id="totals"><span><b id="t-tenants">{tenants}</b>tenants</span><span><b id="t-following">{following}</b>following</span>
 <span><b id="t-behind">{behind}</b>behind</span><span><b id="t-restoring">{restoring}</b>restoring</span><span><b id="t-failed">{failed}</b>failed</span>
-<span><b id="t-lag-p50">{p50}</b>lag p50</span><span><b id="t-lag-p99">{p99}</b>lag p99</span><span><b id="t-requests">{lists} / {gets}</b>LIST / GET since start</span></div>
+<span><b id="t-lag-p50">{p50}</b>lag p50</span><span><b id="t-lag-p99">{p99}</b>lag p99</span><span><b id="t-requests">{lists} / {gets} / {log_requests}</b>LIST / GET / change-log requests since start</span></div>
 <table id="tenants"><thead><tr><th>tenant prefix</th><th>state</th><th class="num">primary TXID</th><th class="num">copy TXID</th><th class="num">last lag</th><th>copy</th><th>error</th></tr></thead><tbody>
 "#,
         storage = esc(&t.storage),
@@ -149,6 +149,7 @@ td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{
         p99 = ms(t.lag_p99_ms),
         lists = t.lists,
         gets = t.gets,
+        log_requests = t.log_requests,
     );
     for v in rows.iter().take(PAGE_ROWS) {
         let class = if v.state == "failed" {

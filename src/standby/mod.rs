@@ -105,10 +105,13 @@ pub struct Totals {
     pub lag_p50_ms: Option<i64>,
     pub lag_p99_ms: Option<i64>,
     pub lag_max_ms: Option<i64>,
-    /// Storage requests since start (LIST, GET, PUT), for the cost of following.
+    /// Storage requests since start, for the cost of following: LISTs of replicas
+    /// (a listing of the whole storage counts one per page of results), GETs of LTX
+    /// files, PUTs (none: a standby only reads), and requests to the change log.
     pub lists: u64,
     pub gets: u64,
     pub puts: u64,
+    pub log_requests: u64,
     /// When the initial listing of the storage finished (ms since the epoch).
     pub ready_ms: Option<i64>,
 }
@@ -152,7 +155,7 @@ impl Board {
             let c = storage.counters();
             use std::sync::atomic::Ordering::Relaxed;
             (t.lists, t.gets, t.puts) = (c.lists.load(Relaxed), c.gets.load(Relaxed), c.puts.load(Relaxed));
-            t.lists += c.meta.load(Relaxed);
+            t.log_requests = c.meta.load(Relaxed);
             t
         })
     }
