@@ -2,8 +2,9 @@
 //! every tenant (`[change_log]`; design and failure cases in docs/architecture.md,
 //! "Follow and the standby").
 //!
-//! Each daemon with the log enabled collects the L0 files its tenants ship and, once per
-//! `interval` in which anything shipped, writes one object
+//! Each daemon with the log enabled collects the L0 files its tenants ship and writes
+//! one object — at once after a quiet spell, then at most once per `interval` while
+//! tenants keep shipping —
 //! `_litefleet/changes/<host>/<boot>-<seq>.json` (boot: the process's start in ms, 16
 //! hex digits; seq: 16 hex digits from 0) naming each changed prefix and its files.
 //! Nothing is written while the fleet is idle. At start it writes entry 0 (no tenants:
@@ -78,6 +79,8 @@ type Pending = BTreeMap<String, Vec<[u64; 3]>>;
 #[derive(Clone)]
 pub struct ChangeLog {
     pending: Arc<Mutex<Pending>>,
+    /// Wakes the writer when something is pending.
+    wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -89,8 +92,9 @@ impl ChangeLog {
         let stop = CancellationToken::new();
         let boot = epoch_ms().max(0) as u64;
         let writer = Writer { storage, host, boot, seq: 0, written: VecDeque::new(), retention, failing: false };
-        let task = tokio::spawn(writer.run(pending.clone(), interval, stop.clone()));
-        ChangeLog { pending, stop, task: Arc::new(Mutex::new(Some(task))) }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(writer.run(pending.clone(), wake.clone(), interval, stop.clone()));
+        ChangeLog { pending, wake, stop, task: Arc::new(Mutex::new(Some(task))) }
     }
 
     /// Records the L0 files a tenant shipped (other levels are ignored: compaction
@@ -101,8 +105,8 @@ impl ChangeLog {
         if new.is_empty() {
             return;
         }
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.entry(prefix.to_owned()).or_default().extend(new);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(prefix.to_owned()).or_default().extend(new);
+        self.wake.notify_one();
     }
 
     /// Writes what is pending and stops the writer (after the fleet's final syncs).
@@ -133,7 +137,16 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, pending: Arc<Mutex<Pending>>, interval: Duration, stop: CancellationToken) {
+    /// Writes an entry as soon as something is pending after a quiet spell, then at
+    /// most one per `interval` while tenants keep shipping (a failed write is retried
+    /// an interval later, merged before anything newer); expires old entries.
+    async fn run(
+        mut self,
+        pending: Arc<Mutex<Pending>>,
+        wake: Arc<tokio::sync::Notify>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
         // Entry 0 tells readers this host (re)started; then earlier boots' entries go.
         while !self.write(Pending::new()).await {
             tokio::select! {
@@ -142,26 +155,45 @@ impl Writer {
             }
         }
         self.delete_earlier_boots().await;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
         loop {
             let stopping = tokio::select! {
                 _ = stop.cancelled() => true,
-                _ = tick.tick() => false,
+                _ = wake.notified() => false,
+                // Expiry goes on while the fleet is idle.
+                _ = tokio::time::sleep(self.retention / 10) => false,
             };
+            if !stopping {
+                let wait = interval.saturating_sub(last.elapsed());
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
             let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
-            if !batch.is_empty() && !self.write(batch.clone()).await {
-                // Kept for the next tick (merged before anything newer).
-                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                for (prefix, files) in batch.into_iter().rev() {
-                    let slot = p.entry(prefix).or_default();
-                    let newer = std::mem::take(slot);
-                    *slot = files;
-                    slot.extend(newer);
+            if !batch.is_empty() {
+                last = Instant::now();
+                if !self.write(batch.clone()).await {
+                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                    for (prefix, files) in batch.into_iter().rev() {
+                        let slot = p.entry(prefix).or_default();
+                        let newer = std::mem::take(slot);
+                        *slot = files;
+                        slot.extend(newer);
+                    }
+                    drop(p);
+                    if !stopping {
+                        wake.notify_one();
+                    }
                 }
             }
             self.expire().await;
-            if stopping {
+            if stopping || stop.is_cancelled() {
+                // One last try for what the final syncs shipped.
+                let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+                if !batch.is_empty() {
+                    self.write(batch).await;
+                }
                 return;
             }
         }

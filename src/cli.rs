@@ -528,6 +528,9 @@ async fn run_follow(replica: storage::Replica, out: &Path, force: bool, interval
         signals.recv().await;
         on_signal.cancel();
     });
+    let mut lock_path = out.as_os_str().to_owned();
+    lock_path.push("-follow.lock");
+    let _lock = crate::restore::follow::lock(Path::new(&lock_path))?;
     let mut f = match Follower::start(replica, out, None, force, &stop).await {
         Err(FollowError::Cancelled) => return Ok(()),
         r => r?,

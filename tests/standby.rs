@@ -297,6 +297,17 @@ fn a_standby_without_a_change_log_lists_the_storage_and_contains_bad_replicas() 
     s.wait_identical(T1, &standby);
     s.wait_identical(T2, &standby);
     assert_eq!(s.totals()["changeLog"], false);
+    // A second standby on the same directory is refused before it touches anything.
+    let o = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_litefleet")).args([
+            "standby",
+            "--config",
+            s.standby.to_str().unwrap_or_default(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success(), "{}", describe_output(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("held by another process"), "{}", describe_output(&o));
     assert!(standby.log().contains("no change log in the storage"), "{}", standby.log());
     let bad = s.tenant("44444444-5555-6666-7777-888888888888");
     assert_eq!(bad["state"], "failed", "{bad}");
@@ -371,6 +382,23 @@ fn follow_of_a_litestream_replica_survives_kill_9_at_any_moment() {
     );
     assert_eq!(std::fs::read(&out).unwrap_or_default(), b"precious");
     std::fs::remove_file(&out).unwrap_or_else(|e| panic!("{e}"));
+
+    // Two followers of one copy: the second is refused.
+    let mut first = follower(&url, &out);
+    assert!(wait_until(CATCH_UP, POLL, || out.exists()));
+    let o = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_litefleet")).args([
+            "restore",
+            "-f",
+            &url,
+            "-o",
+            out.to_str().unwrap_or_default(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("held by another process"), "{}", describe_output(&o));
+    let _ = first.kill();
+    let _ = first.wait();
 
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     for round in 0..8 {

@@ -256,6 +256,24 @@ fn bad_values_name_line_and_key() {
     }
 }
 
+/// A standby's config needs no watch directory; its `[standby]` and `[change_log]`
+/// keys parse with their defaults.
+#[test]
+fn standby_and_change_log_tables_parse() {
+    let c = Config::parse(
+        "[storage]\nurl = \"s3://backups\"\n[standby]\ndir = \"/srv/copies\"\npoll_interval = \"500ms\"\n[change_log]\nenabled = true\n",
+        "standby.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.watch.is_empty());
+    assert_eq!(c.standby.dir.as_deref(), Some(std::path::Path::new("/srv/copies")));
+    assert_eq!(c.standby.poll_interval, Duration::from_millis(500));
+    assert_eq!(c.standby.full_scan_interval, Duration::from_secs(3600));
+    assert!(c.change_log.enabled);
+    assert_eq!(c.change_log.interval, Duration::from_secs(1));
+    assert!(!Config::default().change_log.enabled, "off unless asked");
+}
+
 #[test]
 fn syntax_error_names_line() {
     let (line, key, msg) = fail("[[watch]]\ndir = \"a\"\n[replication\n");
@@ -369,6 +387,24 @@ fn semantic_errors_name_line_and_key() {
             5,
             "validation.tenants",
             "prod.toml:5: validation.tenants: must be at least 1",
+        ),
+        (
+            "[storage]\nurl = \"file:///r\"\n[standby]\ndir = \"copies\"\nconcurrency = 0\n",
+            5,
+            "standby.concurrency",
+            "prod.toml:5: standby.concurrency: must be at least 1",
+        ),
+        (
+            "[[watch]]\ndir = \"a\"\n[change_log]\nenabled = true\ninterval = \"10s\"\nretention = \"1m\"\n",
+            6,
+            "change_log.retention",
+            "prod.toml:6: change_log.retention: must be at least 10× change_log.interval (1m 40s)",
+        ),
+        (
+            "[storage]\nurl = \"file:///r\"\n[standby]\npoll_interval = \"5s\"\n",
+            1,
+            "watch",
+            "prod.toml:1: watch: no [[watch]] directory configured (add one: [[watch]] then dir = \"data/clients\")",
         ),
         (
             "[[watch]]\ndir = \"a\"\n[log]\nlevel = \" \"\n",

@@ -78,6 +78,8 @@ pub enum Error {
     Gap { replica: String, copy: TxId, next: TxId },
     #[error("{file}: page size {got} differs from the copy's {want}")]
     PageSize { file: String, want: u32, got: u32 },
+    #[error("{0}: held by another process (a follower or standby already runs here)")]
+    Locked(PathBuf),
     #[error("cancelled")]
     Cancelled,
 }
@@ -150,6 +152,19 @@ pub struct Follower {
     replica: Replica,
     out: PathBuf,
     state: State,
+}
+
+/// Takes the lock file `path` (created if needed) for as long as the returned file is
+/// open, so two followers never write one copy: a second one gets [`Error::Locked`].
+pub fn lock(path: &Path) -> Result<std::fs::File> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    crate::durable::create_dirs(crate::durable::parent_dir(path)).map_err(io)?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 /// `<out>-follow`.

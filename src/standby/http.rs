@@ -43,6 +43,11 @@ pub fn serve(
     let addr = listener.local_addr().map_err(|source| HttpError::Bind { addr: ([0, 0, 0, 0], 0).into(), source })?;
     let acceptor = TcpAcceptor::from_tokio(listener).map_err(|source| HttpError::Bind { addr, source })?;
     let local = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(addr);
+    if !local.ip().is_loopback() {
+        tracing::warn!(
+            "standby: page and API on {local} (not loopback, no token): anyone who can reach it sees every tenant prefix"
+        );
+    }
     let app = Route::new()
         .at("/", get(page))
         .at("/api/standby", get(totals))

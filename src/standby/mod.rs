@@ -46,6 +46,9 @@ pub const M_SCANS: &str = "litefleet_standby_scans_total";
 pub const M_RESTORES: &str = "litefleet_standby_restores_total";
 pub const M_ERRORS: &str = "litefleet_standby_errors_total";
 
+/// The lock file in `[standby] dir` held while a standby runs there.
+pub const LOCK: &str = ".litefleet-standby.lock";
+
 /// Applies whose lag is kept for the percentiles on the page and API.
 const LAG_WINDOW: usize = 4096;
 
@@ -193,6 +196,9 @@ enum Hint {
 struct Standby {
     storage: Storage,
     root: Prefix,
+    /// Where replicas are searched: the root, or the whole storage when a hook names
+    /// prefixes (as `litefleet tenants` does).
+    search: String,
     dir: PathBuf,
     board: Arc<Board>,
     followers: Mutex<HashMap<String, Follower>>,
@@ -210,6 +216,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), Error> {
         let e = std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", dir.display()));
         return Err(config.error_at("standby.dir", e).into());
     }
+    // One standby per directory.
+    let _lock = follow::lock(&dir.join(LOCK)).map_err(|e| config.error_at("standby.dir", e))?;
     let listener = crate::http::bind(config.http.listen).await?;
     let storage = crate::fleet::open_storage(&config)?;
     let board = Arc::new(Board::default());
@@ -227,6 +235,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), Error> {
     let standby = Arc::new(Standby {
         storage: storage.clone(),
         root: config.storage.root.clone(),
+        search: if config.hooks.is_some() { String::new() } else { config.storage.root.as_str().to_owned() },
         dir,
         board,
         followers: Mutex::new(HashMap::new()),
@@ -300,7 +309,7 @@ impl Standby {
         let started = Instant::now();
         metrics::counter!(M_SCANS).increment(1);
         self.board.with(|b| b.totals.scans += 1);
-        let tree = match self.storage.list_tree(self.root.as_str()).await {
+        let tree = match self.storage.list_tree(&self.search).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("standby: cannot list the storage ({reason}): {}", Chain(&e));
