@@ -229,10 +229,12 @@ impl Writer {
         }
     }
 
-    /// Deletes this boot's entries older than the retention.
+    /// Deletes this boot's entries older than the retention, except the newest: while
+    /// this host lives its boot stays in the log, so a reader that starts during a
+    /// quiet spell knows the boot and its sequence number (no needless listing later).
     async fn expire(&mut self) {
         while let Some((key, at)) = self.written.front() {
-            if at.elapsed() < self.retention {
+            if at.elapsed() < self.retention || self.written.len() == 1 {
                 break;
             }
             if self.storage.meta_delete(key).await.is_err() {
@@ -327,10 +329,15 @@ impl Cursor {
             }
             self.seen.insert(group, newest.max(last));
         }
-        // Boots deleted by their host are forgotten.
-        let live: std::collections::HashSet<(String, u64)> =
-            keys.iter().filter_map(|k| parse(k)).map(|(h, b, _)| (h, b)).collect();
-        self.seen.retain(|g, _| live.contains(g));
+        // A boot is forgotten once its host has a newer one in the log (its entries may
+        // all expire meanwhile: it is still the host's current boot).
+        let newest_boot: HashMap<&str, u64> = self.seen.keys().fold(HashMap::new(), |mut m, (h, b)| {
+            let e = m.entry(h.as_str()).or_insert(*b);
+            *e = (*e).max(*b);
+            m
+        });
+        let newest_boot: HashMap<String, u64> = newest_boot.into_iter().map(|(h, b)| (h.to_owned(), b)).collect();
+        self.seen.retain(|(h, b), _| newest_boot.get(h) == Some(b));
         Ok(out)
     }
 }
@@ -379,13 +386,32 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].tenants.get("db/t1"), Some(&vec![[1, 1, 200], [2, 3, 200]]));
         assert!(!got[0].tenants.contains_key("db/t2"), "only L0 files are logged");
-        // Two more entries; the first is lost before the reader gets to it: a rescan.
-        log.shipped("db/t1", &[f(4, 4)]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        log.shipped("db/t1", &[f(5, 5)]);
-        log.stop().await;
+        // Every entry read so far expires: the boot is still this host's current one,
+        // so its next entry is read without a listing of the storage.
         let boot = got[0].boot;
-        storage.meta_delete(&key("a", boot, 2)).await.unwrap_or_else(|e| panic!("{e}"));
+        for seq in 0..2 {
+            storage.meta_delete(&key("a", boot, seq)).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}")).rescan.is_none());
+        log.shipped("db/t1", &[f(4, 4)]);
+        let mut next = Vec::new();
+        for _ in 0..200 {
+            let p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(p.rescan.is_none(), "{p:?}");
+            next.extend(p.entries);
+            if !next.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].seq, 2);
+        // Two more entries; the first is lost before the reader gets to it: a rescan.
+        log.shipped("db/t1", &[f(5, 5)]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.shipped("db/t1", &[f(6, 6)]);
+        log.stop().await;
+        storage.meta_delete(&key("a", boot, 3)).await.unwrap_or_else(|e| panic!("{e}"));
         let p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(p.rescan.as_deref().is_some_and(|r| r.contains("missed")), "{p:?}");
         // A restarted host: a boot the reader has not seen asks for a rescan too.

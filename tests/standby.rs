@@ -297,6 +297,12 @@ fn a_standby_without_a_change_log_lists_the_storage_and_contains_bad_replicas() 
     s.wait_identical(T1, &standby);
     s.wait_identical(T2, &standby);
     assert_eq!(s.totals()["changeLog"], false);
+    // A copy deleted under the running standby is restored again.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", s.copy(T1).display()));
+    }
+    w1.cmd("insert t 5 100");
+    s.wait_identical(T1, &standby);
     // A second standby on the same directory is refused before it touches anything.
     let o = run_with_timeout(
         Command::new(env!("CARGO_BIN_EXE_litefleet")).args([

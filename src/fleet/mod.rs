@@ -500,8 +500,9 @@ async fn trim_heap_after_releases(released: Arc<Notify>, stop: CancellationToken
     }
 }
 
-/// `malloc_trim(0)` where the C library has it.
-fn trim_heap() {
+/// `malloc_trim(0)` where the C library has it (also the standby's, after a listing
+/// of the whole storage).
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers and may be called from any thread.
     unsafe {

@@ -76,6 +76,8 @@ pub enum Error {
     Behind { replica: String, newest: TxId, copy: TxId },
     #[error("{replica}: no file continues the copy at TXID {copy:016x} (next file starts at {next:016x})")]
     Gap { replica: String, copy: TxId, next: TxId },
+    #[error("{0}: the copy is gone")]
+    Missing(PathBuf),
     #[error("{file}: page size {got} differs from the copy's {want}")]
     PageSize { file: String, want: u32, got: u32 },
     #[error("{0}: held by another process (a follower or standby already runs here)")]
@@ -86,9 +88,10 @@ pub enum Error {
 
 impl Error {
     /// Whether restoring the copy again from scratch is the remedy (the replica was
-    /// reset, rewritten with another page size, or lost the files the copy needs).
+    /// reset, rewritten with another page size, or lost the files the copy needs; the
+    /// copy was deleted).
     pub fn needs_restore(&self) -> bool {
-        matches!(self, Error::Behind { .. } | Error::Gap { .. } | Error::PageSize { .. })
+        matches!(self, Error::Behind { .. } | Error::Gap { .. } | Error::PageSize { .. } | Error::Missing(_))
     }
 }
 
@@ -340,6 +343,9 @@ impl Follower {
     /// Downloads `batch`, records it as `applying`, applies it in one transaction, and
     /// records the new TXID.
     async fn apply(&mut self, batch: &[FileInfo], cancel: &CancellationToken) -> Result<Advance> {
+        if !self.out.exists() {
+            return Err(Error::Missing(self.out.clone()));
+        }
         let mut sources = Vec::with_capacity(batch.len());
         let mut bytes = 0;
         for f in batch {

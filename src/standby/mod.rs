@@ -21,7 +21,7 @@
 //! copy the replica can no longer continue (reset, page size changed, files gone) is
 //! restored again from scratch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -184,6 +184,9 @@ impl Board {
     }
 }
 
+/// A listing of the whole storage: every prefix with its files.
+type Tree = BTreeMap<String, Vec<FileInfo>>;
+
 /// What a tenant's next step starts from.
 enum Hint {
     /// A listing of its replica (from a listing of the whole storage).
@@ -260,7 +263,11 @@ impl Standby {
                 false
             }
         };
-        let mut last_scan = self.scan(s.concurrency, "start").await;
+        let first = self.list("start").await;
+        let mut last_scan = Instant::now();
+        if let Some(tree) = first {
+            self.apply_listing(tree, &HashSet::new(), s.concurrency).await;
+        }
         self.board.with(|b| b.totals.ready_ms = Some(now_ms()));
         if !log_present {
             tracing::warn!(
@@ -268,6 +275,10 @@ impl Standby {
                 humantime::format_duration(s.scan_interval)
             );
         }
+        // A later listing runs in the background while the log keeps being followed;
+        // prefixes the log caught up meanwhile skip it (they are at least as new).
+        let mut listing: Option<tokio::task::JoinHandle<Option<Tree>>> = None;
+        let mut touched: HashSet<String> = HashSet::new();
         let mut tick = tokio::time::interval(s.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -294,38 +305,63 @@ impl Standby {
             let due = if log_present { s.full_scan_interval } else { s.scan_interval };
             let reason = rescan
                 .or_else(|| (!due.is_zero() && last_scan.elapsed() >= due).then(|| "periodic listing".to_owned()));
-            if let Some(reason) = reason {
-                last_scan = self.scan(s.concurrency, &reason).await;
-                continue;
+            if let Some(reason) = reason
+                && listing.is_none()
+            {
+                touched.clear();
+                last_scan = Instant::now();
+                let me = self.clone();
+                listing = Some(tokio::spawn(async move { me.list(&reason).await }));
+            }
+            if listing.is_some() {
+                touched.extend(work.keys().cloned());
             }
             let items = work.into_iter().map(|(p, f)| (p, Hint::Files(f)));
             self.run_all(items, s.concurrency).await;
+            if listing.as_ref().is_some_and(|h| h.is_finished())
+                && let Some(h) = listing.take()
+                && let Ok(Some(tree)) = h.await
+            {
+                self.apply_listing(tree, &touched, s.concurrency).await;
+            }
         }
     }
 
-    /// Lists the whole storage and brings every prefix's copy up to it; marks prefixes
-    /// gone from the storage as removed. Returns when it started.
-    async fn scan(self: &Arc<Self>, concurrency: usize, reason: &str) -> Instant {
-        let started = Instant::now();
+    /// One listing of the whole storage (`None`, logged, if it failed).
+    async fn list(&self, reason: &str) -> Option<Tree> {
         metrics::counter!(M_SCANS).increment(1);
         self.board.with(|b| b.totals.scans += 1);
-        let tree = match self.storage.list_tree(&self.search).await {
-            Ok(t) => t,
+        let started = Instant::now();
+        match self.storage.list_tree(&self.search).await {
+            Ok(t) => {
+                tracing::info!(
+                    tenants = t.len(),
+                    reason,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "standby: listed the storage"
+                );
+                Some(t)
+            }
             Err(e) => {
                 tracing::warn!("standby: cannot list the storage ({reason}): {}", Chain(&e));
-                return started;
+                None
             }
-        };
-        tracing::info!(tenants = tree.len(), reason, "standby: listed the storage");
-        let gone: Vec<String> = self
-            .board
-            .with(|b| b.tenants.keys().filter(|p| !tree.contains_key(p.as_str())).cloned().collect::<Vec<_>>());
+        }
+    }
+
+    /// Brings every prefix of a listing (but those in `skip`) up to it; marks prefixes
+    /// gone from the storage as removed; gives the listing's memory back.
+    async fn apply_listing(self: &Arc<Self>, tree: Tree, skip: &HashSet<String>, concurrency: usize) {
+        let gone: Vec<String> = self.board.with(|b| {
+            b.tenants.keys().filter(|p| !tree.contains_key(p.as_str()) && !skip.contains(*p)).cloned().collect()
+        });
         for p in gone {
             self.followers.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
             self.board.update(&p, |v| v.state = "removed");
         }
-        self.run_all(tree.into_iter().map(|(p, f)| (p, Hint::Listing(f))), concurrency).await;
-        started
+        let items = tree.into_iter().filter(|(p, _)| !skip.contains(p)).map(|(p, f)| (p, Hint::Listing(f)));
+        self.run_all(items, concurrency).await;
+        let _ = tokio::task::spawn_blocking(crate::fleet::trim_heap).await;
     }
 
     async fn run_all(self: &Arc<Self>, items: impl Iterator<Item = (String, Hint)>, concurrency: usize) {
