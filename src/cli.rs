@@ -39,12 +39,18 @@ const FLAG_MODE_HELP: &str = "Flag mode (the original request's flags, single or
   litefleet -watch-dir data/clients -bucket backups
   litefleet -watch-dir data/prod,data/staging -bucket backups
   litefleet -dsn /data/single.db -bucket backups [-db-name legacy-system]
-Run `litefleet -h` for those flags.";
+Run `litefleet -h` for those flags.
+
+Encryption: with [encryption] in the config, every replica file is encrypted before
+upload; only litefleet with the keyring restores such replicas (`litestream restore`
+cannot). See `litefleet keygen` and `litefleet reencrypt`.";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the fleet daemon: replicate every tenant database in the configured watch
-    /// directories until SIGINT/SIGTERM (SIGHUP reloads the config).
+    /// directories until SIGINT/SIGTERM (SIGHUP reloads the config). With
+    /// `[encryption]`, replica files are encrypted: `litestream restore` cannot restore
+    /// them, only litefleet with the keyring.
     Daemon(DaemonArgs),
     /// List every tenant the storage holds (local file or not), with its latest TXID.
     Tenants(TenantsArgs),
@@ -52,11 +58,43 @@ pub enum Command {
     /// final sync and exit.
     Replicate(ReplicateArgs),
     /// Restore a database from a replica (latest, or a point in time); with -f, keep
-    /// following it.
+    /// following it. Encrypted
+    /// replicas need their keyring (`--keys-file`, or the config's `[encryption]`);
+    /// `litestream restore` cannot restore them.
     Restore(RestoreArgs),
+    /// Rewrite replica files with the current `[encryption]` key, file by file: after
+    /// a key rotation (so the old key can leave the keyring), or to encrypt files
+    /// written before encryption was turned on. Safe to run while the daemon runs, and
+    /// to run again after an interruption.
+    Reencrypt(ReencryptArgs),
+    /// Print a new random 256-bit encryption key as a keyring line (`<id> <64 hex
+    /// digits>`), for `[encryption] keys_file`.
+    Keygen(KeygenArgs),
     /// Keep a current copy of every tenant under the config's storage (a warm standby),
     /// with its own page, API and metrics, until SIGINT/SIGTERM. See docs/operations.md.
     Standby(DaemonArgs),
+}
+
+/// `litefleet reencrypt`.
+#[derive(clap::Args, Debug)]
+pub struct ReencryptArgs {
+    /// The daemon's config file: its storage, and its `[encryption]` keyring, whose
+    /// `key_id` files are rewritten with (any key of the keyring opens the old ones).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Only the replicas below this prefix of the storage (e.g. `databases/<GUID>`);
+    /// default: every replica. Key records are cleaned only by a whole run.
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+/// `litefleet keygen`.
+#[derive(clap::Args, Debug)]
+pub struct KeygenArgs {
+    /// The key's id, recorded in every file it encrypts (default: today's date,
+    /// `YYYY-MM-DD`).
+    #[arg(long)]
+    pub id: Option<String>,
 }
 
 /// `litefleet replicate`.
@@ -163,6 +201,11 @@ pub struct RestoreArgs {
     /// With -f: how often the replica is listed for new files.
     #[arg(long, requires = "follow", default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    /// The keyring that opens an encrypted replica (one `<id> <key>` per line, as
+    /// `litefleet keygen` prints them). With `--config`, its `[encryption]` keyring is
+    /// used instead. `litestream restore` cannot restore encrypted replicas.
+    #[arg(long, env = "LITEFLEET_KEYS_FILE", conflicts_with = "config")]
+    pub keys_file: Option<PathBuf>,
     /// Restore every tenant the storage of --config holds (local file or not) into
     /// --output-dir, laid out like the watch directories.
     #[arg(long, requires_all = ["config", "output_dir"])]
@@ -231,6 +274,20 @@ pub fn main() -> ExitCode {
                 }
             };
             if a.check {
+                // The keyring is read too: a missing file, a bad line or a key_id it
+                // lacks is found now, not at start-up.
+                match crate::fleet::load_keyring(&config) {
+                    Err(e) => {
+                        eprintln!("error: {}", Chain(&e));
+                        return ExitCode::FAILURE;
+                    }
+                    Ok(Some(k)) => println!(
+                        "encryption: keyring holds {}; new files use \"{}\"",
+                        k.list(),
+                        k.current_id().unwrap_or_default()
+                    ),
+                    Ok(None) => {}
+                }
                 println!("{}: ok", a.config.display());
                 println!("{}", config.redacted_summary());
                 return ExitCode::SUCCESS;
@@ -265,6 +322,25 @@ pub fn main() -> ExitCode {
             }
             log(&config.log);
             block_on(run_standby(config))
+        }
+        Command::Reencrypt(a) => {
+            log(&config::LogConfig::default());
+            block_on(run_reencrypt(a))
+        }
+        Command::Keygen(a) => {
+            let id = a.id.unwrap_or_else(|| {
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10].to_owned()
+            });
+            match storage::crypt::Key::generate(&id) {
+                Ok(k) => {
+                    println!("{}", k.keyring_line());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -492,7 +568,18 @@ async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
             eprintln!("restoring tenant {source} from {}", replica.url());
             replica
         }
-        None => Storage::from_url(source, &storage::Options::default())?.replica(""),
+        None => {
+            let storage = Storage::from_url(source, &storage::Options::default())?;
+            let storage = match &a.keys_file {
+                Some(path) => {
+                    let ring = storage::Keyring::read(path)
+                        .map_err(|e| anyhow::anyhow!("--keys-file {}: {e}", path.display()))?;
+                    storage.with_keyring(std::sync::Arc::new(ring))
+                }
+                None => storage,
+            };
+            storage.replica("")
+        }
     };
     if a.follow {
         return run_follow(replica, output, a.force, a.interval).await;
@@ -618,6 +705,29 @@ async fn run_restore_all(a: RestoreArgs) -> anyhow::Result<()> {
     }
     if report.failed > 0 {
         anyhow::bail!("{} of {} tenant(s) failed (listed above and in the report)", report.failed, report.tenants);
+    }
+    Ok(())
+}
+
+async fn run_reencrypt(a: ReencryptArgs) -> anyhow::Result<()> {
+    let config = Config::load(&a.config)?;
+    let storage = crate::fleet::open_storage(&config)?;
+    let report =
+        crate::reencrypt::reencrypt(&storage, a.prefix.as_deref(), |name| eprintln!("re-encrypted {name}")).await?;
+    for d in &report.damaged {
+        eprintln!("left as it is (damaged): {d}");
+    }
+    println!(
+        "{} replica(s): {} file(s) re-encrypted with key \"{}\", {} already were, {} deleted meanwhile, {} damaged",
+        report.replicas,
+        report.rewritten,
+        storage.sealing_key().unwrap_or_default(),
+        report.current,
+        report.vanished,
+        report.damaged.len()
+    );
+    if !report.retired.is_empty() {
+        println!("no file uses key(s) {} any more: they may leave the keyring", report.retired.join(", "));
     }
     Ok(())
 }

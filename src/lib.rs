@@ -15,7 +15,7 @@
 //! | [`durable`] | temp file, fsync, rename, fsync directory: the one write recipe |
 //! | [`sqlite`] | the quiet connection, `-wal`/`-shm` paths, file stamps |
 //! | [`tenant`] | tenant ids, prefixes, which file names are tenants |
-//! | [`storage`] | opendal, the replica layout, and (`catalog`) what a listing means |
+//! | [`storage`] | opendal, the replica layout, (`catalog`) what a listing means, (`crypt`) encrypted files |
 //! | [`status`] | the status board every reader reads |
 //! | [`metrics`] | Prometheus metrics, fed from the tenant tasks |
 //! | [`replicate`] | one database's replicator: WAL → L0 files |
@@ -29,6 +29,7 @@
 //! | [`fleet`] | the registry and one state machine per tenant |
 //! | [`inventory`] | what the storage holds, seen from a config (`tenants`, restore by id) |
 //! | [`recovery`] | restore as an operation: the daemon's restore jobs, `restore --all` |
+//! | [`reencrypt`] | `litefleet reencrypt`: every replica file rewritten with the current key |
 //! | [`http`] | the dashboard, the JSON API, probes |
 //! | [`standby`] | `litefleet standby`: a follow copy of every tenant, its API and page |
 //! | [`daemon`] | fleet + metrics + HTTP + reload, run until shutdown |
@@ -63,6 +64,7 @@ pub mod fleet;
 pub mod inventory;
 
 pub mod recovery;
+pub mod reencrypt;
 
 pub mod http;
 pub mod standby;

@@ -221,6 +221,7 @@ mod tests {
             started_at: SystemTime::now() - Duration::from_secs(90),
             lag_threshold: Duration::from_secs(10),
             version: "test".into(),
+            encryption: None,
         })
     }
 

@@ -281,6 +281,9 @@ pub struct FleetInfo {
     pub lag_threshold: Duration,
     /// litefleet's version.
     pub version: String,
+    /// The id of the key new replica files are encrypted with (`[encryption]`);
+    /// `None`: replicas are plain LTX files.
+    pub encryption: Option<String>,
 }
 
 /// Tenant counts by state (states at snapshot time, lag included).
@@ -557,6 +560,7 @@ mod tests {
             started_at: SystemTime::now(),
             lag_threshold: Duration::from_secs(10),
             version: "test".into(),
+            encryption: None,
         }
     }
 

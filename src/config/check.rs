@@ -11,6 +11,7 @@ impl Config {
     pub(super) fn first_problem(&self) -> Option<Problem> {
         self.watch_problem()
             .or_else(|| self.storage_problem())
+            .or_else(|| self.encryption_problem())
             .or_else(|| self.replication_problem())
             .or_else(|| self.fleet_problem())
             .or_else(|| self.log_problem())
@@ -20,6 +21,29 @@ impl Config {
             .or_else(|| self.standby_problem())
             .or_else(|| self.hooks_problem())
             .or_else(|| self.duration_problem())
+    }
+
+    fn encryption_problem(&self) -> Option<Problem> {
+        let e = self.encryption.as_ref()?;
+        match (&e.keys_file, &e.keys_env) {
+            (None, None) => {
+                return Some(problem(
+                    "encryption",
+                    "names no keyring: set keys_file (a file) or keys_env (an environment variable)",
+                ));
+            }
+            (Some(_), Some(_)) => return Some(problem("encryption.keys_env", "set keys_file or keys_env, not both")),
+            (Some(f), None) if f.as_os_str().is_empty() => return Some(problem("encryption.keys_file", "is empty")),
+            (None, Some(v)) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+                return Some(problem(
+                    "encryption.keys_env",
+                    format!("{v:?} is not an environment variable name (like \"LITEFLEET_KEYS\")"),
+                ));
+            }
+            _ => {}
+        }
+        let id = e.key_id.as_deref()?;
+        crate::storage::crypt::check_key_id(id).err().map(|m| problem("encryption.key_id", m))
     }
 
     /// Durations past what the daemon can put on a clock: `"18446744073709551615s"` or

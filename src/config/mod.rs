@@ -78,6 +78,9 @@ pub struct Config {
     pub watch: Vec<WatchConfig>,
     /// Where replicas go.
     pub storage: StorageConfig,
+    /// Client-side encryption of every replica file (`[encryption]`); unset means
+    /// none. Encrypted replicas cannot be restored by `litestream restore`.
+    pub encryption: Option<EncryptionConfig>,
     /// How each tenant is replicated.
     pub replication: ReplicationConfig,
     /// How the fleet of tenants is discovered and managed.
@@ -168,6 +171,24 @@ impl WatchConfig {
     pub fn new(dir: impl Into<PathBuf>) -> WatchConfig {
         WatchConfig { dir: dir.into(), recursive: false, prefix: None, extensions: default_extensions() }
     }
+}
+
+/// `[encryption]`: every LTX file is encrypted (AES-256-GCM, see
+/// `crate::storage::crypt`) before it leaves the machine, with the key `key_id` of a
+/// keyring read from `keys_file` or the environment variable `keys_env`. Every key of
+/// the keyring opens the files it encrypted, so keys rotate by adding a key and
+/// pointing `key_id` at it. The keyring itself is read by the daemon at start-up (this
+/// module does no I/O): one `<id> <key>` per line, as `litefleet keygen` prints it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// A file holding the keyring (mode 600, readable by the daemon only).
+    pub keys_file: Option<PathBuf>,
+    /// An environment variable holding the keyring text (one or more lines).
+    pub keys_env: Option<String>,
+    /// The id of the key new files are encrypted with; unset means the keyring's only
+    /// key (an error when it holds several).
+    pub key_id: Option<String>,
 }
 
 /// Where replicas go (`[storage]`). Credentials left out here come from each service's

@@ -31,6 +31,15 @@ impl Config {
         if let Some(c) = in_config {
             out.push_str(if c { " credentials=from-config" } else { " credentials=from-environment" });
         }
+        if let Some(e) = &self.encryption {
+            let keys = match (&e.keys_file, &e.keys_env) {
+                (Some(f), _) => f.display().to_string(),
+                (None, Some(v)) => format!("${v}"),
+                (None, None) => "none".to_owned(),
+            };
+            let id = e.key_id.as_deref().unwrap_or("(the only key)");
+            out.push_str(&format!(" encryption=on keys={keys} key_id={id}"));
+        }
         let watches: Vec<String> = self
             .watch
             .iter()

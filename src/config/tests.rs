@@ -136,7 +136,7 @@ fn unknown_keys_name_line_table_and_choices() {
     assert_eq!((line, key.as_deref()), (Some(3), Some("replicaton")));
     assert!(
         msg.starts_with(
-            "prod.toml:3: unknown key \"replicaton\" at the top level (expected one of watch, storage, replication,"
+            "prod.toml:3: unknown key \"replicaton\" at the top level (expected one of watch, storage, encryption, replication,"
         ),
         "{msg}"
     );

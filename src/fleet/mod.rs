@@ -151,7 +151,12 @@ impl Fleet {
             );
             return Err(Error::Config(config.error_at("watch", e)));
         }
-        let storage = open_storage(&config)?;
+        let keyring = load_keyring(&config)?;
+        let storage = open_plain_storage(&config)?;
+        let storage = match keyring {
+            Some(k) => storage.with_keyring(k),
+            None => storage,
+        };
         let board = Arc::new(Board::new(fleet_info(&config, &storage)));
         let shutdown = CancellationToken::new();
         // Everything that can fail does so before anything is written: the hook module
@@ -200,6 +205,12 @@ impl Fleet {
                 let e = std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", dir.display()));
                 return Err(Error::Config(config.error_at(key, e)));
             }
+        }
+        // Keys: refuse to start on files encrypted with a key the keyring lacks.
+        if let Err(e) = check_key_records(&storage).await {
+            shutdown.cancel();
+            watch_token.cancel();
+            return Err(Error::Storage(e));
         }
         // The first write to storage: a probe of conditional creates and a heartbeat.
         let ownership = match Ownership::start(&storage, &ownership_settings(&config)).await {
@@ -383,8 +394,77 @@ fn hook_error(config: &Config, e: crate::hooks::HookError) -> Error {
     }
 }
 
-/// Builds the storage of a config.
+/// Builds the storage of a config, with its `[encryption]` keyring if it has one.
 pub fn open_storage(config: &Config) -> Result<Storage, storage::Error> {
+    let storage = open_plain_storage(config)?;
+    match load_keyring(config).map_err(|e| storage::Error::Keys(e.to_string()))? {
+        Some(k) => Ok(storage.with_keyring(k)),
+        None => Ok(storage),
+    }
+}
+
+/// The keyring of `[encryption]` (read from its file or environment variable), with
+/// the key new files are sealed with chosen; `None` without `[encryption]`. Errors
+/// name the config's line and key, and the keyring's line, never a key.
+pub fn load_keyring(config: &Config) -> Result<Option<Arc<storage::Keyring>>, config::ConfigError> {
+    let Some(e) = &config.encryption else { return Ok(None) };
+    let err = |key: &str, msg: String| config.error_at(key, std::io::Error::other(msg));
+    let ring = match (&e.keys_file, &e.keys_env) {
+        (Some(path), _) => storage::Keyring::read(path)
+            .map_err(|m| err("encryption.keys_file", format!("the keyring {}: {m}", path.display())))?,
+        (None, Some(var)) => {
+            let text = std::env::var(var).map_err(|_| {
+                err("encryption.keys_env", format!("the environment variable {var} is not set (or not UTF-8)"))
+            })?;
+            let text = zeroize::Zeroizing::new(text);
+            storage::Keyring::parse(&text)
+                .map_err(|m| err("encryption.keys_env", format!("the keyring in ${var}: {m}")))?
+        }
+        (None, None) => return Err(err("encryption", "names no keyring".to_owned())),
+    };
+    let ring = ring.seal_with(e.key_id.as_deref()).map_err(|m| {
+        let key = if e.key_id.is_some() { "encryption.key_id" } else { "encryption" };
+        err(key, m)
+    })?;
+    Ok(Some(Arc::new(ring)))
+}
+
+/// The folder of `_litefleet/` recording which keys encrypted files in this storage.
+pub const KEY_RECORDS: &str = "keys";
+
+/// At start-up, with a keyring: refuses to start when the storage records files
+/// encrypted with a key the keyring lacks (`_litefleet/keys/<id>`, one small LIST),
+/// then records the key new files will be encrypted with. Without a keyring: refuses
+/// when any key is recorded (encrypted files the daemon could not compact or
+/// restore). `litefleet reencrypt` removes the records of keys no file uses any more.
+pub async fn check_key_records(storage: &Storage) -> Result<(), storage::Error> {
+    let recorded = storage.meta_list(KEY_RECORDS).await?;
+    let missing: Vec<&String> =
+        recorded.iter().filter(|id| storage.keyring().is_none_or(|k| !k.has(id.as_str()))).collect();
+    if !missing.is_empty() {
+        let ids = missing.iter().map(|id| format!("\"{id}\"")).collect::<Vec<_>>().join(", ");
+        let held = storage.keyring().map(|k| format!("the keyring holds {}", k.list()));
+        return Err(storage::Error::Keys(format!(
+            "{} holds files encrypted with key {ids} (recorded in {}/{}/{KEY_RECORDS}/), and {}: add the key to the \
+             keyring, or rewrite those files with `litefleet reencrypt` first",
+            storage.location(),
+            storage.location(),
+            storage::meta::META_DIR,
+            held.as_deref().unwrap_or("[encryption] is not configured"),
+        )));
+    }
+    if let Some(id) = storage.sealing_key()
+        && !recorded.iter().any(|r| r == id)
+    {
+        storage
+            .meta_put(&format!("{KEY_RECORDS}/{id}"), id.as_bytes().to_vec(), crate::durable::Existing::Replace)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Builds the storage of a config, without its keyring.
+fn open_plain_storage(config: &Config) -> Result<Storage, storage::Error> {
     let s = &config.storage;
     let url = match &s.url {
         // One process-wide store per daemon: tests run several fleets in one process.
@@ -452,6 +532,7 @@ fn fleet_info(config: &Config, storage: &Storage) -> FleetInfo {
         started_at: SystemTime::now(),
         lag_threshold: lag_threshold(config.replication.sync_interval),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        encryption: storage.sealing_key().map(str::to_owned),
     }
 }
 

@@ -96,6 +96,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         || f.0.owner_expiry != f.1.owner_expiry;
     [
         ("storage", old.storage != new.storage),
+        ("encryption", old.encryption != new.encryption),
         ("replication", old.replication != new.replication),
         ("http", old.http != new.http),
         ("log", old.log != new.log),
@@ -146,6 +147,7 @@ impl Supervisor {
         let old = &self.config;
         let next = Config {
             storage: old.storage.clone(),
+            encryption: old.encryption.clone(),
             replication: old.replication.clone(),
             http: old.http.clone(),
             log: old.log.clone(),

@@ -204,10 +204,19 @@ pub fn dashboard(state: Data<&State>, Query(dq): Query<DashboardQuery>) -> Respo
     for d in &info.watch_dirs {
         let _ = write!(out, "<li class=\"path\">{}</li>", esc(&d.display().to_string()));
     }
+    let _ = write!(out, "</ul></dd>");
+    if let Some(key) = &info.encryption {
+        let _ = write!(
+            out,
+            "<dt>Encryption</dt><dd id=\"encryption\">on, key <code>{}</code>: replica files are encrypted \
+             and only litefleet with the keyring restores them (<code>litestream restore</code> cannot)</dd>",
+            esc(key)
+        );
+    }
     let up = snap.taken_at.duration_since(info.started_at).unwrap_or_default();
     let _ = write!(
         out,
-        "</ul></dd></dl></section>\
+        "</dl></section>\
          <section class=\"stats\" aria-label=\"Statistics\">\
          <div class=\"stat\"><span class=\"n\" id=\"n-activeclients\">{active}</span> Active clients</div>\
          <div class=\"stat\"><span class=\"n\">{dirs}</span> Watch director{ies}</div>\
@@ -373,7 +382,7 @@ pub async fn tenant(state: Data<&State>, Path(raw): Path<String>) -> Response {
     };
     let mut restore = String::new();
     super::html_restore::tenant_section(state.0, &d, &mut restore);
-    Html(render_tenant(&d, &restore)).into_response()
+    Html(render_tenant(&d, &restore, state.storage.sealing_key())).into_response()
 }
 
 fn fact(out: &mut String, name: &str, value: &str) {
@@ -382,7 +391,8 @@ fn fact(out: &mut String, name: &str, value: &str) {
 
 /// The tenant page; `restore` is its restore section (timeline, form, jobs), placed
 /// after the restore window.
-fn render_tenant(d: &ClientDetail, restore: &str) -> String {
+/// `encryption`: the key new files are encrypted with, when `[encryption]` is on.
+fn render_tenant(d: &ClientDetail, restore: &str, encryption: Option<&str>) -> String {
     let c = &d.client;
     let mut out = String::with_capacity(16 * 1024);
     head(&format!("litefleet — {}", c.client_id), &mut out);
@@ -491,16 +501,31 @@ fn render_tenant(d: &ClientDetail, restore: &str) -> String {
         }
         _ => "",
     };
-    let _ = write!(
-        out,
-        "<h3>Restore commands</h3><p>With litefleet:</p><pre><code id=\"cmd-litefleet\">{}</code></pre>\
-         <p>With Litestream 0.5:</p><pre><code id=\"cmd-litestream\">{}</code></pre>\
-         <p>To a point in time:</p><pre><code>{}\n{}</code></pre>{creds}",
-        esc(&cmd.litefleet),
-        esc(&cmd.litestream),
-        esc(&cmd.litefleet_at_time),
-        esc(&cmd.litestream_at_time)
-    );
+    if let Some(key) = encryption {
+        // Litestream cannot open encrypted files: no command of its to copy.
+        let _ = write!(
+            out,
+            "<h3>Restore commands</h3><p class=\"note\" id=\"encryption-note\">Encryption is on (key <code>{}</code>): \
+             this replica's files are encrypted, so <code>litestream restore</code> cannot restore it; litefleet \
+             needs the keyring (<code>--config</code> with <code>[encryption]</code>, or <code>--keys-file</code>).</p>\
+             <p>With litefleet:</p><pre><code id=\"cmd-litefleet\">{} --keys-file &lt;keyring&gt;</code></pre>\
+             <p>To a point in time:</p><pre><code>{} --keys-file &lt;keyring&gt;</code></pre>{creds}",
+            esc(key),
+            esc(&cmd.litefleet),
+            esc(&cmd.litefleet_at_time),
+        );
+    } else {
+        let _ = write!(
+            out,
+            "<h3>Restore commands</h3><p>With litefleet:</p><pre><code id=\"cmd-litefleet\">{}</code></pre>\
+             <p>With Litestream 0.5:</p><pre><code id=\"cmd-litestream\">{}</code></pre>\
+             <p>To a point in time:</p><pre><code>{}\n{}</code></pre>{creds}",
+            esc(&cmd.litefleet),
+            esc(&cmd.litestream),
+            esc(&cmd.litefleet_at_time),
+            esc(&cmd.litestream_at_time)
+        );
+    }
     out.push_str("<h3>Files by level</h3>");
     if d.levels.is_empty() {
         out.push_str("<p>No files.</p>");

@@ -298,10 +298,15 @@ async fn write_merged(
     let snapshot_of_one = level == ltx::SNAPSHOT_LEVEL && inputs.len() == 1 && first.min_txid != 1;
     // The output carries the newest input's time: read its header first (the bytes
     // read are the start of that input's stream, not an extra request).
-    let head = if last.size == 0 {
-        replica.read(last).await?
-    } else {
-        replica.read_range(last, 0..last.size.min(MERGE_CHUNK)).await?
+    let mut last_reader = replica.reader(last, MERGE_CHUNK);
+    let head = match last_reader.next().await {
+        Ok(head) => head.unwrap_or_default(),
+        Err(e) if e.is_damage() => {
+            let e = ltx::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, crate::errors::chain(&e)));
+            repair::found_damage(replica, cat, last, &e, out);
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
     };
     let timestamp_ms = match ltx::Header::decode(&head.to_vec()) {
         Ok(h) => h.timestamp_ms,
@@ -312,8 +317,8 @@ async fn write_merged(
     };
     let handle = tokio::runtime::Handle::current();
     let mut readers: Vec<storage::RangeReader> =
-        inputs[..inputs.len() - 1].iter().map(|f| replica.range_reader(f, MERGE_CHUNK, handle.clone(), None)).collect();
-    readers.push(replica.range_reader(last, MERGE_CHUNK, handle, Some(head)));
+        inputs[..inputs.len() - 1].iter().map(|f| replica.range_reader(f, MERGE_CHUNK, handle.clone())).collect();
+    readers.push(storage::RangeReader::new(last_reader, handle, Some(head)));
     let (min, max) = (if snapshot_of_one { 1 } else { first.min_txid }, last.max_txid);
     let merged = replica
         .upload_from(level, min, max, timestamp_ms, move |w| {

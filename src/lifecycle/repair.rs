@@ -51,7 +51,7 @@ pub(super) async fn verified(
         return Ok(false);
     }
     // Read in ranges, so a snapshot of any size is checked in bounded memory.
-    let reader = replica.range_reader(f, super::MERGE_CHUNK, tokio::runtime::Handle::current(), None);
+    let reader = replica.range_reader(f, super::MERGE_CHUNK, tokio::runtime::Handle::current());
     let checked =
         tokio::task::spawn_blocking(move || decode_whole(reader)).await.map_err(|e| Error::Join(e.to_string()))?;
     match checked {

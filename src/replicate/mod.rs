@@ -376,10 +376,11 @@ impl Replicator {
     async fn flush(&mut self, report: &mut SyncReport) -> Result<()> {
         while let Some(p) = self.pending.front() {
             let t = Instant::now();
-            self.replica.put(0, p.txid, p.txid, p.bytes.clone(), p.timestamp_ms).await?;
-            tracing::debug!(target: "litefleet::timeline", dur_us = t.elapsed().as_micros() as u64, bytes = p.bytes.len(), "upload");
+            // The stored size: what listings say, and what readers of the file expect.
+            let size = self.replica.put(0, p.txid, p.txid, p.bytes.clone(), p.timestamp_ms).await?;
+            tracing::debug!(target: "litefleet::timeline", dur_us = t.elapsed().as_micros() as u64, bytes = size, "upload");
             let p = self.pending.pop_front().unwrap_or_else(|| unreachable!("front exists"));
-            self.shipped(report, p.txid, p.bytes.len() as u64, p.snapshot.as_ref(), p.pages, p.transactions);
+            self.shipped(report, p.txid, size, p.snapshot.as_ref(), p.pages, p.transactions);
         }
         self.save_position().await
     }

@@ -83,23 +83,17 @@ pub(super) async fn apply(
 
 async fn download(replica: Replica, files: Vec<FileInfo>, tx: tokio::sync::mpsc::Sender<Result<Piece>>) {
     for f in files {
-        if f.size == 0 {
-            // Size unknown from the listing: one read of the whole file.
-            let r = replica.read(&f).await.map(Piece::Data).map_err(Error::from);
+        // Ranged reads of CHUNK bytes (a sealed file's opened chunk by chunk).
+        let mut reader = replica.reader(&f, CHUNK);
+        loop {
+            let r = match reader.next().await {
+                Ok(Some(b)) => Ok(Piece::Data(b)),
+                Ok(None) => break,
+                Err(e) => Err(Error::from(e)),
+            };
             let failed = r.is_err();
             if tx.send(r).await.is_err() || failed {
                 return;
-            }
-        } else {
-            let mut at = 0;
-            while at < f.size {
-                let end = (at + CHUNK).min(f.size);
-                let r = replica.read_range(&f, at..end).await.map(Piece::Data).map_err(Error::from);
-                let failed = r.is_err();
-                if tx.send(r).await.is_err() || failed {
-                    return;
-                }
-                at = end;
             }
         }
         if tx.send(Ok(Piece::End)).await.is_err() {

@@ -14,6 +14,15 @@
 //! interprets LTX bytes beyond file names, and never deletes anything on its own
 //! initiative. What a list of files means (the restore chain, the window) is
 //! [`catalog`]'s.
+//!
+//! With a keyring ([`Storage::with_keyring`], `[encryption]`) every LTX file is sealed
+//! ([`crypt`]) before upload, by [`Replica::put`] and [`Upload`] alike, and every read
+//! ([`Replica::read`], [`Replica::read_range`], [`Replica::reader`], [`RangeReader`])
+//! opens what it finds sealed with whichever key of the keyring sealed it; plain LTX
+//! files (written before encryption was turned on) read as before. A sealed object
+//! found without a keyring is an error naming it, never bytes handed on. Objects keep
+//! their `.ltx` names and timestamp metadata; a listing's sizes are stored sizes.
+//! litefleet's own objects under `_litefleet/` ([`meta`]) stay plain.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,17 +31,22 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod catalog;
+pub mod crypt;
+#[cfg(test)]
+mod crypt_tests;
 pub mod meta;
+mod reads;
 mod services;
 mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use stream::{ChunkWriter, RangeReader, UPLOAD_PART, Upload, is_read_failure};
+pub use stream::{ChunkWriter, ObjectReader, RangeReader, UPLOAD_PART, Upload, is_read_failure};
 
 use opendal::layers::{MetricsLayer, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator, services as odal};
 
+pub use self::crypt::Keyring;
 pub use self::services::Service;
 use crate::durable;
 use crate::ltx::{self, TxId};
@@ -54,6 +68,9 @@ pub const CREDENTIALS_IN_URL: &str = "credentials in a URL are refused (they wou
 /// A temporary file (a write's staging copy on a folder replica) older than this was
 /// left by a crash, and is removed by the lifecycle's first listing.
 pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// Objects larger than this are sealed and opened on a blocking thread, not on the
+/// runtime's.
+const BLOCKING_CRYPT: usize = 1 << 20;
 /// The highest level a replica can hold (Litestream's snapshot level).
 pub const MAX_LEVEL: u32 = ltx::SNAPSHOT_LEVEL;
 
@@ -92,6 +109,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An object could not be sealed or opened: a key missing or wrong, or the
+    /// object altered or torn ([`Error::is_damage`]). `what` names the object.
+    #[error("{what}")]
+    Crypt {
+        what: String,
+        #[source]
+        source: crypt::Error,
+    },
+    /// The keyring cannot be loaded (`[encryption]`); the message names where.
+    #[error("{0}")]
+    Keys(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -104,6 +132,12 @@ impl Error {
             Error::NotOwner { host, fenced, .. } => Some((host.as_deref(), *fenced)),
             _ => None,
         }
+    }
+
+    /// Whether the object's bytes are damaged: an encrypted object altered, torn or
+    /// extended (not a key missing from the keyring, nor a failed request).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Error::Crypt { source, .. } if source.is_damage())
     }
 
     /// Whether the object asked for does not exist.
@@ -190,6 +224,8 @@ pub struct Storage {
     counters: Arc<Counters>,
     /// Asked before every replica write (see [`meta::Gate`]); `None`: single host.
     gate: Option<Arc<dyn meta::Gate>>,
+    /// Keys that open sealed objects, and (when it has a current key) seal new ones.
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// Storage requests sent, by kind. Idle tenants must not move these.
@@ -271,6 +307,7 @@ impl Storage {
             fs_root: b.fs_root,
             counters: Arc::new(Counters::default()),
             gate: None,
+            keyring: None,
         })
     }
 
@@ -279,6 +316,23 @@ impl Storage {
     pub fn with_gate(mut self, gate: Arc<dyn meta::Gate>) -> Storage {
         self.gate = Some(gate);
         self
+    }
+
+    /// This storage with a keyring: objects found sealed are opened with its keys, and
+    /// when it has a current key every file uploaded from now on is sealed with it.
+    pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Storage {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// The keyring, if any.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_deref()
+    }
+
+    /// The id of the key new files are sealed with; `None`: uploads are plain LTX.
+    pub fn sealing_key(&self) -> Option<&str> {
+        self.keyring.as_deref().and_then(Keyring::current_id)
     }
 
     /// The service this storage is on.
@@ -548,9 +602,24 @@ impl Replica {
     /// renamed over the final name; on a folder a temporary file in the same directory,
     /// its mtime set to the header time, fsynced and renamed into place
     /// ([`durable::publish`]) — a full disk or a crash leaves at most a temporary file,
-    /// never a torn `.ltx`.
-    pub async fn put(&self, level: u32, min: TxId, max: TxId, data: Vec<u8>, timestamp_ms: i64) -> Result<()> {
+    /// never a torn `.ltx`. Returns the stored size (the listed one: larger than
+    /// `data` when the storage encrypts).
+    pub async fn put(&self, level: u32, min: TxId, max: TxId, data: Vec<u8>, timestamp_ms: i64) -> Result<u64> {
         let key = self.key(level, min, max);
+        let data = match self.storage.keyring.clone().filter(|k| k.current_id().is_some()) {
+            Some(keyring) => {
+                let id = crypt::Identity { level, min_txid: min, max_txid: max };
+                let sealed = if data.len() > BLOCKING_CRYPT {
+                    tokio::task::spawn_blocking(move || crypt::seal(&keyring, id, &data))
+                        .await
+                        .unwrap_or(Err(crypt::Error::Crypto))
+                } else {
+                    crypt::seal(&keyring, id, &data)
+                };
+                sealed.map_err(|source| Error::Crypt { what: format!("upload {}", self.describe(&key)), source })?
+            }
+            None => data,
+        };
         let len = data.len() as u64;
         let ts = UNIX_EPOCH + Duration::from_millis(timestamp_ms.max(0) as u64);
         self.may_write().await?;
@@ -573,32 +642,7 @@ impl Replica {
             Err(e) => return Err(e),
         }
         self.storage.counters.bytes_put.fetch_add(len, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Downloads a whole LTX file.
-    pub async fn read(&self, f: &FileInfo) -> Result<opendal::Buffer> {
-        let key = self.key(f.level, f.min_txid, f.max_txid);
-        self.storage.counters.gets.fetch_add(1, Ordering::Relaxed);
-        let buf = self
-            .storage
-            .op
-            .read(&key)
-            .await
-            .map_err(|e| Error::Op { what: format!("download {}", self.describe(&key)), source: e })?;
-        Ok(buf)
-    }
-
-    /// Downloads a byte range of an LTX file (as opendal hands it over: no copy).
-    pub async fn read_range(&self, f: &FileInfo, range: std::ops::Range<u64>) -> Result<opendal::Buffer> {
-        let key = self.key(f.level, f.min_txid, f.max_txid);
-        self.storage.counters.gets.fetch_add(1, Ordering::Relaxed);
-        self.storage
-            .op
-            .read_with(&key)
-            .range(range)
-            .await
-            .map_err(|e| Error::Op { what: format!("download {}", self.describe(&key)), source: e })
+        Ok(len)
     }
 
     /// Deletes LTX files. Only retention calls this; replication never deletes.

@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
-use super::{Error, FileInfo, Replica, Result, Service, rfc3339_nanos};
+use super::{Error, FileInfo, Replica, Result, Service, crypt, rfc3339_nanos};
 use crate::durable;
 use crate::ltx::{self, TxId};
 
@@ -36,6 +36,8 @@ pub struct Upload {
     timestamp_ms: i64,
     /// Only if the name is free (several hosts: an L0 name taken is a fence).
     existing: durable::Existing,
+    /// Seals the bytes as they stream, when the storage encrypts.
+    sealer: Option<crypt::Sealer>,
 }
 
 enum Sink {
@@ -94,7 +96,16 @@ impl Replica {
             }
             Sink::Object(w.await.map_err(|e| Error::Op { what: format!("upload {}", self.describe(&key)), source: e })?)
         };
-        Ok(Upload { replica: self.clone(), key, sink: Some(sink), written: 0, timestamp_ms, existing })
+        let sealer = match self.storage.keyring.as_deref().filter(|k| k.current_id().is_some()) {
+            Some(keyring) => {
+                let id = crypt::Identity { level, min_txid: min, max_txid: max };
+                let s = crypt::Sealer::new(keyring, id)
+                    .map_err(|source| Error::Crypt { what: format!("upload {}", self.describe(&key)), source })?;
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(Upload { replica: self.clone(), key, sink: Some(sink), written: 0, timestamp_ms, existing, sealer })
     }
 
     /// Uploads the LTX file `level/min-max` that `produce` writes on a blocking thread,
@@ -148,17 +159,23 @@ impl Replica {
     }
 
     /// A blocking reader of `f` in ranged requests of `chunk` bytes, for code running
-    /// on a blocking thread (`handle` is the runtime the requests run on). `first`:
-    /// the file's first bytes, already read.
-    pub fn range_reader(
-        &self,
-        f: &FileInfo,
-        chunk: u64,
-        handle: tokio::runtime::Handle,
-        first: Option<opendal::Buffer>,
-    ) -> RangeReader {
-        let cur = first.unwrap_or_default();
-        RangeReader { replica: self.clone(), file: f.clone(), chunk: chunk.max(1), handle, at: cur.len() as u64, cur }
+    /// on a blocking thread (`handle` is the runtime the requests run on).
+    pub fn range_reader(&self, f: &FileInfo, chunk: u64, handle: tokio::runtime::Handle) -> RangeReader {
+        RangeReader::new(self.reader(f, chunk), handle, None)
+    }
+
+    /// Streams the LTX bytes of `f` in ranged downloads of about `step` bytes of the
+    /// stored object, opening a sealed one chunk by chunk (see [`ObjectReader`]).
+    pub fn reader(&self, f: &FileInfo, step: u64) -> ObjectReader {
+        ObjectReader {
+            key: self.key(f.level, f.min_txid, f.max_txid),
+            replica: self.clone(),
+            file: f.clone(),
+            step: step.max(crypt::CHUNK + crypt::TAG),
+            at: 0,
+            size: f.size,
+            state: ReadState::Start,
+        }
     }
 }
 
@@ -171,8 +188,27 @@ impl Upload {
         Error::Local { what: format!("upload {}", self.replica.describe(&self.key)), source }
     }
 
-    /// Appends bytes.
+    /// Appends bytes (of the LTX file: sealed here first when the storage encrypts).
     pub async fn write(&mut self, bytes: Vec<u8>) -> Result<()> {
+        let bytes = match &mut self.sealer {
+            Some(sealer) => {
+                let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 1024 + crypt::HEADER_LEN);
+                let sealed = sealer.update(&bytes, &mut out);
+                sealed.map_err(|source| Error::Crypt {
+                    what: format!("upload {}", self.replica.describe(&self.key)),
+                    source,
+                })?;
+                out
+            }
+            None => bytes,
+        };
+        self.write_stored(bytes).await
+    }
+
+    async fn write_stored(&mut self, bytes: Vec<u8>) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         self.written += bytes.len() as u64;
         let r = match &mut self.sink {
             Some(Sink::Object(w) | Sink::Renamed { writer: w, .. }) => w.write(bytes).await.map_err(Err),
@@ -207,6 +243,15 @@ impl Upload {
     }
 
     async fn complete(mut self) -> Result<u64> {
+        if let Some(sealer) = self.sealer.take() {
+            let mut out = Vec::with_capacity(crypt::CHUNK as usize + 2 * crypt::HEADER_LEN);
+            let what = || format!("upload {}", self.replica.describe(&self.key));
+            sealer.finish(&mut out).map_err(|source| Error::Crypt { what: what(), source })?;
+            if let Err(e) = self.write_stored(out).await {
+                self.abort_sink().await;
+                return Err(e);
+            }
+        }
         let storage = self.replica.storage.clone();
         storage.counters.puts.fetch_add(1, Ordering::Relaxed);
         match self.sink.take() {
@@ -267,6 +312,10 @@ impl Upload {
 
     /// Gives the upload up: nothing appears at the final name.
     pub async fn abort(mut self) {
+        self.abort_sink().await;
+    }
+
+    async fn abort_sink(&mut self) {
         match self.sink.take() {
             Some(Sink::Object(mut w)) => {
                 let _ = w.abort().await;
@@ -323,46 +372,147 @@ impl std::io::Write for ChunkWriter {
     }
 }
 
-/// `Read` over a stored file, fetched `chunk` bytes at a time (see
-/// [`Replica::range_reader`]). Holds at most one chunk.
-pub struct RangeReader {
+/// A file's LTX bytes, downloaded in ranges ([`Replica::reader`]): a plain object's
+/// ranges are handed over as opendal delivers them (no copy); a sealed one's header is
+/// read once with its first range, and each range's whole chunks are opened (a partial
+/// chunk waits for the next range). The restore streams every file through one.
+pub struct ObjectReader {
     replica: Replica,
+    key: String,
     file: FileInfo,
-    chunk: u64,
-    handle: tokio::runtime::Handle,
+    step: u64,
+    /// Stored offset of the next range.
     at: u64,
+    /// Stored size (0: unknown from the listing).
+    size: u64,
+    state: ReadState,
+}
+
+enum ReadState {
+    Start,
+    Plain,
+    Sealed { open: crypt::Opener, next_chunk: u64, carry: Vec<u8> },
+    Done,
+}
+
+impl ObjectReader {
+    /// The file this reads.
+    pub fn file(&self) -> &FileInfo {
+        &self.file
+    }
+
+    /// The next bytes of the file, `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<opendal::Buffer>> {
+        loop {
+            if matches!(self.state, ReadState::Done) {
+                return Ok(None);
+            }
+            if self.size == 0 {
+                // Size unknown from the listing: one read of the whole file.
+                self.state = ReadState::Done;
+                return self.replica.read(&self.file).await.map(Some);
+            }
+            if self.at >= self.size {
+                if let ReadState::Sealed { carry, next_chunk, .. } = &self.state
+                    && !carry.is_empty()
+                {
+                    return Err(self.replica.crypt_error(&self.key)(crypt::Error::Cut { chunk: *next_chunk }));
+                }
+                self.state = ReadState::Done;
+                return Ok(None);
+            }
+            let end = (self.at + self.step).min(self.size);
+            let got = self.replica.raw_range(&self.key, self.at..end).await;
+            // A range past the object's end (416 on S3): the object is shorter than
+            // listed, which is the object's fault, not a failed request.
+            let short =
+                matches!(&got, Err(Error::Op { source, .. }) if source.kind() == opendal::ErrorKind::RangeNotSatisfied);
+            let buf = if short { opendal::Buffer::new() } else { got? };
+            if buf.is_empty() {
+                let what = self.replica.describe(&self.key);
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{what}: ends early"),
+                )));
+            }
+            self.at += buf.len() as u64;
+            match &mut self.state {
+                ReadState::Start => {
+                    let head = buf.slice(..buf.len().min(crypt::HEADER_LEN)).to_vec();
+                    if !crypt::is_sealed(&head) {
+                        self.state = ReadState::Plain;
+                        return Ok(Some(buf));
+                    }
+                    let open = self.replica.opener(&self.key, &self.file, &head, self.size)?;
+                    let carry = buf.slice(head.len()..).to_vec();
+                    self.state = ReadState::Sealed { open, next_chunk: 0, carry };
+                }
+                ReadState::Sealed { carry, .. } => {
+                    for piece in buf {
+                        carry.extend_from_slice(&piece);
+                    }
+                }
+                _ => return Ok(Some(buf)),
+            }
+            let ReadState::Sealed { open, next_chunk, carry } = &mut self.state else { continue };
+            // The whole chunks the bytes so far hold.
+            let (mut whole, mut chunks) = (0usize, 0u64);
+            while *next_chunk + chunks < open.chunks() {
+                let n = open.chunk_stored_len(*next_chunk + chunks) as usize;
+                if whole + n > carry.len() {
+                    break;
+                }
+                whole += n;
+                chunks += 1;
+            }
+            if chunks == 0 {
+                continue;
+            }
+            let rest = carry[whole..].to_vec();
+            let mut work = std::mem::replace(carry, rest);
+            work.truncate(whole);
+            let n = open.open_chunks(*next_chunk, &mut work).map_err(self.replica.crypt_error(&self.key))?;
+            *next_chunk += chunks;
+            work.truncate(n);
+            return Ok(Some(opendal::Buffer::from(work)));
+        }
+    }
+}
+
+/// `Read` over a file's LTX bytes as an [`ObjectReader`] fetches them, for code on a
+/// blocking thread. Holds at most one range.
+pub struct RangeReader {
+    inner: ObjectReader,
+    handle: tokio::runtime::Handle,
     cur: opendal::Buffer,
+    done: bool,
+}
+
+impl RangeReader {
+    /// Reads through `inner` on `handle`'s runtime; `first`: the bytes `inner` already
+    /// gave (its first [`ObjectReader::next`]), read again from here.
+    pub fn new(inner: ObjectReader, handle: tokio::runtime::Handle, first: Option<opendal::Buffer>) -> RangeReader {
+        RangeReader { inner, handle, cur: first.unwrap_or_default(), done: false }
+    }
 }
 
 impl std::io::Read for RangeReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.cur.is_empty() {
-            let unknown = self.file.size == 0;
-            if !unknown && self.at >= self.file.size || unknown && self.at > 0 {
+            if self.done {
                 return Ok(0);
             }
-            let (replica, file) = (&self.replica, &self.file);
-            let got = if unknown {
-                self.handle.block_on(replica.read(file))
-            } else {
-                let end = (self.at + self.chunk).min(file.size);
-                self.handle.block_on(replica.read_range(file, self.at..end))
-            };
-            // A range past the object's end (416 on S3): the object is shorter than
-            // listed, which is the object's fault, not a failed request.
-            let short =
-                matches!(&got, Err(Error::Op { source, .. }) if source.kind() == opendal::ErrorKind::RangeNotSatisfied);
-            let got = if short {
-                opendal::Buffer::new()
-            } else {
-                got.map_err(|e| std::io::Error::other(ReadFailure(crate::errors::chain(&e))))?
-            };
-            if got.is_empty() {
-                let what = self.replica.describe_file(&self.file);
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{what}: ends early")));
+            match self.handle.block_on(self.inner.next()) {
+                Ok(Some(b)) => self.cur = b,
+                Ok(None) => self.done = true,
+                // Bytes that fail to open are the file's damage; a key missing from the
+                // keyring, like a failed request, says nothing about the file.
+                Err(e) if e.is_damage() => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, crate::errors::chain(&e)));
+                }
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(e),
+                Err(e) => return Err(std::io::Error::other(ReadFailure(crate::errors::chain(&e)))),
             }
-            self.at += got.len() as u64;
-            self.cur = got;
         }
         std::io::Read::read(&mut self.cur, buf)
     }
@@ -431,7 +581,7 @@ mod tests {
         let handle = tokio::runtime::Handle::current();
         let back = tokio::task::spawn_blocking(move || {
             let mut v = Vec::new();
-            r.range_reader(&f, 333_333, handle, None).read_to_end(&mut v).map(|_| v)
+            r.range_reader(&f, 333_333, handle).read_to_end(&mut v).map(|_| v)
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"))

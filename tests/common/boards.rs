@@ -24,6 +24,7 @@ pub fn info(watch_dir: &Path, storage_url: &str, bucket: &str) -> FleetInfo {
         started_at: SystemTime::now() - Duration::from_secs(2 * 3600 + 34 * 60),
         lag_threshold: Duration::from_secs(10),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        encryption: None,
     }
 }
 
