@@ -21,6 +21,8 @@ const KA: &str = "ka 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1
 const KB: &str = "kb 9f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
 /// An accelerated lifecycle: compaction reads encrypted L0 files and writes L1, L2
 /// and snapshots; retention deletes; validation restores through the keyring.
+/// The moto test's `[http] token` (ignored by the daemons that have none).
+const AUTH: &[(&str, &str)] = &[("Authorization", "Bearer t0k3n")];
 const LIFECYCLE: &str = "[lifecycle]\nlevels = [\"1s\", \"2s\"]\nsnapshot_interval = \"3s\"\nl0_retention = \"1s\"\n\
                          [validation]\nenabled = true\ninterval = \"1s\"\ntenants = 5\n";
 
@@ -81,7 +83,7 @@ impl World {
 
     fn get(&self, path: &str) -> String {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap_or_else(|e| panic!("{e}"));
-        let r = http_request(addr, "GET", path, &[], b"", Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+        let r = http_request(addr, "GET", path, AUTH, b"", Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
         String::from_utf8_lossy(&r.body).into_owned()
     }
@@ -89,7 +91,7 @@ impl World {
     fn wait_active(&self, d: &Daemon, id: &str) {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap_or_else(|e| panic!("{e}"));
         let ok = wait_until(WAIT, POLL, || {
-            let body = http_request(addr, "GET", "/api/status", &[], b"", Duration::from_secs(5)).map(|r| r.body);
+            let body = http_request(addr, "GET", "/api/status", AUTH, b"", Duration::from_secs(5)).map(|r| r.body);
             let v: serde_json::Value = serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
             v["clients"].as_array().is_some_and(|cs| cs.iter().any(|c| c["clientId"] == id && c["status"] == "active"))
         });
@@ -349,7 +351,13 @@ fn an_encrypted_s3_replica_on_moto_restores_byte_identical() {
         moto.endpoint()
     );
     let enc = format!("[encryption]\nkeys_file = {:?}\nkey_id = \"kb\"", ring.display().to_string());
-    let config = w.config("s3.toml", &storage, &enc, LIFECYCLE);
+    let restores = w.path("restores");
+    std::fs::create_dir_all(&restores).unwrap_or_else(|e| panic!("{e}"));
+    let jobs = format!("[restore]\ndir = {:?}\n", restores.display().to_string());
+    let config = w.config("s3.toml", &storage, &enc, &format!("{LIFECYCLE}{jobs}"));
+    // The restore jobs of the API need a token.
+    let text = std::fs::read_to_string(&config).unwrap_or_default().replace("[http]\n", "[http]\ntoken = \"t0k3n\"\n");
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
     std::fs::create_dir_all(w.path("data")).unwrap_or_else(|e| panic!("{e}"));
     write_rows(&w.db(G1), 200, 400);
     let d = Daemon::config(&config, w.dir.path());
@@ -360,6 +368,26 @@ fn an_encrypted_s3_replica_on_moto_restores_byte_identical() {
     std::thread::sleep(Duration::from_secs(4));
     d.expect("🔍 validation passed");
     writer.quit();
+    // A restore job of the API to a point in time: its plan reads every file's header
+    // (through the keyring), then restores the state as of now.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", w.port).parse().unwrap_or_else(|e| panic!("{e}"));
+    let when = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let auth = [("Authorization", "Bearer t0k3n"), ("content-type", "application/json")];
+    let body = format!("{{\"timestamp\": \"{when}\", \"integrityCheck\": \"quick\"}}");
+    let path = format!("/api/clients/{G1}/restores");
+    let r = http_request(addr, "POST", &path, &auth, body.as_bytes(), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let job: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let job_path = format!("/api/restores/{}", job["id"].as_str().unwrap_or_default());
+    let mut last = serde_json::Value::Null;
+    let finished = wait_until(WAIT, POLL, || {
+        last = serde_json::from_str(&w.get(&job_path)).unwrap_or_default();
+        matches!(last["state"].as_str(), Some("done" | "failed" | "cancelled"))
+    });
+    assert!(finished && last["state"] == "done", "{last}\n{}", d.log());
+    let output = PathBuf::from(last["output"].as_str().unwrap_or_default());
+    assert!(sqlite_logical_eq(&output, &w.db(G1)), "the restore job's copy differs: {last}");
     let log = d.stop();
     assert!(!log.contains("validation FAILED") && !log.contains("damaged"), "{log}");
     let source = checkpointed_bytes(&w.db(G1));
@@ -415,4 +443,19 @@ fn encryption_config_errors_name_their_line_and_key() {
     let c = w.config("5.toml", &storage, "[encryption]\nkeys_env = \"FLEET_KEYS\"", "");
     let e = check(&c, &env);
     assert!(e.contains("5.toml:5: encryption:") && e.contains("say which one"), "{e}");
+    // `--help` of the commands that meet encrypted replicas says Litestream cannot.
+    for cmd in ["restore", "daemon"] {
+        let o = litefleet(&[cmd, "--help"], w.dir.path(), &[]);
+        let help = String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains("`litestream restore` cannot restore them"), "{cmd} --help: {help}");
+    }
+    let o = litefleet(&["restore", "--help"], w.dir.path(), &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--keys-file"), "{}", describe_output(&o));
+    // keygen: a keyring line that parses, a fresh key each time.
+    let (a, b) = (
+        litefleet(&["keygen", "--id", "k1"], w.dir.path(), &[]),
+        litefleet(&["keygen", "--id", "k1"], w.dir.path(), &[]),
+    );
+    let (a, b) = (String::from_utf8_lossy(&a.stdout).into_owned(), String::from_utf8_lossy(&b.stdout).into_owned());
+    assert!(a.starts_with("k1 ") && a.trim().len() == 3 + 64 && a != b, "{a} {b}");
 }

@@ -538,12 +538,12 @@ impl Opener {
         r.end - r.start
     }
 
-    /// Opens whole chunks in place, starting with chunk `first`: `data` holds their
-    /// stored bytes back to back; on return its first bytes are the plaintext, whose
-    /// length is returned. Callers hand whole chunks only: a partial one is an error.
-    pub fn open_chunks(&self, first: u64, data: &mut [u8]) -> Result<usize, Error> {
+    /// Opens whole chunks in place, starting with chunk `first` (`data` holds their
+    /// stored bytes back to back), and returns where each one's plaintext lies in
+    /// `data`. Callers hand whole chunks only: a partial one is an error.
+    pub fn open_chunks_in_place(&self, first: u64, data: &mut [u8]) -> Result<Vec<Range<usize>>, Error> {
         let total = self.chunks();
-        let (mut at, mut plain, mut i) = (0usize, 0usize, first);
+        let (mut at, mut i, mut out) = (0usize, first, Vec::new());
         while at < data.len() {
             if i >= total {
                 return Err(Error::Length { got: sealed_len(self.len) + (data.len() - at) as u64 });
@@ -556,11 +556,22 @@ impl Opener {
                 .key
                 .open_in_place(nonce(i, i + 1 == total), Aad::from(&self.header), &mut data[at..at + n])
                 .map_err(|_| Error::Tampered { chunk: i })?;
-            let m = opened.len();
-            data.copy_within(at..at + m, plain);
-            plain += m;
+            out.push(at..at + opened.len());
             at += n;
             i += 1;
+        }
+        Ok(out)
+    }
+
+    /// Opens whole chunks in place, starting with chunk `first`: `data` holds their
+    /// stored bytes back to back; on return its first bytes are the plaintext, whose
+    /// length is returned. Callers hand whole chunks only: a partial one is an error.
+    pub fn open_chunks(&self, first: u64, data: &mut [u8]) -> Result<usize, Error> {
+        let mut plain = 0;
+        for r in self.open_chunks_in_place(first, data)? {
+            let n = r.len();
+            data.copy_within(r, plain);
+            plain += n;
         }
         Ok(plain)
     }

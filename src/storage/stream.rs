@@ -436,7 +436,7 @@ impl ObjectReader {
                 )));
             }
             self.at += buf.len() as u64;
-            match &mut self.state {
+            let buf = match &self.state {
                 ReadState::Start => {
                     let head = buf.slice(..buf.len().min(crypt::HEADER_LEN)).to_vec();
                     if !crypt::is_sealed(&head) {
@@ -444,37 +444,47 @@ impl ObjectReader {
                         return Ok(Some(buf));
                     }
                     let open = self.replica.opener(&self.key, &self.file, &head, self.size)?;
-                    let carry = buf.slice(head.len()..).to_vec();
-                    self.state = ReadState::Sealed { open, next_chunk: 0, carry };
+                    self.state = ReadState::Sealed { open, next_chunk: 0, carry: Vec::new() };
+                    buf.slice(head.len()..)
                 }
-                ReadState::Sealed { carry, .. } => {
-                    for piece in buf {
-                        carry.extend_from_slice(&piece);
-                    }
-                }
+                ReadState::Sealed { .. } => buf,
                 _ => return Ok(Some(buf)),
-            }
+            };
             let ReadState::Sealed { open, next_chunk, carry } = &mut self.state else { continue };
-            // The whole chunks the bytes so far hold.
+            // The whole chunks the bytes so far (a partial chunk carried over, then
+            // this range) hold.
+            let have = carry.len() + buf.len();
             let (mut whole, mut chunks) = (0usize, 0u64);
             while *next_chunk + chunks < open.chunks() {
                 let n = open.chunk_stored_len(*next_chunk + chunks) as usize;
-                if whole + n > carry.len() {
+                if whole + n > have {
                     break;
                 }
                 whole += n;
                 chunks += 1;
             }
             if chunks == 0 {
+                for piece in buf {
+                    carry.extend_from_slice(&piece);
+                }
                 continue;
             }
-            let rest = carry[whole..].to_vec();
-            let mut work = std::mem::replace(carry, rest);
-            work.truncate(whole);
-            let n = open.open_chunks(*next_chunk, &mut work).map_err(self.replica.crypt_error(&self.key))?;
+            // One copy into a buffer of our own (opened in place), the rest carried.
+            let mut work = Vec::with_capacity(whole);
+            work.append(carry);
+            let from_buf = whole - work.len();
+            for piece in buf.slice(..from_buf) {
+                work.extend_from_slice(&piece);
+            }
+            for piece in buf.slice(from_buf..) {
+                carry.extend_from_slice(&piece);
+            }
+            let plain =
+                open.open_chunks_in_place(*next_chunk, &mut work).map_err(self.replica.crypt_error(&self.key))?;
             *next_chunk += chunks;
-            work.truncate(n);
-            return Ok(Some(opendal::Buffer::from(work)));
+            // The chunks' plaintexts, handed on where they lie (no copy to drop the tags).
+            let work = opendal::Buffer::from(work);
+            return Ok(Some(plain.into_iter().flat_map(|r| work.slice(r)).collect()));
         }
     }
 }
