@@ -90,6 +90,10 @@ pub enum Error {
     Cut { chunk: u64 },
     #[error("not a valid encrypted object: {0}")]
     Header(String),
+    #[error(
+        "the object was replaced while it was read (rewritten under the same name, e.g. by `litefleet reencrypt`): read it again"
+    )]
+    Rewritten,
     #[error("encryption failed (the system's random source or the cipher refused)")]
     Crypto,
 }
@@ -501,6 +505,11 @@ impl Opener {
         }
         let len = plain_len(stored_len).ok_or(Error::Length { got: stored_len })?;
         Ok(Opener { header: h, key: object_key, len })
+    }
+
+    /// The header this opener was made from (the object's first bytes).
+    pub fn header(&self) -> &[u8; HEADER_LEN] {
+        &self.header
     }
 
     /// The plaintext length.

@@ -191,6 +191,36 @@ async fn wrong_missing_tampered_truncated_and_swapped_objects_are_named() {
     assert!(e.contains("chunk 2 fails authentication"), "{e}");
 }
 
+#[tokio::test]
+async fn an_object_replaced_while_it_is_read_is_a_retry_not_damage() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let s = folder(&dir).with_keyring(ring(KA, "ka"));
+    let r = s.replica("t");
+    let body = data(1_000_000, 9);
+    r.put(0, 1, 1, body.clone(), 1).await.unwrap_or_else(|e| panic!("{e}"));
+    let f = r.list(0).await.unwrap_or_else(|e| panic!("{e}")).remove(0);
+    // The first range read, then the same bytes sealed again under the same name (a
+    // new salt, as `litefleet reencrypt` writes it), then the next range.
+    let mut reader = r.reader(&f, 200_000);
+    assert!(reader.next().await.is_ok_and(|b| b.is_some()));
+    r.put(0, 1, 1, body.clone(), 1).await.unwrap_or_else(|e| panic!("{e}"));
+    let e = reader.next().await.err();
+    assert!(e.as_ref().is_some_and(|e| !e.is_damage()), "{e:?}");
+    let e = err_text(e);
+    assert!(e.contains("0000000000000001-0000000000000001.ltx") && e.contains("replaced while it was read"), "{e}");
+    // Read again: whole.
+    assert!(read_all(&r, &f, 200_000).await.unwrap_or_else(|e| panic!("{e}")) == body);
+    // A real change in a later chunk is still damage.
+    let path = dir.path().join("t/ltx/0/0000000000000001-0000000000000001.ltx");
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    bytes[700_000] ^= 1;
+    std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let e = read_all(&r, &f, 200_000).await.err();
+    assert!(e.as_ref().is_some_and(Error::is_damage), "{e:?}");
+    let e = r.read_range(&f, 690_000..690_010).await.err();
+    assert!(e.as_ref().is_some_and(Error::is_damage), "{e:?}");
+}
+
 fn ranges() -> impl Strategy<Value = (usize, u64, u64)> {
     (0usize..200_000, 0u64..210_000, 0u64..140_000)
 }

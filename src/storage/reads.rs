@@ -48,6 +48,19 @@ impl Replica {
         Ok(meta.content_length())
     }
 
+    /// After chunks of `key` failed to open: [`crypt::Error::Rewritten`] when the object
+    /// now starts with another header than `open`'s (it was replaced between the
+    /// header's request and the chunks'), else `e` as it is. A rewrite is no damage.
+    pub(super) async fn recheck(&self, key: &str, open: &crypt::Opener, e: crypt::Error) -> Error {
+        if matches!(e, crypt::Error::Tampered { .. } | crypt::Error::Cut { .. }) {
+            let now = self.raw_range(key, 0..crypt::HEADER_LEN as u64).await.map(|b| b.to_vec());
+            if now.is_ok_and(|h| h[..] != open.header()[..]) {
+                return self.crypt_error(key)(crypt::Error::Rewritten);
+            }
+        }
+        self.crypt_error(key)(e)
+    }
+
     /// The opener of a sealed object whose stored bytes begin with `head`.
     pub(super) fn opener(&self, key: &str, f: &FileInfo, head: &[u8], stored_len: u64) -> Result<crypt::Opener> {
         crypt::Opener::new(self.storage.keyring.as_deref(), Self::identity(f), head, stored_len)
@@ -124,7 +137,12 @@ impl Replica {
         if (data.len() as u64) < stored.end - stored.start {
             return Err(self.crypt_error(&key)(crypt::Error::Length { got: stored.start + data.len() as u64 }));
         }
-        let n = open.open_chunks(first_chunk, &mut data).map_err(self.crypt_error(&key))?;
+        let n = match open.open_chunks(first_chunk, &mut data) {
+            Ok(n) => n,
+            // Chunks of a second request: the object may have been replaced meanwhile.
+            Err(e) if stored.end > head.len() as u64 => return Err(self.recheck(&key, &open, e).await),
+            Err(e) => return Err(self.crypt_error(&key)(e)),
+        };
         data.truncate(n);
         let base = open.plain_start(first_chunk);
         let from = range.start.saturating_sub(base).min(n as u64) as usize;

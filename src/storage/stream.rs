@@ -479,8 +479,11 @@ impl ObjectReader {
             for piece in buf.slice(from_buf..) {
                 carry.extend_from_slice(&piece);
             }
-            let plain =
-                open.open_chunks_in_place(*next_chunk, &mut work).map_err(self.replica.crypt_error(&self.key))?;
+            let plain = match open.open_chunks_in_place(*next_chunk, &mut work) {
+                Ok(plain) => plain,
+                // Replaced since the header was read (`litefleet reencrypt`): not damage.
+                Err(e) => return Err(self.replica.recheck(&self.key, open, e).await),
+            };
             *next_chunk += chunks;
             // The chunks' plaintexts, handed on where they lie (no copy to drop the tags).
             let work = opendal::Buffer::from(work);
