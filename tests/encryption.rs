@@ -386,6 +386,8 @@ fn an_encrypted_s3_replica_on_moto_restores_byte_identical() {
         matches!(last["state"].as_str(), Some("done" | "failed" | "cancelled"))
     });
     assert!(finished && last["state"] == "done", "{last}\n{}", d.log());
+    let p = &last["progress"];
+    assert!(p["bytesDone"] == p["bytesTotal"] && p["filesDone"] == p["filesTotal"], "{last}");
     let output = PathBuf::from(last["output"].as_str().unwrap_or_default());
     assert!(sqlite_logical_eq(&output, &w.db(G1)), "the restore job's copy differs: {last}");
     let log = d.stop();

@@ -221,6 +221,7 @@ fn apply_blocking(
             return Err(Error::Cancelled);
         }
         feed.next_file();
+        let read_before = feed.bytes;
         let name = replica.describe_file(&step.file);
         let mut sink = Sink { out: &f, batch: &mut batch, written: &mut written, progress, cancel };
         let r = apply_one(&mut feed, step, i, &mut sink, &mut page_size, done.txid, &name, out, i == last);
@@ -233,6 +234,9 @@ fn apply_blocking(
         done.txid = h.max_txid;
         done.commit = h.commit;
         done.timestamp_ms = h.timestamp_ms;
+        // Progress counts the plan's stored bytes: an encrypted file's envelope (its
+        // header and tags) is stored but never handed to the decoder.
+        progress.add_bytes(step.file.size.saturating_sub(feed.bytes - read_before));
         progress.file_done();
     }
     let ps = page_size.unwrap_or(4096);
