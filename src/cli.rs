@@ -235,6 +235,7 @@ fn parse_txid(s: &str) -> Result<TxId, String> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    quiet_library_backtraces();
     let args: Vec<String> = std::env::args().collect();
     if let Some(mode) = flag_mode(&args[1..]) {
         return match mode {
@@ -356,6 +357,18 @@ async fn run_standby(config: Config) -> anyhow::Result<()> {
     });
     crate::standby::run(config, stop).await?;
     Ok(())
+}
+
+/// Storage errors (opendal's) capture a backtrace when `RUST_BACKTRACE` is set, and the
+/// log line of every retried request then printed ~100 frames; symbolizing them loaded
+/// the binary's debug info for good (a standby on an overloaded S3 server went from ~30
+/// to ~290 MB resident). Unless `RUST_LIB_BACKTRACE` says otherwise, errors carry no
+/// backtrace; a panic still prints one under `RUST_BACKTRACE`.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
 }
 
 fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -241,3 +241,28 @@ fn regression_unusable_paths_in_the_config_name_file_line_and_key_with_the_cause
     assert!(err.contains("flags: -watch-dir: cannot use watch directory"), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// A failed storage request does not print a backtrace, even under `RUST_BACKTRACE=1`
+/// (opendal captures one per error: every retried request logged ~100 frames, and
+/// symbolizing them kept the binary's debug info resident — ~260 MB in a standby).
+#[test]
+fn storage_errors_carry_no_backtrace_under_rust_backtrace() {
+    let port = free_port();
+    let url = format!("s3://bucket/x?endpoint=http://127.0.0.1:{port}&region=us-east-1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.db");
+    let o = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_litefleet"))
+            .args(["restore", &url, "-o", out.to_str().unwrap()])
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "y"),
+        Duration::from_secs(120),
+    );
+    let text = describe_output(&o);
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(!text.contains("Backtrace") && !text.contains("at /rustc"), "{text}");
+    assert!(text.len() < 20_000, "{} bytes of output: {text}", text.len());
+}
