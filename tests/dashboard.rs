@@ -92,7 +92,8 @@ async fn new_tenant_appears_live_and_search_filters() {
     // Searching a path fragment; then clear and filter by a total.
     page.eval("const q = document.getElementById('q'); q.value = ''; q.dispatchEvent(new Event('input'))").await;
     page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 13", "all rows back").await;
-    page.eval("document.querySelector('a.t-error').click()").await;
+    // Clicks that may navigate run after the evaluation has answered.
+    page.eval("setTimeout(() => document.querySelector('a.t-error').click(), 0)").await;
     page.wait_for(
         &format!(
             "(() => {{ const r = document.querySelectorAll('#tenants tbody tr'); \
@@ -104,7 +105,8 @@ async fn new_tenant_appears_live_and_search_filters() {
     .await;
 
     // Following a tenant's link opens its page with the restore commands.
-    page.eval(&format!("document.querySelector('tr[data-id=\"{}\"] a').click()", boards::BETA)).await;
+    page.eval(&format!("setTimeout(() => document.querySelector('tr[data-id=\"{}\"] a').click(), 0)", boards::BETA))
+        .await;
     page.wait_for(
         &format!(
             "location.pathname === '/tenants/{id}' && document.getElementById('cmd-litestream').textContent === \

@@ -47,6 +47,14 @@ pub struct Page {
 
 impl Page {
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(v) => v,
+            Err(e) => panic!("{method}: {e}"),
+        }
+    }
+
+    /// [`Page::call`], with the protocol's error as `Err`.
+    pub async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -66,8 +74,7 @@ impl Page {
         })
         .await
         .unwrap_or_else(|_| panic!("{method}: no answer within {STEP_TIMEOUT:?}"));
-        assert!(reply["error"].is_null(), "{method}: {}", reply["error"]);
-        reply["result"].clone()
+        if reply["error"].is_null() { Ok(reply["result"].clone()) } else { Err(reply["error"].clone()) }
     }
 
     /// Evaluates `expr` in the page and returns its value.
@@ -77,14 +84,20 @@ impl Page {
         r["result"]["value"].clone()
     }
 
-    /// Polls `expr` until it is `true`; returns how long that took. Exceptions count
-    /// as "not yet" (the document may still be loading).
+    /// Polls `expr` until it is `true`; returns how long that took. Exceptions and a
+    /// navigation in progress count as "not yet" (the document may still be loading).
     pub async fn wait_for(&mut self, expr: &str, what: &str) -> Duration {
         let started = Instant::now();
         let guarded = format!("(() => {{ try {{ return ({expr}); }} catch (e) {{ return false; }} }})()");
         loop {
-            if self.eval(&guarded).await == json!(true) {
-                return started.elapsed();
+            // A page navigating (a link the test clicked) answers "Inspected target
+            // navigated or closed" until the new document exists: not yet.
+            let r = self.try_call("Runtime.evaluate", json!({ "expression": guarded, "returnByValue": true })).await;
+            match r {
+                Ok(v) if v["result"]["value"] == json!(true) => return started.elapsed(),
+                Ok(_) => {}
+                Err(e) if e["message"].as_str().is_some_and(|m| m.contains("navigated") || m.contains("context")) => {}
+                Err(e) => panic!("{what}: {e}"),
             }
             assert!(started.elapsed() < STEP_TIMEOUT, "timed out waiting for {what} ({expr})");
             tokio::time::sleep(Duration::from_millis(25)).await;
