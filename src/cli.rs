@@ -267,32 +267,10 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Daemon(a) => {
-            let config = match Config::load(&a.config) {
+            let config = match load_or_check(&a) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {}", Chain(&e));
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
-            if a.check {
-                // The keyring is read too: a missing file, a bad line or a key_id it
-                // lacks is found now, not at start-up.
-                match crate::fleet::load_keyring(&config) {
-                    Err(e) => {
-                        eprintln!("error: {}", Chain(&e));
-                        return ExitCode::FAILURE;
-                    }
-                    Ok(Some(k)) => println!(
-                        "encryption: keyring holds {}; new files use \"{}\"",
-                        k.list(),
-                        k.current_id().unwrap_or_default()
-                    ),
-                    Ok(None) => {}
-                }
-                println!("{}: ok", a.config.display());
-                println!("{}", config.redacted_summary());
-                return ExitCode::SUCCESS;
-            }
             log(&config.log);
             block_on(run_daemon(config, Some(a.config)))
         }
@@ -309,18 +287,10 @@ pub fn main() -> ExitCode {
             block_on(run_restore(a))
         }
         Command::Standby(a) => {
-            let config = match Config::load(&a.config) {
+            let config = match load_or_check(&a) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {}", Chain(&e));
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
-            if a.check {
-                println!("{}: ok", a.config.display());
-                println!("{}", config.redacted_summary());
-                return ExitCode::SUCCESS;
-            }
             log(&config.log);
             block_on(run_standby(config))
         }
@@ -344,6 +314,32 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Loads `--config` for `daemon` and `standby`; with `--check`, also reads the keyring
+/// (a missing file, a bad line or a key_id it lacks is found now, not at start-up),
+/// prints the summary and ends: `Err` is the exit status to return.
+fn load_or_check(a: &DaemonArgs) -> Result<Config, ExitCode> {
+    let config = Config::load(&a.config).map_err(|e| {
+        eprintln!("error: {}", Chain(&e));
+        ExitCode::FAILURE
+    })?;
+    if !a.check {
+        return Ok(config);
+    }
+    match crate::fleet::load_keyring(&config) {
+        Err(e) => {
+            eprintln!("error: {}", Chain(&e));
+            return Err(ExitCode::FAILURE);
+        }
+        Ok(Some(k)) => {
+            println!("encryption: keyring holds {}; new files use \"{}\"", k.list(), k.current_id().unwrap_or_default())
+        }
+        Ok(None) => {}
+    }
+    println!("{}: ok", a.config.display());
+    println!("{}", config.redacted_summary());
+    Err(ExitCode::SUCCESS)
 }
 
 /// Runs the standby until SIGINT/SIGTERM (caught before it starts).

@@ -342,6 +342,13 @@ fn a_standby_without_a_change_log_lists_the_storage_and_contains_bad_replicas() 
     w1.quit();
 }
 
+/// `litefleet restore -f` of `url` into `out`, expected to end by itself (refused).
+fn follow_once(url: &str, out: &Path) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_litefleet"));
+    cmd.args(["restore", "-f", url, "-o", out.to_str().unwrap_or_default()]);
+    run_with_timeout(&mut cmd, Duration::from_secs(30))
+}
+
 /// Starts `litefleet restore -f` of `url` into `out`.
 fn follower(url: &str, out: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_litefleet"))
@@ -385,16 +392,7 @@ fn follow_of_a_litestream_replica_survives_kill_9_at_any_moment() {
     let out = dir.path().join("copy.db");
     // Not a follow copy: refused without --force.
     std::fs::write(&out, b"precious").unwrap_or_else(|e| panic!("{e}"));
-    let o = run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_litefleet")).args([
-            "restore",
-            "-f",
-            &url,
-            "-o",
-            out.to_str().unwrap_or_default(),
-        ]),
-        Duration::from_secs(30),
-    );
+    let o = follow_once(&url, &out);
     assert!(
         !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("is not a follow copy"),
         "{}",
@@ -406,16 +404,7 @@ fn follow_of_a_litestream_replica_survives_kill_9_at_any_moment() {
     // Two followers of one copy: the second is refused.
     let mut first = follower(&url, &out);
     assert!(wait_until(CATCH_UP, POLL, || out.exists()));
-    let o = run_with_timeout(
-        Command::new(env!("CARGO_BIN_EXE_litefleet")).args([
-            "restore",
-            "-f",
-            &url,
-            "-o",
-            out.to_str().unwrap_or_default(),
-        ]),
-        Duration::from_secs(30),
-    );
+    let o = follow_once(&url, &out);
     assert!(String::from_utf8_lossy(&o.stderr).contains("held by another process"), "{}", describe_output(&o));
     let _ = first.kill();
     let _ = first.wait();
