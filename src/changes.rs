@@ -11,6 +11,12 @@
 //! "this host started") and deletes its entries of earlier boots; entries older than
 //! `retention` are deleted as it goes. Litestream never looks under `_litefleet/`.
 //!
+//! A tenant whose database was deleted on the primary is logged too (`removed`, with
+//! the last TXID it shipped), and leaves a marker `_litefleet/removed/<prefix>/<TXID>`
+//! (empty; [`removed_markers`] reads them all with one listing) so that a standby that
+//! missed the entry still knows, at its next listing, not to bring the tenant back. A
+//! replica holding files beyond the marker's TXID was created again since.
+//!
 //! A reader ([`Cursor`]) lists the folder (one LIST), reads the entries it has not seen
 //! (one GET each), and asks for a listing of the whole storage ([`Poll::rescan`])
 //! whenever an entry may have been missed: a gap in a boot's sequence (an entry lost or
@@ -29,6 +35,8 @@ use crate::storage::{self, FileInfo, Storage};
 
 /// The folder under `_litefleet/`.
 pub const DIR: &str = "changes";
+/// The folder of removal markers under `_litefleet/`.
+pub const REMOVED: &str = "removed";
 
 /// One object of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +49,9 @@ pub struct Entry {
     /// Changed prefixes (relative to the storage), each with its new L0 files as
     /// `[min TXID, max TXID, size]`, oldest first.
     pub tenants: BTreeMap<String, Vec<[u64; 3]>>,
+    /// Prefixes whose database was deleted on the host, with the last TXID shipped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed: BTreeMap<String, u64>,
 }
 
 impl Entry {
@@ -67,13 +78,61 @@ fn parse(rel: &str) -> Option<(String, u64, u64)> {
     Some((host.to_owned(), u64::from_str_radix(boot, 16).ok()?, u64::from_str_radix(seq, 16).ok()?))
 }
 
+/// The removal marker of `prefix` at `txid`, relative to `_litefleet/`.
+pub fn removed_key(prefix: &str, txid: u64) -> String {
+    format!("{REMOVED}/{prefix}/{txid:016x}")
+}
+
+/// Every prefix with a removal marker, with the newest marker's TXID (one listing of
+/// the markers).
+pub async fn removed_markers(storage: &Storage) -> Result<HashMap<String, u64>, storage::Error> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for k in storage.meta_list_tree(REMOVED).await? {
+        let Some((prefix, hex)) = k.rsplit_once('/') else { continue };
+        if hex.len() != 16 {
+            continue;
+        }
+        if let Ok(txid) = u64::from_str_radix(hex, 16) {
+            let e = out.entry(prefix.to_owned()).or_insert(txid);
+            *e = (*e).max(txid);
+        }
+    }
+    Ok(out)
+}
+
 /// Now, in ms since the epoch.
 fn epoch_ms() -> i64 {
     SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Files shipped per prefix, waiting for the next entry.
-type Pending = BTreeMap<String, Vec<[u64; 3]>>;
+/// What waits for the next entry.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    /// Files shipped, per prefix.
+    tenants: BTreeMap<String, Vec<[u64; 3]>>,
+    /// Prefixes removed, with their last TXID.
+    removed: BTreeMap<String, u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.tenants.is_empty() && self.removed.is_empty()
+    }
+
+    /// Puts back a batch that could not be written, before what came since.
+    fn put_back(&mut self, older: Pending) {
+        for (prefix, files) in older.tenants.into_iter().rev() {
+            let slot = self.tenants.entry(prefix).or_default();
+            let newer = std::mem::take(slot);
+            *slot = files;
+            slot.extend(newer);
+        }
+        for (prefix, txid) in older.removed {
+            let e = self.removed.entry(prefix).or_insert(txid);
+            *e = (*e).max(txid);
+        }
+    }
+}
 
 /// The writing side, shared by every tenant task of a daemon (cheap to clone).
 #[derive(Clone)]
@@ -88,7 +147,7 @@ pub struct ChangeLog {
 impl ChangeLog {
     /// Starts the writer of `host`'s log in `storage`.
     pub fn start(storage: Storage, host: String, interval: Duration, retention: Duration) -> ChangeLog {
-        let pending = Arc::new(Mutex::new(Pending::new()));
+        let pending = Arc::new(Mutex::new(Pending::default()));
         let stop = CancellationToken::new();
         let boot = epoch_ms().max(0) as u64;
         let writer = Writer { storage, host, boot, seq: 0, written: VecDeque::new(), retention, failing: false };
@@ -105,7 +164,16 @@ impl ChangeLog {
         if new.is_empty() {
             return;
         }
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(prefix.to_owned()).or_default().extend(new);
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.tenants.entry(prefix.to_owned()).or_default().extend(new);
+        drop(p);
+        self.wake.notify_one();
+    }
+
+    /// Records that a tenant's database was deleted here after it shipped `txid` (its
+    /// replica stays; a standby stops following it).
+    pub fn removed(&self, prefix: &str, txid: u64) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).removed.insert(prefix.to_owned(), txid);
         self.wake.notify_one();
     }
 
@@ -148,7 +216,7 @@ impl Writer {
         stop: CancellationToken,
     ) {
         // Entry 0 tells readers this host (re)started; then earlier boots' entries go.
-        while !self.write(Pending::new()).await {
+        while !self.write(Pending::default()).await {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
@@ -174,14 +242,7 @@ impl Writer {
             if !batch.is_empty() {
                 last = Instant::now();
                 if !self.write(batch.clone()).await {
-                    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                    for (prefix, files) in batch.into_iter().rev() {
-                        let slot = p.entry(prefix).or_default();
-                        let newer = std::mem::take(slot);
-                        *slot = files;
-                        slot.extend(newer);
-                    }
-                    drop(p);
+                    pending.lock().unwrap_or_else(|e| e.into_inner()).put_back(batch);
                     if !stopping {
                         wake.notify_one();
                     }
@@ -199,17 +260,31 @@ impl Writer {
         }
     }
 
-    /// Writes the next entry; false (logged) if the storage refused.
-    async fn write(&mut self, mut tenants: Pending) -> bool {
+    /// Writes the removal markers, then the next entry; false (logged) if the storage
+    /// refused.
+    async fn write(&mut self, batch: Pending) -> bool {
+        let Pending { mut tenants, removed } = batch;
         for files in tenants.values_mut() {
             if files.len() > FILES_PER_PREFIX {
                 files.drain(..files.len() - FILES_PER_PREFIX);
             }
         }
-        let entry = Entry { host: self.host.clone(), boot: self.boot, seq: self.seq, written_ms: epoch_ms(), tenants };
+        let mut put = Ok(());
+        for (prefix, txid) in &removed {
+            put =
+                self.storage.meta_put(&removed_key(prefix, *txid), Vec::new(), crate::durable::Existing::Replace).await;
+            if put.is_err() {
+                break;
+            }
+        }
+        let entry =
+            Entry { host: self.host.clone(), boot: self.boot, seq: self.seq, written_ms: epoch_ms(), tenants, removed };
         let key = key(&self.host, self.boot, self.seq);
         let bytes = serde_json::to_vec(&entry).unwrap_or_default();
-        match self.storage.meta_put(&key, bytes, crate::durable::Existing::Replace).await {
+        if put.is_ok() {
+            put = self.storage.meta_put(&key, bytes, crate::durable::Existing::Replace).await;
+        }
+        match put {
             Ok(()) => {
                 if self.failing {
                     tracing::info!("change log: writing again");
@@ -353,6 +428,40 @@ mod tests {
         assert_eq!(parse(rel), Some(("host-a".to_owned(), 0x18c, 2)));
         assert!(key("h", 1, 9) < key("h", 1, 10), "fixed-width hex sorts numerically");
         assert_eq!(parse("h/zz-00.json"), None);
+    }
+
+    #[tokio::test]
+    async fn a_removal_is_logged_and_leaves_a_marker_a_later_reader_finds() {
+        let storage = Storage::from_url("memory://removed-test", &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let log = ChangeLog::start(storage.clone(), "a".into(), Duration::from_millis(20), Duration::from_secs(60));
+        let mut cursor = Cursor::default();
+        cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
+        let f = FileInfo { level: 0, min_txid: 1, max_txid: 3, size: 200, created: None };
+        log.shipped("db/t1", &[f]);
+        log.removed("db/t1", 3);
+        let (mut files, mut removed) = (Vec::new(), BTreeMap::new());
+        for _ in 0..200 {
+            for e in cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}")).entries {
+                files.extend(e.tenants.into_values().flatten());
+                removed.extend(e.removed);
+            }
+            if !removed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(files, vec![[1, 3, 200]]);
+        assert_eq!(removed, BTreeMap::from([("db/t1".to_owned(), 3)]));
+        // The marker outlives the entry; the newest of a prefix's markers counts.
+        log.removed("db/t1", 9);
+        log.removed("db/x/t2", 4);
+        log.stop().await;
+        let markers = removed_markers(&storage).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(markers, HashMap::from([("db/t1".to_owned(), 9), ("db/x/t2".to_owned(), 4)]));
+        // Entries written before removals were logged still read.
+        let old: Entry = serde_json::from_str(r#"{"host":"h","boot":1,"seq":0,"written_ms":0,"tenants":{}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(old.removed.is_empty());
     }
 
     #[tokio::test]

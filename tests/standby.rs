@@ -91,6 +91,11 @@ listen = "127.0.0.1:{standby_port}"
         self.copies.join(format!("{id}.db"))
     }
 
+    /// Where the copy of a removed tenant goes.
+    fn removed_copy(&self, id: &str) -> PathBuf {
+        self.copies.join(".removed").join(format!("{id}.db"))
+    }
+
     fn start_primary(&self) -> Daemon {
         let d = Daemon::config(&self.primary, self.dir.path());
         d.expect("🎯 Monitoring");
@@ -231,8 +236,10 @@ fn a_standby_on_s3_keeps_every_tenant_identical_through_kills_and_restarts() {
     s.wait_identical(T3, &standby);
     assert!(standby.log().contains("started (boot"), "{}", standby.log());
 
-    // A tenant deleted on the primary stops replicating there; its backups and its copy
-    // on the standby stay, as they were at its last commit.
+    // A tenant deleted on the primary stops replicating there, and its backups stay. The
+    // standby stops following it: its copy, as it was at the last commit, moves to
+    // `.removed/`, where a daemon promoted onto the standby's directory does not see it.
+    w3.cmd("insert t 2 100");
     let t3_last = checkpointed_bytes(&s.db(T3));
     w3.quit();
     for suffix in ["", "-wal", "-shm"] {
@@ -241,8 +248,35 @@ fn a_standby_on_s3_keeps_every_tenant_identical_through_kills_and_restarts() {
     primary.expect("Client unregistered");
     w2.cmd("insert t 3 100");
     s.wait_identical(T2, &standby);
+    assert!(wait_until(CATCH_UP, POLL, || s.tenant(T3)["state"] == "removed"), "{}", s.tenant(T3));
+    assert!(!s.copy(T3).exists(), "the copy of a deleted tenant is still in the layout");
+    assert!(std::fs::read(s.removed_copy(T3)).unwrap_or_default() == t3_last, "the copy of a deleted tenant changed");
+    assert!(standby.log().contains("deleted on the primary"), "{}", standby.log());
+    // A tenant deleted while the standby is down: the restarted standby learns it from
+    // the removal marker (not from the log), and does not bring the other one back.
+    standby.kill9();
+    w2.cmd("insert t 1 100");
+    std::thread::sleep(Duration::from_millis(500));
+    let t2_last = checkpointed_bytes(&s.db(T2));
+    w2.quit();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", s.db(T2).display()));
+    }
+    assert!(wait_until(CATCH_UP, POLL, || primary.log().matches("Client unregistered").count() == 2));
+    // The change log's next write (every 200 ms) carries the removal marker.
+    std::thread::sleep(Duration::from_secs(2));
+    let standby = s.start_standby();
+    s.wait_identical(T1, &standby);
+    for id in [T2, T3] {
+        assert!(wait_until(CATCH_UP, POLL, || s.tenant(id)["state"] == "removed"), "{}", s.tenant(id));
+        assert!(!s.copy(id).exists(), "a restarted standby restored deleted tenant {id}");
+    }
+    assert!(std::fs::read(s.removed_copy(T2)).unwrap_or_default() == t2_last, "{}", standby.log());
+    // The same tenant created again is followed again, from a new copy.
+    let mut w3 = Writer::open(&s.db(T3));
+    w3.cmd("insert t 7 900");
+    s.wait_identical(T3, &standby);
     assert_eq!(s.tenant(T3)["state"], "following", "{}", s.tenant(T3));
-    assert!(std::fs::read(s.copy(T3)).unwrap_or_default() == t3_last, "the copy of a deleted tenant changed");
 
     // The standby's page, in a real browser.
     if let Some(bin) = chromium_or_skip("standby_page") {
@@ -251,21 +285,24 @@ fn a_standby_on_s3_keeps_every_tenant_identical_through_kills_and_restarts() {
             let (_browser, mut page) = launch(&bin, &s.dir.path().join("profile")).await;
             page.call("Page.navigate", serde_json::json!({ "url": format!("http://{}/", s.standby_addr()) })).await;
             page.wait_for("document.querySelectorAll('#tenants tbody tr').length === 3", "three tenant rows").await;
-            assert_eq!(page.eval("document.getElementById('t-following').textContent").await, "3");
+            assert_eq!(page.eval("document.getElementById('t-following').textContent").await, "2");
+            assert_eq!(page.eval("document.getElementById('t-removed').textContent").await, "1");
             let text = page.eval("document.body.innerText").await;
             assert!(text.as_str().is_some_and(|t| t.contains(T1) && t.contains("Following the primary's change log")));
+            assert!(text.as_str().is_some_and(|t| t.contains("deleted on the primary after TXID")), "{text}");
         });
     }
     let metrics = http_request(s.standby_addr(), "GET", "/metrics", &[], b"", Duration::from_secs(5))
         .map(|r| String::from_utf8_lossy(&r.body).into_owned())
         .unwrap_or_default();
-    assert!(metrics.contains("litefleet_standby_tenants{state=\"following\"} 3"), "{metrics}");
+    assert!(metrics.contains("litefleet_standby_tenants{state=\"following\"} 2"), "{metrics}");
+    assert!(metrics.contains("litefleet_standby_tenants{state=\"removed\"} 1"), "{metrics}");
     assert!(metrics.contains("litefleet_standby_lag_seconds_bucket"), "{metrics}");
 
     let log = standby.stop();
     assert!(log.contains("👋 standby stopped"), "{log}");
     primary.stop();
-    for wr in [w1, w2] {
+    for wr in [w1, w3] {
         wr.quit();
     }
     // The change log does not disturb Litestream.
@@ -281,7 +318,7 @@ fn a_standby_on_s3_keeps_every_tenant_identical_through_kills_and_restarts() {
             );
             assert!(o.status.success(), "litestream restore {id}: {}", describe_output(&o));
             let got = std::fs::read(&out).unwrap_or_default();
-            let want = if id == T3 { t3_last.clone() } else { checkpointed_bytes(&s.db(id)) };
+            let want = if id == T2 { t2_last.clone() } else { checkpointed_bytes(&s.db(id)) };
             assert!(got == want, "litestream restore of {id} differs");
         }
     }
@@ -289,7 +326,7 @@ fn a_standby_on_s3_keeps_every_tenant_identical_through_kills_and_restarts() {
 
 /// Without a change log (a folder written with `[change_log]` off) the standby lists
 /// the storage every `scan_interval`; a prefix removed from the storage stops being
-/// followed (its copy stays), and a replica holding garbage fails alone.
+/// followed (its copy moves to `.removed/`), and a replica holding garbage fails alone.
 #[test]
 fn a_standby_without_a_change_log_lists_the_storage_and_contains_bad_replicas() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -335,9 +372,11 @@ fn a_standby_without_a_change_log_lists_the_storage_and_contains_bad_replicas() 
     // The primary stops; the tenant's prefix is removed from the storage.
     primary.stop();
     w2.quit();
+    let t2_last = std::fs::read(s.copy(T2)).unwrap_or_default();
     std::fs::remove_dir_all(replicas.join(format!("databases/{T2}"))).unwrap_or_else(|e| panic!("{e}"));
     assert!(wait_until(CATCH_UP, POLL, || s.tenant(T2)["state"] == "removed"), "{}", s.tenant(T2));
-    assert!(s.copy(T2).exists(), "a removed tenant's copy stays");
+    assert!(!s.copy(T2).exists(), "a removed tenant's copy left the layout");
+    assert!(s.removed_copy(T2).exists() && std::fs::read(s.removed_copy(T2)).unwrap_or_default() == t2_last);
     standby.stop();
     w1.quit();
 }

@@ -581,6 +581,14 @@ impl TenantTask {
         if !shutting_down && let Some(o) = &self.shared.ownership {
             o.release(self.prefix.as_str()).await;
         }
+        // The database was deleted: a standby stops following the tenant.
+        if !shutting_down
+            && self.held.is_none()
+            && !self.path.exists()
+            && let (Some(c), Some(txid)) = (&self.shared.changes, self.r.as_ref().and_then(|r| r.remote_txid()))
+        {
+            c.removed(self.prefix.as_str(), txid);
+        }
         result
     }
 

@@ -134,7 +134,7 @@ td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{
 <h1>litefleet standby</h1>
 <p>Copies of every tenant of <code>{storage}</code> in <code>{dir}</code>. {log}</p>
 <div class="cards" id="totals"><span><b id="t-tenants">{tenants}</b>tenants</span><span><b id="t-following">{following}</b>following</span>
-<span><b id="t-behind">{behind}</b>behind</span><span><b id="t-restoring">{restoring}</b>restoring</span><span><b id="t-failed">{failed}</b>failed</span>
+<span><b id="t-behind">{behind}</b>behind</span><span><b id="t-restoring">{restoring}</b>restoring</span><span><b id="t-failed">{failed}</b>failed</span><span><b id="t-removed">{removed}</b>removed</span>
 <span><b id="t-lag-p50">{p50}</b>lag p50</span><span><b id="t-lag-p99">{p99}</b>lag p99</span><span><b id="t-requests">{lists} / {gets} / {log_requests}</b>LIST / GET / change-log requests since start</span></div>
 <table id="tenants"><thead><tr><th>tenant prefix</th><th>state</th><th class="num">primary TXID</th><th class="num">copy TXID</th><th class="num">last lag</th><th>copy</th><th>error</th></tr></thead><tbody>
 "#,
@@ -150,6 +150,7 @@ td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{
         behind = t.behind,
         restoring = t.restoring,
         failed = t.failed,
+        removed = t.removed,
         p50 = ms(t.lag_p50_ms),
         p99 = ms(t.lag_p99_ms),
         lists = t.lists,
@@ -159,7 +160,7 @@ td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{
     for v in rows.iter().take(PAGE_ROWS) {
         let class = if v.state == "failed" {
             "failed"
-        } else if v.copy_txid < v.primary_txid {
+        } else if v.state != "removed" && v.copy_txid < v.primary_txid {
             "behind"
         } else {
             ""
@@ -173,7 +174,7 @@ td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{
             ct = v.copy_txid,
             lag = ms(v.lag_ms),
             copy = esc(&v.copy.display().to_string()),
-            err = esc(v.last_error.as_deref().unwrap_or("")),
+            err = esc(v.last_error.as_deref().or(v.removed.as_deref()).unwrap_or("")),
         );
     }
     if rows.len() > PAGE_ROWS {

@@ -17,9 +17,13 @@
 //!   safety net, and — when no change log exists (Litestream wrote the storage, or the
 //!   primary has `[change_log]` off) — every `scan_interval`.
 //!
-//! A prefix that disappears from the storage stops being followed (its copy stays). A
-//! copy the replica can no longer continue (reset, page size changed, files gone) is
-//! restored again from scratch.
+//! A tenant whose database was deleted on the primary (the change log's `removed`, or
+//! its removal marker at a listing) or whose prefix disappears from the storage stops
+//! being followed: its copy moves to `.removed/` under the standby's directory, kept
+//! as it was, where a daemon promoted onto the directory does not see it (the watcher
+//! skips hidden folders). A tenant created again later is restored anew. A copy the
+//! replica can no longer continue (reset, page size changed, files gone) is restored
+//! again from scratch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -29,7 +33,7 @@ use std::time::{Instant, SystemTime};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::{Cursor, Entry};
+use crate::changes::{self, Cursor, Entry};
 use crate::config::Config;
 use crate::errors::Chain;
 use crate::restore::follow::{self, Follower};
@@ -48,6 +52,8 @@ pub const M_ERRORS: &str = "litefleet_standby_errors_total";
 
 /// The lock file in `[standby] dir` held while a standby runs there.
 pub const LOCK: &str = ".litefleet-standby.lock";
+/// Where the copies of removed tenants go, under `[standby] dir`.
+pub const REMOVED_DIR: &str = ".removed";
 
 /// Applies whose lag is kept for the percentiles on the page and API.
 const LAG_WINDOW: usize = 4096;
@@ -71,7 +77,8 @@ pub struct TenantView {
     pub prefix: String,
     /// The copy, relative to `[standby] dir`.
     pub copy: PathBuf,
-    /// `restoring`, `following`, `failed` or `removed` (its prefix left the storage).
+    /// `restoring`, `following`, `failed` or `removed` (deleted on the primary, or its
+    /// prefix left the storage; the copy is under `.removed/`).
     pub state: &'static str,
     /// Newest TXID the primary is known to have shipped.
     pub primary_txid: u64,
@@ -85,6 +92,8 @@ pub struct TenantView {
     pub lag_ms: Option<i64>,
     pub files_applied: u64,
     pub last_error: Option<String>,
+    /// Why a `removed` tenant is no longer followed.
+    pub removed: Option<String>,
 }
 
 /// Totals for the page, the API and `/metrics`.
@@ -184,8 +193,12 @@ impl Board {
     }
 }
 
-/// A listing of the whole storage: every prefix with its files.
-type Tree = BTreeMap<String, Vec<FileInfo>>;
+/// A listing of the whole storage: every prefix with its files, and the removal
+/// markers (prefix → TXID at removal).
+struct Tree {
+    replicas: BTreeMap<String, Vec<FileInfo>>,
+    removed: HashMap<String, u64>,
+}
 
 /// What a tenant's next step starts from.
 enum Hint {
@@ -287,6 +300,7 @@ impl Standby {
                 _ = tick.tick() => {}
             }
             let mut work: BTreeMap<String, Vec<FileInfo>> = BTreeMap::new();
+            let mut removed: BTreeMap<String, u64> = BTreeMap::new();
             let mut rescan = None;
             match cursor.poll(&self.storage).await {
                 Ok(p) => {
@@ -296,7 +310,7 @@ impl Standby {
                     log_present |= p.present;
                     rescan = p.rescan;
                     for e in p.entries {
-                        merge(&mut work, e);
+                        merge(&mut work, &mut removed, e);
                     }
                 }
                 Err(e) => tracing::warn!("standby: cannot read the change log: {}", Chain(&e)),
@@ -314,10 +328,18 @@ impl Standby {
                 listing = Some(tokio::spawn(async move { me.list(&reason).await }));
             }
             if listing.is_some() {
-                touched.extend(work.keys().cloned());
+                touched.extend(work.keys().chain(removed.keys()).cloned());
             }
             let items = work.into_iter().map(|(p, f)| (p, Hint::Files(f)));
             self.run_all(items, s.concurrency).await;
+            // After its last files: a tenant shipped nothing beyond its removal (else it
+            // was created again since).
+            for (prefix, txid) in removed {
+                let again = self.board.with(|b| b.tenants.get(&prefix).is_some_and(|v| v.primary_txid > txid));
+                if !again {
+                    self.retire(&prefix, format!("deleted on the primary after TXID {txid:016x}")).await;
+                }
+            }
             if listing.as_ref().is_some_and(|h| h.is_finished())
                 && let Some(h) = listing.take()
                 && let Ok(Some(tree)) = h.await
@@ -327,15 +349,20 @@ impl Standby {
         }
     }
 
-    /// One listing of the whole storage (`None`, logged, if it failed).
+    /// One listing of the whole storage and of the removal markers (`None`, logged, if
+    /// either failed).
     async fn list(&self, reason: &str) -> Option<Tree> {
         metrics::counter!(M_SCANS).increment(1);
         self.board.with(|b| b.totals.scans += 1);
         let started = Instant::now();
-        match self.storage.list_tree(&self.search).await {
+        let listed = match self.storage.list_tree(&self.search).await {
+            Ok(replicas) => changes::removed_markers(&self.storage).await.map(|removed| Tree { replicas, removed }),
+            Err(e) => Err(e),
+        };
+        match listed {
             Ok(t) => {
                 tracing::info!(
-                    tenants = t.len(),
+                    tenants = t.replicas.len(),
                     reason,
                     seconds = started.elapsed().as_secs_f64(),
                     "standby: listed the storage"
@@ -349,19 +376,75 @@ impl Standby {
         }
     }
 
-    /// Brings every prefix of a listing (but those in `skip`) up to it; marks prefixes
-    /// gone from the storage as removed; gives the listing's memory back.
+    /// Brings every prefix of a listing (but those in `skip`) up to it; retires the
+    /// tenants gone from the storage or removed on the primary (a copy there is first
+    /// brought to the tenant's last state); gives the listing's memory back.
     async fn apply_listing(self: &Arc<Self>, tree: Tree, skip: &HashSet<String>, concurrency: usize) {
+        let Tree { replicas, removed } = tree;
         let gone: Vec<String> = self.board.with(|b| {
-            b.tenants.keys().filter(|p| !tree.contains_key(p.as_str()) && !skip.contains(*p)).cloned().collect()
+            b.tenants
+                .iter()
+                .filter(|(p, v)| v.state != "removed" && !replicas.contains_key(p.as_str()) && !skip.contains(*p))
+                .map(|(p, _)| p.clone())
+                .collect()
         });
         for p in gone {
-            self.followers.lock().unwrap_or_else(|e| e.into_inner()).remove(&p);
-            self.board.update(&p, |v| v.state = "removed");
+            self.retire(&p, "its prefix left the storage".to_owned()).await;
         }
-        let items = tree.into_iter().filter(|(p, _)| !skip.contains(p)).map(|(p, f)| (p, Hint::Listing(f)));
-        self.run_all(items, concurrency).await;
+        let mut retiring: Vec<(String, u64)> = Vec::new();
+        let mut items = Vec::with_capacity(replicas.len());
+        for (prefix, files) in replicas {
+            if skip.contains(&prefix) {
+                continue;
+            }
+            if let Some(&txid) = removed.get(&prefix)
+                && files.iter().filter(|f| !f.is_torn()).all(|f| f.max_txid <= txid)
+            {
+                let has_copy = self.followers.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&prefix)
+                    || self.copy_of(&prefix).exists();
+                retiring.push((prefix.clone(), txid));
+                if !has_copy {
+                    continue;
+                }
+            }
+            items.push((prefix, Hint::Listing(files)));
+        }
+        self.run_all(items.into_iter(), concurrency).await;
+        for (prefix, txid) in retiring {
+            self.retire(&prefix, format!("deleted on the primary after TXID {txid:016x}")).await;
+        }
         let _ = tokio::task::spawn_blocking(crate::fleet::trim_heap).await;
+    }
+
+    fn copy_of(&self, prefix: &str) -> PathBuf {
+        copy_path(&self.dir, &self.root, prefix)
+    }
+
+    /// Stops following a tenant and moves its copy (at the state it reached) to
+    /// `.removed/`; the board says why.
+    async fn retire(&self, prefix: &str, why: String) {
+        self.followers.lock().unwrap_or_else(|e| e.into_inner()).remove(prefix);
+        let rel = crate::recovery::layout_path(&self.root, prefix);
+        let (from, to) = (self.dir.join(&rel), self.dir.join(REMOVED_DIR).join(&rel));
+        let moved = tokio::task::spawn_blocking({
+            let (from, to) = (from.clone(), to.clone());
+            move || move_copy(&from, &to)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let was = self.board.with(|b| b.tenants.get(prefix).map(|v| v.state));
+        if was != Some("removed") {
+            tracing::info!(prefix, copy = %to.display(), "standby: no longer following ({why})");
+        }
+        self.board.update(prefix, |v| {
+            v.state = "removed";
+            v.removed = Some(why);
+            match moved {
+                Ok(true) => v.copy = to.strip_prefix(&self.dir).unwrap_or(&to).to_path_buf(),
+                Ok(false) => {}
+                Err(e) => v.last_error = Some(format!("moving the copy {} to {}: {e}", from.display(), to.display())),
+            }
+        });
     }
 
     async fn run_all(self: &Arc<Self>, items: impl Iterator<Item = (String, Hint)>, concurrency: usize) {
@@ -402,6 +485,7 @@ impl Standby {
                 self.board.with(|b| b.totals.files_applied += applied as u64);
                 self.board.update(&prefix, |v| {
                     v.state = "following";
+                    v.removed = None;
                     v.copy = f.out().strip_prefix(&self.dir).unwrap_or(f.out()).to_path_buf();
                     v.copy_txid = f.txid();
                     v.primary_txid = v.primary_txid.max(f.txid());
@@ -431,7 +515,7 @@ impl Standby {
     /// Starts the follower of a prefix seen for the first time since the standby
     /// started (restores its copy, or resumes it), then catches it up.
     async fn open(&self, prefix: &str, hint: Hint) -> follow::Result<(Follower, usize)> {
-        let out = self.dir.join(crate::recovery::layout_path(&self.root, prefix));
+        let out = self.copy_of(prefix);
         let replica = self.storage.replica(prefix);
         let listing = match &hint {
             Hint::Listing(files) => Some(files.clone()),
@@ -479,11 +563,48 @@ impl Standby {
     }
 }
 
-/// Adds an entry's files to the work of this round.
-fn merge(work: &mut BTreeMap<String, Vec<FileInfo>>, e: Entry) {
+/// Adds an entry's files and removals to the work of this round.
+fn merge(work: &mut BTreeMap<String, Vec<FileInfo>>, removed: &mut BTreeMap<String, u64>, e: Entry) {
     for (prefix, spec) in e.tenants {
         work.entry(prefix).or_default().extend(Entry::files(&spec));
     }
+    for (prefix, txid) in e.removed {
+        let r = removed.entry(prefix).or_insert(txid);
+        *r = (*r).max(txid);
+    }
+}
+
+/// Moves a copy out of the way: its WAL checkpointed into it first (so the database
+/// file alone holds its state), then the database and its `-follow` state; false when
+/// there is no copy. A copy a reader keeps open moves with its `-wal`.
+fn move_copy(from: &Path, to: &Path) -> std::io::Result<bool> {
+    let side = |p: &Path, suffix: &str| {
+        let mut s = p.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let state = follow::state_path(from);
+    if !from.exists() && !state.exists() {
+        return Ok(false);
+    }
+    crate::durable::create_dirs(crate::durable::parent_dir(to))?;
+    if from.exists() {
+        if let Ok(c) = rusqlite::Connection::open(from) {
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        std::fs::rename(from, to)?;
+        for suffix in ["-wal", "-shm"] {
+            let (a, b) = (side(from, suffix), side(to, suffix));
+            if a.exists() {
+                std::fs::rename(&a, &b)?;
+            }
+        }
+    }
+    if state.exists() {
+        std::fs::rename(&state, follow::state_path(to))?;
+    }
+    crate::durable::sync_dir(crate::durable::parent_dir(to))?;
+    Ok(to.exists())
 }
 
 fn now_ms() -> i64 {
