@@ -186,8 +186,10 @@ def main():
 
         time.sleep(args.settle)
         a0, c0 = api(sport, "/api/standby"), fleet.proc_stats(standby.pid)["cpu"]
+        p0 = fleet.proc_stats(primary.pid)["cpu"]
         time.sleep(args.idle)
         a1, st = api(sport, "/api/standby"), fleet.proc_stats(standby.pid)
+        pst = fleet.proc_stats(primary.pid)
         hours = args.idle / 3600
         reqs = {k: a1[k] - a0[k] for k in ("lists", "gets", "puts", "logRequests")}
         total = sum(reqs.values())
@@ -195,7 +197,10 @@ def main():
                        "idle_requests_per_tenant_hour": round(total / hours / args.tenants, 4),
                        "idle_cpu_percent": round((st["cpu"] - c0) / args.idle * 100, 2),
                        "idle_rss_mb": round(st["rss_mb"]), "peak_rss_mb": round(st["hwm_mb"]),
-                       "scans": a1["scans"]})
+                       "scans": a1["scans"],
+                       # The primary over the same fleet, same window: the budget to compare with.
+                       "primary_idle_rss_mb": round(pst["rss_mb"]), "primary_peak_rss_mb": round(pst["hwm_mb"]),
+                       "primary_idle_cpu_percent": round((pst["cpu"] - p0) / args.idle * 100, 2)})
         fleet.log(f"idle: {result}")
         print(json.dumps(result, indent=1))
     finally:
