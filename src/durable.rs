@@ -134,11 +134,20 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Renames the complete, already fsynced `tmp` over `path` and fsyncs the directory.
 /// On error `tmp` is removed.
 pub fn replace(tmp: &Path, path: &Path) -> io::Result<()> {
+    replace_unsynced(tmp, path)?;
+    sync_dir(parent_dir(path))
+}
+
+/// [`replace`] without the directory's fsync, for a caller that renames many files
+/// into one directory and fsyncs it once for all of them ([`sync_dir`]) before it
+/// relies on the new names (a crash before that leaves each name as it was or as the
+/// complete new file, never a torn one). On error `tmp` is removed.
+pub fn replace_unsynced(tmp: &Path, path: &Path) -> io::Result<()> {
     if let Err(e) = std::fs::rename(tmp, path) {
         let _ = std::fs::remove_file(tmp);
         return Err(e);
     }
-    sync_dir(parent_dir(path))
+    Ok(())
 }
 
 /// Creates `dir` if needed and proves that files can be created in it (a probe file,

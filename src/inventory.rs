@@ -107,19 +107,25 @@ pub struct StoredReplica {
 /// Every replica under the config's storage root, with its newest TXID, its restore
 /// window and the local file that maps to it. Reads only: one recursive listing.
 pub async fn inventory(config: &Config) -> Result<Vec<StoredTenant>, Error> {
-    Ok(replicas(config).await?.into_iter().map(|r| r.tenant).collect())
+    Ok(replicas(config, true).await?.into_iter().map(|r| r.tenant).collect())
 }
 
-/// [`inventory`] with each replica's files (what `restore --all` plans from).
-pub async fn replicas(config: &Config) -> Result<Vec<StoredReplica>, Error> {
+/// [`inventory`] with each replica's files (what `restore --all` plans from). With
+/// `owners` false the ownership records are not read (a read and a stat per tenant:
+/// 20,000 requests for 10,000 tenants) and every tenant's `owner` is `None`.
+pub async fn replicas(config: &Config, owners: bool) -> Result<Vec<StoredReplica>, Error> {
     let storage = open_storage(config)?;
     let local = local_prefixes(config);
     let tree = storage.list_tree(search_root(config)).await?;
     // Owners are extra information: a storage that cannot list them still lists replicas.
-    let owners = Ownership::records(&storage).await.unwrap_or_else(|e| {
-        tracing::warn!("cannot read the ownership records: {}", Chain(&e));
+    let owners = if owners {
+        Ownership::records(&storage).await.unwrap_or_else(|e| {
+            tracing::warn!("cannot read the ownership records: {}", Chain(&e));
+            Default::default()
+        })
+    } else {
         Default::default()
-    });
+    };
     let mut out = Vec::with_capacity(tree.len());
     for (prefix, files) in tree {
         let catalog = Catalog::new(files);

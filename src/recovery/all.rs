@@ -6,8 +6,11 @@
 //! One recursive listing of the storage finds every replica and its files (no LIST per
 //! tenant); each tenant's plan is made from it, and at most `concurrency` tenants
 //! restore at once through the one runner ([`crate::restore::Job`]: SHA-256 always,
-//! SQLite's check as asked). Each tenant that completes is recorded in a journal in the
-//! output directory (`.litefleet-restore.jsonl`, fsynced at least every second); a
+//! SQLite's check as asked). Each output is renamed into place complete and verified;
+//! the directories it lands in are fsynced once per second for all of them (not once
+//! per tenant), just before the journal: each tenant that completes is recorded in a
+//! journal in the output directory (`.litefleet-restore.jsonl`, fsynced at least every
+//! second, after the directories that hold what it records); a
 //! rerun skips a tenant whose output is still exactly what the journal recorded (same
 //! TXID, size and SHA-256), so an interrupted recovery resumes where it stopped. A JSON
 //! report of every tenant is written at the end; the caller exits non-zero when any
@@ -266,7 +269,8 @@ pub async fn restore_all(
     let started_at = SystemTime::now();
     let started = Instant::now();
     let storage = crate::fleet::open_storage(config).map_err(inventory::Error::from)?;
-    let mut replicas = inventory::replicas(config).await?;
+    // The ownership records (a read per tenant) are not in the report: not read.
+    let mut replicas = inventory::replicas(config, false).await?;
     if opts.only_missing {
         replicas.retain(|r| r.tenant.local.is_none());
     }
@@ -297,7 +301,7 @@ pub async fn restore_all(
         let mut results = Vec::with_capacity(total);
         while let Some((report, record)) = tasks.next().await {
             if let (Some(w), Some(rec)) = (writer.as_mut(), record) {
-                w.append(&rec)?;
+                w.append(&rec, &report.output)?;
             }
             results.push(report);
         }
@@ -444,16 +448,18 @@ async fn one(
         report.seconds = started.elapsed().as_secs_f64();
         return (report, None);
     }
-    if let Some(dir) = w.output.parent()
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
-        return fail(report, format!("{}: {e}", dir.display()));
+    // Created durably once (the first tenant of a directory creates it; the others
+    // find it with a stat, without locking the parent as a mkdir would).
+    if let Err(e) = crate::durable::create_dirs(crate::durable::parent_dir(&w.output)) {
+        return fail(report, format!("{}: {e}", crate::durable::parent_dir(&w.output).display()));
     }
     let job = restore::Job {
         integrity: opts.integrity,
         sha256: true,
         force: true,
         plan: Some(steps),
+        // The journal writer fsyncs the directory before it records the tenant.
+        sync_dir: false,
         ..restore::Job::new(replica, w.point.target(), &w.output)
     };
     match job.run(&Arc::new(Progress::default()), stop).await {
@@ -483,11 +489,15 @@ fn file_size(p: &Path) -> Option<u64> {
     std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len())
 }
 
-/// Appends journal records, fsyncing at least every [`JOURNAL_SYNC`].
+/// Appends journal records, fsyncing at least every [`JOURNAL_SYNC`] — first the
+/// directories the recorded outputs were renamed into (the jobs leave that to it: one
+/// fsync per directory and second instead of one per tenant), then the journal.
 struct JournalWriter {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
     synced: Instant,
+    /// Directories holding outputs renamed since the last sync.
+    dirs: std::collections::BTreeSet<PathBuf>,
 }
 
 impl JournalWriter {
@@ -498,10 +508,17 @@ impl JournalWriter {
             .open(path)
             .map_err(|e| Error::Write(path.to_path_buf(), e))?;
         crate::durable::sync_dir(crate::durable::parent_dir(path)).map_err(|e| Error::Write(path.to_path_buf(), e))?;
-        Ok(JournalWriter { path: path.to_path_buf(), file: std::io::BufWriter::new(file), synced: Instant::now() })
+        Ok(JournalWriter {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+            synced: Instant::now(),
+            dirs: Default::default(),
+        })
     }
 
-    fn append(&mut self, r: &Record) -> Result<(), Error> {
+    /// Records a tenant restored to `output`.
+    fn append(&mut self, r: &Record, output: &Path) -> Result<(), Error> {
+        self.dirs.insert(crate::durable::parent_dir(output).to_path_buf());
         let line = serde_json::to_string(r).map_err(|e| Error::Write(self.path.clone(), e.into()))?;
         writeln!(self.file, "{line}").map_err(|e| Error::Write(self.path.clone(), e))?;
         if self.synced.elapsed() >= JOURNAL_SYNC {
@@ -511,6 +528,9 @@ impl JournalWriter {
     }
 
     fn sync(&mut self) -> Result<(), Error> {
+        for dir in std::mem::take(&mut self.dirs) {
+            crate::durable::sync_dir(&dir).map_err(|e| Error::Write(dir.clone(), e))?;
+        }
         self.file.flush().map_err(|e| Error::Write(self.path.clone(), e))?;
         self.file.get_ref().sync_data().map_err(|e| Error::Write(self.path.clone(), e))?;
         self.synced = Instant::now();

@@ -4,8 +4,10 @@
 //!
 //! A [`Job`] plans (unless given a plan), applies the plan to `<out>.tmp`
 //! ([`super::apply`]), fsyncs it, verifies it — SHA-256 of the bytes, SQLite's
-//! `quick_check` or `integrity_check` if asked — and only then renames it over `<out>`
-//! and fsyncs the directory ([`crate::durable`]). Whatever stops it (an error, a full
+//! `quick_check` or `integrity_check` if asked, both on one blocking thread — and only
+//! then renames it over `<out>` and fsyncs the directory ([`crate::durable`]; a caller
+//! restoring many files into one directory may fsync it once for all, see
+//! [`Job::sync_dir`]). Whatever stops it (an error, a full
 //! disk, [`CancellationToken::cancel`]) removes the temporary file: an output at its
 //! final name is always a complete, verified restore, and a stopped job leaves nothing.
 //!
@@ -176,6 +178,10 @@ pub struct Job {
     /// A plan made already (from a listing the caller holds); `None` plans from a new
     /// listing. A plan whose file vanished meanwhile (compacted away) is made again.
     pub plan: Option<Vec<Step>>,
+    /// Fsync the output's directory after the rename (the default). `false` leaves it
+    /// to the caller, who must [`durable::sync_dir`] it before relying on the name
+    /// (`restore --all` does it once per directory before its journal records them).
+    pub sync_dir: bool,
 }
 
 impl Job {
@@ -189,6 +195,7 @@ impl Job {
             sha256: false,
             force: false,
             plan: None,
+            sync_dir: true,
         }
     }
 
@@ -234,8 +241,7 @@ impl Job {
         let result = async {
             let applied = apply::apply(&self.replica, steps, &tmp, progress, cancel).await?;
             progress.set_phase(Phase::Verifying);
-            let sha256 = if self.sha256 { Some(sha256_file(&tmp, cancel).await?) } else { None };
-            let integrity = check(&tmp, self.integrity, cancel).await?;
+            let (sha256, integrity) = verify(&tmp, self.sha256, self.integrity, cancel).await?;
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
@@ -262,10 +268,18 @@ impl Job {
             }
         };
         if self.force {
-            let _ = std::fs::remove_file(crate::sqlite::wal_path(&self.out));
-            let _ = std::fs::remove_file(crate::sqlite::shm_path(&self.out));
+            // Looked up first: an unlink locks the directory for writing even when the
+            // name is absent, and a fleet-wide recovery restores thousands of files
+            // into one directory at once.
+            for side in [crate::sqlite::wal_path(&self.out), crate::sqlite::shm_path(&self.out)] {
+                if side.symlink_metadata().is_ok() {
+                    let _ = std::fs::remove_file(&side);
+                }
+            }
         }
-        durable::replace(&tmp, &self.out).map_err(|source| Error::Io { path: self.out.clone(), source })?;
+        let installed =
+            if self.sync_dir { durable::replace(&tmp, &self.out) } else { durable::replace_unsynced(&tmp, &self.out) };
+        installed.map_err(|source| Error::Io { path: self.out.clone(), source })?;
         Ok(summary)
     }
 }
@@ -273,25 +287,30 @@ impl Job {
 /// SHA-256 of a file, in lowercase hex, read in steps so a cancellation stops it.
 pub async fn sha256_file(path: &Path, cancel: &CancellationToken) -> Result<String> {
     let (p, c) = (path.to_path_buf(), cancel.clone());
-    tokio::task::spawn_blocking(move || {
-        let io = |source| Error::Io { path: p.clone(), source };
-        let mut f = std::fs::File::open(&p).map_err(io)?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; HASH_CHUNK];
-        loop {
-            if c.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let n = f.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
+    tokio::task::spawn_blocking(move || hash_file(&p, &c))
+        .await
+        .map_err(|e| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?
+}
+
+/// [`sha256_file`] on the calling (blocking) thread. The buffer is no larger than the
+/// file: a small tenant's 8 KiB are not hashed through 1 MiB of zeroed memory.
+fn hash_file(p: &Path, c: &CancellationToken) -> Result<String> {
+    let io = |source| Error::Io { path: p.to_path_buf(), source };
+    let mut f = std::fs::File::open(p).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; HASH_CHUNK.min(len as usize).max(4096)];
+    loop {
+        if c.is_cancelled() {
+            return Err(Error::Cancelled);
         }
-        Ok(hex(&hasher.finalize()))
-    })
-    .await
-    .map_err(|e| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Lowercase hex of `bytes`.
@@ -303,28 +322,49 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// SQLite's check of `path` at `level`, interrupted when `cancel` fires; `Some("ok")`
-/// when it passed, `None` when not asked.
-async fn check(path: &Path, level: IntegrityCheck, cancel: &CancellationToken) -> Result<Option<String>> {
-    if level == IntegrityCheck::None {
-        return Ok(None);
+/// The output's SHA-256 (when `sha256`) and SQLite's check of it at `level`, on one
+/// blocking thread (a small tenant's verification is mostly the hand-off to it);
+/// interrupted when `cancel` fires. The check is `Some("ok")` when it passed, `None`
+/// when not asked.
+async fn verify(
+    path: &Path,
+    sha256: bool,
+    level: IntegrityCheck,
+    cancel: &CancellationToken,
+) -> Result<(Option<String>, Option<String>)> {
+    if !sha256 && level == IntegrityCheck::None {
+        return Ok((None, None));
     }
-    let conn = super::open_immutable(path)?;
-    let interrupt = conn.get_interrupt_handle();
-    let p = path.to_path_buf();
-    let mut task = tokio::task::spawn_blocking(move || super::run_check(&conn, &p, level));
+    let conn = if level == IntegrityCheck::None { None } else { Some(super::open_immutable(path)?) };
+    let interrupt = conn.as_ref().map(|c| c.get_interrupt_handle());
+    let (p, c) = (path.to_path_buf(), cancel.clone());
+    let mut task = tokio::task::spawn_blocking(move || {
+        let hash = if sha256 { Some(hash_file(&p, &c)?) } else { None };
+        if c.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let checked = match &conn {
+            Some(conn) => {
+                super::run_check(conn, &p, level)?;
+                Some("ok".to_owned())
+            }
+            None => None,
+        };
+        Ok((hash, checked))
+    });
     let joined = tokio::select! {
         r = &mut task => r,
         _ = cancel.cancelled() => {
-            interrupt.interrupt();
+            if let Some(i) = &interrupt {
+                i.interrupt();
+            }
             task.await
         }
     };
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
-    joined.map_err(|e| Error::Integrity { path: path.to_path_buf(), detail: e.to_string() })??;
-    Ok(Some("ok".to_owned()))
+    joined.map_err(|e| Error::Integrity { path: path.to_path_buf(), detail: e.to_string() })?
 }
 
 #[cfg(test)]
@@ -334,6 +374,21 @@ mod tests {
     #[test]
     fn hex_is_lowercase_and_padded() {
         assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
+    }
+
+    #[test]
+    fn files_of_any_size_hash_to_their_sha256() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for len in [0, 1, 8192, HASH_CHUNK + 4097] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            let p = dir.path().join(format!("{len}.db"));
+            std::fs::write(&p, &bytes).unwrap_or_else(|e| panic!("{e}"));
+            let got = hash_file(&p, &CancellationToken::new()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, hex(&sha2::Sha256::digest(&bytes)), "{len} bytes");
+        }
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        assert!(matches!(hash_file(&dir.path().join("1.db"), &cancelled), Err(Error::Cancelled)));
     }
 
     #[test]
