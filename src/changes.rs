@@ -421,6 +421,21 @@ impl Cursor {
 mod tests {
     use super::*;
 
+    /// Polls until entries arrive (2 s at most); no poll may ask for a rescan.
+    async fn next_entries(cursor: &mut Cursor, storage: &Storage) -> Vec<Entry> {
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            let p = cursor.poll(storage).await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(p.rescan.is_none(), "{p:?}");
+            got.extend(p.entries);
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        got
+    }
+
     #[test]
     fn keys_round_trip_and_sort_by_sequence() {
         let k = key("host-a", 0x18c, 2);
@@ -482,16 +497,7 @@ mod tests {
         let f = |min, max| FileInfo { level: 0, min_txid: min, max_txid: max, size: 200, created: None };
         log.shipped("db/t1", &[f(1, 1), f(2, 3)]);
         log.shipped("db/t2", &[FileInfo { level: 1, ..f(1, 9) }]);
-        let mut got = Vec::new();
-        for _ in 0..200 {
-            let p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
-            assert!(p.rescan.is_none(), "{p:?}");
-            got.extend(p.entries);
-            if !got.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let got = next_entries(&mut cursor, &storage).await;
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].tenants.get("db/t1"), Some(&vec![[1, 1, 200], [2, 3, 200]]));
         assert!(!got[0].tenants.contains_key("db/t2"), "only L0 files are logged");
@@ -503,16 +509,7 @@ mod tests {
         }
         assert!(cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}")).rescan.is_none());
         log.shipped("db/t1", &[f(4, 4)]);
-        let mut next = Vec::new();
-        for _ in 0..200 {
-            let p = cursor.poll(&storage).await.unwrap_or_else(|e| panic!("{e}"));
-            assert!(p.rescan.is_none(), "{p:?}");
-            next.extend(p.entries);
-            if !next.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let next = next_entries(&mut cursor, &storage).await;
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].seq, 2);
         // Two more entries; the first is lost before the reader gets to it: a rescan.

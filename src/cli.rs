@@ -344,13 +344,7 @@ fn load_or_check(a: &DaemonArgs) -> Result<Config, ExitCode> {
 
 /// Runs the standby until SIGINT/SIGTERM (caught before it starts).
 async fn run_standby(config: Config) -> anyhow::Result<()> {
-    let mut signals = ShutdownSignals::install()?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        signals.recv().await;
-        on_signal.cancel();
-    });
+    let stop = ShutdownSignals::install()?.into_token(None);
     crate::standby::run(config, stop).await?;
     Ok(())
 }
@@ -478,6 +472,20 @@ impl ShutdownSignals {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
         }
+    }
+
+    /// A token cancelled by the next SIGINT or SIGTERM (after printing `note`, if any).
+    pub fn into_token(mut self, note: Option<&'static str>) -> tokio_util::sync::CancellationToken {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            self.recv().await;
+            if let Some(n) = note {
+                eprintln!("{n}");
+            }
+            on_signal.cancel();
+        });
+        stop
     }
 }
 
@@ -617,13 +625,7 @@ async fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
 /// `interval` until SIGINT/SIGTERM (the batch being applied finishes first).
 async fn run_follow(replica: storage::Replica, out: &Path, force: bool, interval: Duration) -> anyhow::Result<()> {
     use crate::restore::follow::{Error as FollowError, Follower};
-    let mut signals = ShutdownSignals::install()?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        signals.recv().await;
-        on_signal.cancel();
-    });
+    let stop = ShutdownSignals::install()?.into_token(None);
     let mut lock_path = out.as_os_str().to_owned();
     lock_path.push("-follow.lock");
     let _lock = crate::restore::follow::lock(Path::new(&lock_path))?;
@@ -696,14 +698,9 @@ async fn run_restore_all(a: RestoreArgs) -> anyhow::Result<()> {
         report: a.report,
         force: a.force,
     };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    let mut signals = ShutdownSignals::install()?;
-    tokio::spawn(async move {
-        signals.recv().await;
-        eprintln!("\nstopping: tenants still restoring are abandoned (their partial files removed); rerun to resume");
-        on_signal.cancel();
-    });
+    let stop = ShutdownSignals::install()?.into_token(Some(
+        "\nstopping: tenants still restoring are abandoned (their partial files removed); rerun to resume",
+    ));
     let report = all::restore_all(&config, &opts, &stop, std::io::stdout()).await?;
     if stop.is_cancelled() {
         anyhow::bail!(

@@ -578,11 +578,6 @@ fn merge(work: &mut BTreeMap<String, Vec<FileInfo>>, removed: &mut BTreeMap<Stri
 /// file alone holds its state), then the database and its `-follow` state; false when
 /// there is no copy. A copy a reader keeps open moves with its `-wal`.
 fn move_copy(from: &Path, to: &Path) -> std::io::Result<bool> {
-    let side = |p: &Path, suffix: &str| {
-        let mut s = p.as_os_str().to_owned();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
     let state = follow::state_path(from);
     if !from.exists() && !state.exists() {
         return Ok(false);
@@ -593,8 +588,8 @@ fn move_copy(from: &Path, to: &Path) -> std::io::Result<bool> {
             let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
         std::fs::rename(from, to)?;
-        for suffix in ["-wal", "-shm"] {
-            let (a, b) = (side(from, suffix), side(to, suffix));
+        use crate::sqlite::{shm_path, wal_path};
+        for (a, b) in [(wal_path(from), wal_path(to)), (shm_path(from), shm_path(to))] {
             if a.exists() {
                 std::fs::rename(&a, &b)?;
             }
