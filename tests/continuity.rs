@@ -108,6 +108,50 @@ async fn checkpoints_under_a_writer_that_never_pauses_lose_no_transaction() {
     restores_to(&replica, &url, &db, dir.path(), 4096).await;
 }
 
+/// Frames the application's own PASSIVE checkpoint reports as backfilled.
+fn backfilled_by_the_application(db: &Path) -> i64 {
+    let mut app = Writer::open(db);
+    let out = app.cmd("checkpoint passive");
+    out.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("checkpoint answered {out:?}"))
+}
+
+/// The bug this pins: once our checkpoint had restarted the log, our read transaction
+/// sat on read mark 0 until the next checkpoint. Mark 0 forbids any backfill, and every
+/// auto-checkpoint of the application (one per commit past 1,000 frames) sorted the
+/// whole WAL to find it could copy nothing: 10,000 commits took 3.3 s instead of 0.3 s.
+/// Now the mark moves once the restarted log holds a commit, and the application's
+/// checkpoints find the WAL backfilled up to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_log_restarts_our_read_mark_leaves_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("marks.db");
+    let (replica, url) = folder(dir.path());
+    let mut w = Writer::open(&db);
+    for _ in 0..40 {
+        w.cmd("insert t 1 3000");
+    }
+    let settings = Settings { min_checkpoint_pages: 16, ..Settings::default() };
+    let mut r = Replicator::new(&db, replica.clone(), settings);
+    let rep = r.sync().await.unwrap();
+    assert!(rep.checkpointed, "40 frames past min_checkpoint_pages: {rep:?}");
+    // The next commits restart the log while our reader sits on mark 0: nothing can be
+    // backfilled (the state the application's checkpoints paid for).
+    for _ in 0..5 {
+        w.cmd("insert t 1 3000");
+    }
+    assert_eq!(backfilled_by_the_application(&db), 0, "our reader should still hold read mark 0");
+    // The next sync ships them and moves the mark (no checkpoint is due: 5 frames).
+    let rep = r.sync().await.unwrap();
+    assert!(!rep.checkpointed && rep.uploaded == 1, "{rep:?}");
+    for _ in 0..3 {
+        w.cmd("insert t 1 3000");
+    }
+    let done = backfilled_by_the_application(&db);
+    assert!(done >= 5, "the WAL should be backfilled up to our new mark, got {done} frames");
+    r.shutdown().await.unwrap();
+    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+}
+
 /// The bug this pins: databases under 256 pages had no page table, so a restart (or a
 /// crash) shipped a full-page file for every small tenant whose application had closed
 /// its connection (SQLite deletes the WAL then). Now the position cache holds a digest

@@ -53,6 +53,9 @@ pub(super) struct Engine {
     pub(super) table: Option<Box<PageTable>>,
     pub(super) last_checkpoint: Instant,
     pub(super) shipped_since_checkpoint: bool,
+    /// Set when our read transaction began on a fully backfilled WAL (read mark 0):
+    /// the WAL as it was then. See [`Anchor`](super::checkpoint::Anchor).
+    pub(super) zero_mark: Option<super::checkpoint::Anchor>,
 }
 
 impl Engine {
@@ -71,6 +74,7 @@ impl Engine {
             table: None,
             last_checkpoint: Instant::now(),
             shipped_since_checkpoint: false,
+            zero_mark: None,
         }
     }
 
@@ -116,6 +120,7 @@ impl Engine {
             drop(db);
         }
         self.continuous = false;
+        self.zero_mark = None;
         // A released tenant keeps the page table of a large database on disk, not in
         // memory (without a state dir it stays in memory); a small one's is dropped:
         // the position's digest stands for it, and a cold tenant costs no table.

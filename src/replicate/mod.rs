@@ -263,6 +263,7 @@ impl Replicator {
         // Upload what an earlier, failed sync prepared.
         self.flush(&mut report).await?;
         self.catch_up(&mut report).await?;
+        self.blocking(|e| e.reanchor()).await??;
         if self.pending.is_empty() && self.with_engine(|e| e.checkpoint_due(force_checkpoint)) {
             self.checkpoint(force_checkpoint, &mut report).await?;
         }
@@ -362,12 +363,28 @@ impl Replicator {
             Step::Done(files) => {
                 self.pending.extend(files);
                 self.flush(report).await?;
+                if !force {
+                    self.reanchor_soon().await?;
+                }
             }
             Step::Busy | Step::Behind => self.with_engine(|e| e.shipped_since_checkpoint = true),
         }
         if self.with_engine(|e| e.force_snapshot.is_some()) {
             // A TRUNCATE checkpoint: take the checkpoint-boundary snapshot now.
             self.catch_up(report).await?;
+        }
+        Ok(())
+    }
+
+    /// After step 4 of a checkpoint the application is probably writing: wait a few
+    /// milliseconds for its first commit in the restarted log, and move our read mark
+    /// off 0 then (see `checkpoint.rs`). If it does not come, the next sync does it.
+    async fn reanchor_soon(&mut self) -> Result<()> {
+        for _ in 0..checkpoint::REANCHOR_POLLS {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if self.blocking(|e| e.reanchor()).await?? {
+                break;
+            }
         }
         Ok(())
     }

@@ -617,3 +617,30 @@ fn jitter_stays_within_ten_percent() {
         assert!(j >= Duration::from_secs(54) && j <= Duration::from_secs(66), "{j:?}");
     }
 }
+
+#[test]
+fn notify_thread_pauses_once_awake_for_a_while_and_never_when_polling() {
+    let t0 = std::time::Instant::now();
+    let mut slept = Vec::new();
+    let mut pacer = Pacer { awake_since: None, on: true };
+    // A burst within AWAKE: handed on without a pause.
+    for us in [0, 50, 150] {
+        pacer.after_event(t0 + Duration::from_micros(us), |d| slept.push(d));
+    }
+    assert!(slept.is_empty(), "{slept:?}");
+    // Awake for AWAKE: one pause, then a new window starts.
+    pacer.after_event(t0 + AWAKE, |d| slept.push(d));
+    assert_eq!(slept, vec![PAUSE]);
+    let later = t0 + AWAKE + PAUSE;
+    pacer.after_event(later, |d| slept.push(d));
+    pacer.after_event(later + AWAKE / 2, |d| slept.push(d));
+    assert_eq!(slept.len(), 1);
+    pacer.after_event(later + AWAKE * 3, |d| slept.push(d));
+    assert_eq!(slept.len(), 2);
+    // The PollWatcher hands on its whole sweep at once: never paced.
+    let mut poll = Pacer { awake_since: None, on: false };
+    for ms in 0..10 {
+        poll.after_event(t0 + Duration::from_millis(ms), |d| slept.push(d));
+    }
+    assert_eq!(slept.len(), 2);
+}
