@@ -197,6 +197,11 @@ impl Engine {
     /// committed before it. `Err(step)`: busy, or too much to copy (the barrier is
     /// released at once).
     fn barrier(&mut self, side: &Connection, next: TxId) -> Result<std::result::Result<Vec<Job>, Step>> {
+        // Behind already: do not take the lock only to find out (each take makes a
+        // writer sleep in its busy handler, 1 ms at least).
+        if self.frames_after_us() > MAX_TAIL_FRAMES {
+            return Ok(Err(Step::Behind));
+        }
         let t = Instant::now();
         let got = side.execute_batch("BEGIN IMMEDIATE");
         timeline("barrier acquire", t);
