@@ -235,9 +235,12 @@ impl Job {
     }
 
     /// Applies `steps` to `<out>.tmp`, verifies it and renames it over `out`; removes the
-    /// temporary file on any error.
+    /// temporary file on any error, and when the attempt is dropped unfinished.
     async fn attempt(&self, steps: &[Step], progress: &Arc<Progress>, cancel: &CancellationToken) -> Result<Summary> {
         let tmp = durable::temp_path(&self.out);
+        // However the attempt ends — an error, or its future dropped (a shutdown that
+        // does not wait) — the temporary output goes, unless it was installed.
+        let mut guard = TempOut { path: tmp.clone(), installed: false };
         let result = async {
             let applied = apply::apply(&self.replica, steps, &tmp, progress, cancel).await?;
             progress.set_phase(Phase::Verifying);
@@ -260,13 +263,7 @@ impl Job {
             })
         }
         .await;
-        let summary = match result {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        let summary = result?;
         if self.force {
             // Looked up first: an unlink locks the directory for writing even when the
             // name is absent, and a fleet-wide recovery restores thousands of files
@@ -280,7 +277,22 @@ impl Job {
         let installed =
             if self.sync_dir { durable::replace(&tmp, &self.out) } else { durable::replace_unsynced(&tmp, &self.out) };
         installed.map_err(|source| Error::Io { path: self.out.clone(), source })?;
+        guard.installed = true;
         Ok(summary)
+    }
+}
+
+/// A restore's temporary output, removed when dropped unless installed.
+struct TempOut {
+    path: PathBuf,
+    installed: bool,
+}
+
+impl Drop for TempOut {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

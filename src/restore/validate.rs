@@ -317,6 +317,42 @@ mod tests {
         assert!(matches!(err, Error::Temp { .. }), "{err}");
     }
 
+    /// The bug this pins: a validation stopped half-way (the daemon shutting down drops
+    /// it) left its restore's `litefleet-validate-<uuid>.db.tmp` in the temp dir for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_validation_dropped_half_way_leaves_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let w = db_with_rows(&db, 0);
+        w.execute_batch("BEGIN").unwrap();
+        for _ in 0..40_000 {
+            w.execute("INSERT INTO t(v) VALUES (randomblob(1000))", []).unwrap();
+        }
+        w.execute_batch("COMMIT").unwrap();
+        let url = format!("file://{}", dir.path().join("r").display());
+        let storage = crate::storage::Storage::from_url(&url, &Default::default()).unwrap();
+        let mut r = crate::replicate::Replicator::new(&db, storage.replica(""), Default::default());
+        r.shutdown().await.unwrap();
+        let image = Snapshot::open(&db, Duration::from_secs(1)).unwrap().read(r.remote_txid().unwrap()).unwrap();
+        let temp = dir.path().join("tmp");
+        std::fs::create_dir(&temp).unwrap();
+        let left = || std::fs::read_dir(&temp).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>();
+        let replica = storage.replica("");
+        let mut check = Box::pin(check(&replica, &image, &temp));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while left().is_empty() {
+            assert!(Instant::now() < deadline, "the restore never started writing");
+            tokio::select! {
+                r = &mut check => panic!("finished before it could be stopped: {:?}", r.map(|v| v.outcome)),
+                _ = tokio::time::sleep(Duration::from_micros(200)) => {}
+            }
+        }
+        drop(check);
+        // The blocking half of a step in flight finishes on its own thread.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(left().is_empty(), "left behind: {:?}", left());
+    }
+
     #[test]
     fn this_build_has_sqlite_dbpage() {
         // .cargo/config.toml enables it; without it validation fails with `NoDbPage`.
