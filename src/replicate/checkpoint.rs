@@ -34,8 +34,8 @@
 //! into memory nor into the database: with more, it is released at once and the
 //! replicator catches up first — an application that writes faster than the replicator
 //! ships or backfills is never throttled (as with Litestream, its WAL grows meanwhile).
-//! A forced step 4 once backfilled whatever step 3 left under its barrier: behind a
-//! writer of 1 MiB transactions on a loaded machine, a 6.5 s commit.
+//! (A forced step 4 once backfilled whatever step 3 left, and `fsync`ed it, under its
+//! barrier: an unbounded stall of the application.)
 //!
 //! Why nothing is lost (the invariant `docs/architecture.md` relies on: *the log can
 //! restart only when every frame of its generation has been prepared*): SQLite restarts
