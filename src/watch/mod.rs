@@ -314,7 +314,7 @@ pub fn spawn(
     let (raw_tx, raw_rx) = mpsc::channel(EVENT_QUEUE);
     let handler = {
         let shared = Arc::clone(&shared);
-        let mut pacer = Pacer { awake_since: None, on: !opts.poll };
+        let mut pacer = Pacer::new(!opts.poll);
         move |res: notify::Result<Event>| {
             hand_on(&shared, &raw_tx, res);
             pacer.after_event(std::time::Instant::now(), std::thread::sleep);
@@ -360,24 +360,36 @@ fn hand_on(shared: &Shared, raw_tx: &mpsc::Sender<notify::Result<Event>>, res: n
 /// Paces notify's thread. It sleeps in `epoll_wait` until inotify has an event, and the
 /// kernel wakes it from inside the `write()` that caused the event: an inter-processor
 /// interrupt charged to the application's commit, every commit (a writer committing
-/// 30,000 times a second spent 13 % of its CPU there). Once the thread has been awake
-/// for [`AWAKE`] it sleeps [`PAUSE`] after handing on its event, not waiting in
-/// `epoll_wait`: meanwhile the kernel merges repeated events of a file and wakes nobody.
-/// A change is seen at most [`PAUSE`] later; a burst of new files still flows at about
-/// 200 events per pause. The `PollWatcher` is not paced.
+/// 30,000 times a second spent 13 % of its CPU there). Once a stream of events (each
+/// less than [`PAUSE`] after the last) has kept the thread busy for [`AWAKE`], it sleeps
+/// [`PAUSE`] after handing on its event instead of waiting in `epoll_wait`: meanwhile
+/// the kernel merges repeated events of a file and wakes nobody. Sporadic events never
+/// pause it; during a stream a change is seen at most [`PAUSE`] later, and a burst of
+/// new files still flows at about 200 events per pause. The `PollWatcher` is not paced.
 struct Pacer {
+    /// When the current stream of events began (`None`: right after a pause).
     awake_since: Option<std::time::Instant>,
+    /// The last event.
+    last: Option<std::time::Instant>,
     on: bool,
 }
 
 impl Pacer {
-    /// After each event: pause if the thread has been awake for [`AWAKE`].
+    fn new(on: bool) -> Pacer {
+        Pacer { awake_since: None, last: None, on }
+    }
+
+    /// After each event: pause if a stream of events has kept the thread busy for
+    /// [`AWAKE`].
     fn after_event(&mut self, now: std::time::Instant, sleep: impl FnOnce(Duration)) {
         if !self.on {
             return;
         }
+        let quiet_before = self.last.is_none_or(|l| now.saturating_duration_since(l) > PAUSE);
+        self.last = Some(now);
         match self.awake_since {
-            Some(since) if now.duration_since(since) >= AWAKE => {
+            _ if quiet_before => self.awake_since = Some(now),
+            Some(since) if now.saturating_duration_since(since) >= AWAKE => {
                 sleep(PAUSE);
                 self.awake_since = None;
             }

@@ -622,7 +622,7 @@ fn jitter_stays_within_ten_percent() {
 fn notify_thread_pauses_once_awake_for_a_while_and_never_when_polling() {
     let t0 = std::time::Instant::now();
     let mut slept = Vec::new();
-    let mut pacer = Pacer { awake_since: None, on: true };
+    let mut pacer = Pacer::new(true);
     // A burst within AWAKE: handed on without a pause.
     for us in [0, 50, 150] {
         pacer.after_event(t0 + Duration::from_micros(us), |d| slept.push(d));
@@ -638,9 +638,19 @@ fn notify_thread_pauses_once_awake_for_a_while_and_never_when_polling() {
     pacer.after_event(later + AWAKE * 3, |d| slept.push(d));
     assert_eq!(slept.len(), 2);
     // The PollWatcher hands on its whole sweep at once: never paced.
-    let mut poll = Pacer { awake_since: None, on: false };
+    let mut poll = Pacer::new(false);
     for ms in 0..10 {
         poll.after_event(t0 + Duration::from_millis(ms), |d| slept.push(d));
+    }
+    assert_eq!(slept.len(), 2);
+    // Sporadic small commits (a few events within AWAKE, far apart) never pause it: a pause would
+    // delay the rest of a commit's events, and the sync that sees the commit.
+    let mut sporadic = Pacer::new(true);
+    for commit in 0..20u64 {
+        for us in [0, 40, 90, 150] {
+            let at = t0 + Duration::from_millis(50 * commit) + Duration::from_micros(us);
+            sporadic.after_event(at, |d| slept.push(d));
+        }
     }
     assert_eq!(slept.len(), 2);
 }
