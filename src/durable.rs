@@ -38,6 +38,33 @@ pub fn unique_temp_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A file removed when the guard is dropped (an error, a panic, a future dropped
+/// half-way), unless [`RemoveOnDrop::keep`] was called.
+pub struct RemoveOnDrop {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl RemoveOnDrop {
+    /// Guards `path`.
+    pub fn new(path: PathBuf) -> RemoveOnDrop {
+        RemoveOnDrop { path, keep: false }
+    }
+
+    /// The file is wanted after all (installed, renamed away): leave it.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Whether a file name is one of our temporary files (left behind by a crash).
 pub fn is_temp(name: &str) -> bool {
     name.ends_with(TEMP_SUFFIX)

@@ -175,8 +175,7 @@ impl Engine {
     /// headers up to `limit + 1`.
     fn frames_after_us(&self) -> u64 {
         let Some(pos) = &self.pos else { return 0 };
-        let Ok(f) = std::fs::File::open(&self.wal_path) else { return 0 };
-        let Ok(Some(h)) = wal::Header::read(&f) else { return 0 };
+        let Some((f, h)) = self.wal_now() else { return 0 };
         let mut at = if (h.salt1, h.salt2) == (pos.salt1, pos.salt2) {
             pos.offset.max(wal::HEADER_SIZE)
         } else {
@@ -334,12 +333,16 @@ impl Engine {
 }
 
 impl Engine {
+    /// The WAL and its header as they are now (`None`: no WAL, no header, or unreadable).
+    fn wal_now(&self) -> Option<(std::fs::File, wal::Header)> {
+        let f = std::fs::File::open(&self.wal_path).ok()?;
+        let h = wal::Header::read(&f).ok().flatten()?;
+        Some((f, h))
+    }
+
     /// Salts of the WAL's current generation ((0, 0): no WAL header).
     fn wal_salts(&self) -> (u32, u32) {
-        std::fs::File::open(&self.wal_path)
-            .ok()
-            .and_then(|f| wal::Header::read(&f).ok().flatten())
-            .map_or((0, 0), |h| (h.salt1, h.salt2))
+        self.wal_now().map_or((0, 0), |(_, h)| (h.salt1, h.salt2))
     }
 
     /// Whether the WAL provably holds a commit past `a` (see [`Anchor`]).

@@ -263,7 +263,9 @@ impl Replicator {
         // Upload what an earlier, failed sync prepared.
         self.flush(&mut report).await?;
         self.catch_up(&mut report).await?;
-        self.blocking(|e| e.reanchor()).await??;
+        if self.with_engine(|e| e.zero_mark.is_some()) {
+            self.blocking(|e| e.reanchor()).await??;
+        }
         if self.pending.is_empty() && self.with_engine(|e| e.checkpoint_due(force_checkpoint)) {
             self.checkpoint(force_checkpoint, &mut report).await?;
         }

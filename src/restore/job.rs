@@ -240,7 +240,7 @@ impl Job {
         let tmp = durable::temp_path(&self.out);
         // However the attempt ends — an error, or its future dropped (a shutdown that
         // does not wait) — the temporary output goes, unless it was installed.
-        let mut guard = TempOut { path: tmp.clone(), installed: false };
+        let mut guard = durable::RemoveOnDrop::new(tmp.clone());
         let result = async {
             let applied = apply::apply(&self.replica, steps, &tmp, progress, cancel).await?;
             progress.set_phase(Phase::Verifying);
@@ -277,22 +277,8 @@ impl Job {
         let installed =
             if self.sync_dir { durable::replace(&tmp, &self.out) } else { durable::replace_unsynced(&tmp, &self.out) };
         installed.map_err(|source| Error::Io { path: self.out.clone(), source })?;
-        guard.installed = true;
+        guard.keep();
         Ok(summary)
-    }
-}
-
-/// A restore's temporary output, removed when dropped unless installed.
-struct TempOut {
-    path: PathBuf,
-    installed: bool,
-}
-
-impl Drop for TempOut {
-    fn drop(&mut self) {
-        if !self.installed {
-            let _ = std::fs::remove_file(&self.path);
-        }
     }
 }
 

@@ -124,7 +124,7 @@ pub async fn check(replica: &Replica, image: &Image, temp_dir: &Path) -> Result<
     let started = Instant::now();
     let out = temp_dir.join(format!("litefleet-validate-{}.db", uuid::Uuid::new_v4()));
     // Remove the copy however this ends (error, cancellation, panic).
-    let _cleanup = RemoveOnDrop(out.clone());
+    let _cleanup = crate::durable::RemoveOnDrop::new(out.clone());
     let opts = Options {
         target: Target { txid: Some(image.txid), timestamp: None },
         integrity: IntegrityCheck::None,
@@ -228,14 +228,6 @@ pub fn compare(restored: &Path, image: &Image) -> Result<Option<String>, Error> 
         ));
     }
     Ok(if problems.is_empty() { None } else { Some(problems.join("; ")) })
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[cfg(test)]

@@ -45,9 +45,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub const EVENT_QUEUE: usize = 4096;
 /// Most raw events handled in one pass of the blocking pool.
 const BATCH: usize = 256;
-/// notify's thread is awake at most this long before it pauses (see [`Pacer`]).
+/// A stream of events keeps notify's thread busy at most this long before it pauses
+/// (see [`Pacer`]).
 const AWAKE: Duration = Duration::from_micros(200);
-/// How long notify's thread pauses after being awake for [`AWAKE`].
+/// How long notify's thread pauses; also the gap that ends a stream of events.
 const PAUSE: Duration = Duration::from_millis(5);
 /// Relative jitter of the periodic rescan, so many daemons (or a restart storm) do not
 /// sweep their disks in lockstep.
