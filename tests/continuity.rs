@@ -152,6 +152,59 @@ async fn after_the_log_restarts_our_read_mark_leaves_zero() {
     restores_to(&replica, &url, &db, dir.path(), 4096).await;
 }
 
+/// A sync ships what was committed when it began. A writer that commits faster than
+/// files ship is left to the next sync (the tenant task paces those at `sync_interval`)
+/// instead of being chased in one sync that lasts as long as the writer writes and
+/// competes with it for the CPU the whole time (1 MiB transactions waited 2-3x longer
+/// than under Litestream, docs/benchmarks.md §8). Nothing is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_ships_what_was_committed_when_it_began_and_leaves_the_rest_to_the_next() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outrun.db");
+    let (replica, url) = folder(dir.path());
+    let mut w = Writer::open(&db);
+    w.cmd("insert t 1 3000");
+    // One transaction per file: each file is an upload of its own, slower than a commit.
+    let settings = Settings { max_sync_wal_bytes: 1, ..Settings::default() };
+    let mut r = Replicator::new(&db, replica.clone(), settings);
+    r.sync().await.unwrap();
+    for _ in 0..100 {
+        w.cmd("insert t 1 3000");
+    }
+    // A second process commits continuously until told to stop.
+    let (stop, commits) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let writer = {
+        let (db, stop, commits) = (db.clone(), stop.clone(), commits.clone());
+        std::thread::spawn(move || {
+            let mut w = Writer::open(&db);
+            while !stop.load(Ordering::Acquire) {
+                w.cmd("insert t 1 3000");
+                commits.fetch_add(1, Ordering::AcqRel);
+            }
+            w.quit();
+        })
+    };
+    assert!(wait_until(Duration::from_secs(30), Duration::from_millis(5), || commits.load(Ordering::Acquire) > 0));
+    let synced = tokio::time::timeout(Duration::from_secs(60), r.sync()).await;
+    let running = !writer.is_finished();
+    stop.store(true, Ordering::Release);
+    writer.join().unwrap();
+    let rep = synced.expect("the sync chased the writer instead of stopping where the WAL ended").unwrap();
+    assert!(running);
+    assert!(rep.more, "a writer committing throughout should have left work for the next sync: {rep:?}");
+    assert!(rep.transactions >= 100, "what was committed before the sync began must ship: {rep:?}");
+    // The writer is done: the following syncs ship the rest, and none is left over.
+    let mut rounds = 0;
+    while r.sync().await.unwrap().more {
+        rounds += 1;
+        assert!(rounds < 10_000, "syncs never caught up with a stopped writer");
+    }
+    r.shutdown().await.unwrap();
+    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+}
+
 /// The bug this pins: databases under 256 pages had no page table, so a restart (or a
 /// crash) shipped a full-page file for every small tenant whose application had closed
 /// its connection (SQLite deletes the WAL then). Now the position cache holds a digest

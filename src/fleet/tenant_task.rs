@@ -303,11 +303,16 @@ impl TenantTask {
             self.shared.board.update(&self.path, |s| s.pending_since = Some(t));
         }
         if self.backoff.is_zero() {
-            let interval = self.shared.sync_interval;
-            let earliest = self.paced_until.and_then(|t| t.checked_sub(interval)).map_or(now, |t| t.max(now));
-            if self.due.is_none_or(|d| d > earliest) {
-                self.due = Some(earliest);
-            }
+            self.pace(now);
+        }
+    }
+
+    /// Schedules a sync as early as the upload pacing allows.
+    fn pace(&mut self, now: Instant) {
+        let interval = self.shared.sync_interval;
+        let earliest = self.paced_until.and_then(|t| t.checked_sub(interval)).map_or(now, |t| t.max(now));
+        if self.due.is_none_or(|d| d > earliest) {
+            self.due = Some(earliest);
         }
     }
 
@@ -381,6 +386,12 @@ impl TenantTask {
                 if rep.uploaded > 0 {
                     let from = self.paced_until.map_or(started, |t| t.max(started));
                     self.paced_until = Some(from + self.shared.sync_interval);
+                }
+                if rep.more {
+                    // A writer outran the sync: the rest ships within the pacing, even
+                    // if no event comes (those of its commits may already be consumed).
+                    self.dirty_since.get_or_insert(SystemTime::now() - started.elapsed());
+                    self.pace(Instant::now());
                 }
                 crate::metrics::sync_ok(
                     self.id.as_str(),

@@ -340,6 +340,21 @@ impl Engine {
         Some((f, h))
     }
 
+    /// Where the WAL ends now: its generation's salts and the file's length. A paced
+    /// sync ships up to here and no further (see [`Engine::past_horizon`]).
+    pub(super) fn wal_horizon(&self) -> Option<((u32, u32), u64)> {
+        let (f, h) = self.wal_now()?;
+        let len = f.metadata().ok()?.len();
+        Some(((h.salt1, h.salt2), len))
+    }
+
+    /// Whether our position has passed `horizon`: beyond its length in its generation,
+    /// or in another generation (the log restarted since).
+    pub(super) fn past_horizon(&self, horizon: ((u32, u32), u64)) -> bool {
+        let (salts, len) = horizon;
+        self.pos.as_ref().is_some_and(|p| (p.salt1, p.salt2) != salts || p.offset >= len)
+    }
+
     /// Salts of the WAL's current generation ((0, 0): no WAL header).
     fn wal_salts(&self) -> (u32, u32) {
         self.wal_now().map_or((0, 0), |(_, h)| (h.salt1, h.salt2))

@@ -163,6 +163,9 @@ pub struct SyncReport {
     pub files: Vec<storage::FileInfo>,
     /// TXIDs of the uploaded files that hold every page of the database.
     pub full_pages: Vec<TxId>,
+    /// Commits that landed while the sync ran were left for the next one (a writer
+    /// outran it); the caller schedules it within its pacing.
+    pub more: bool,
 }
 
 /// One database's replicator.
@@ -238,23 +241,26 @@ impl Replicator {
         Ok(())
     }
 
-    /// Ships everything committed since the last sync: zero or more L0 files (more than
-    /// one only when the WAL holds more than `max_sync_wal_bytes`), then checkpoints if
-    /// a threshold is reached. Retrying after an error is always safe.
+    /// Ships what was committed when it began: zero or more L0 files (more than one
+    /// only when the WAL holds more than `max_sync_wal_bytes`), then checkpoints if a
+    /// threshold is reached. Commits that land while it runs are left to the next sync
+    /// (`SyncReport::more`), so a writer that outruns us is paced by the caller's
+    /// `sync_interval` instead of being chased in one endless sync that competes with
+    /// it for the CPU. Retrying after an error is always safe.
     pub async fn sync(&mut self) -> Result<SyncReport> {
-        self.sync_with(false).await
+        self.sync_with(false, true).await
     }
 
-    /// Ships what is waiting, checkpoints whatever was shipped since the last
+    /// Ships everything committed, checkpoints whatever was shipped since the last
     /// checkpoint (whatever the thresholds say), and releases the connection: how a
     /// tenant goes cold after `idle_after` without writes, leaving a small WAL behind.
     pub async fn idle(&mut self) -> Result<SyncReport> {
-        let r = self.sync_with(true).await;
+        let r = self.sync_with(true, false).await;
         self.release().await?;
         r
     }
 
-    async fn sync_with(&mut self, force_checkpoint: bool) -> Result<SyncReport> {
+    async fn sync_with(&mut self, force_checkpoint: bool, paced: bool) -> Result<SyncReport> {
         self.last_sync = Some(Instant::now());
         if self.remote_max.is_none() {
             self.recover().await?;
@@ -262,12 +268,13 @@ impl Replicator {
         let mut report = SyncReport::default();
         // Upload what an earlier, failed sync prepared.
         self.flush(&mut report).await?;
-        self.catch_up(&mut report).await?;
+        report.more = !self.catch_up(&mut report, paced).await?;
         if self.with_engine(|e| e.zero_mark.is_some()) {
             self.blocking(|e| e.reanchor()).await??;
         }
-        if self.pending.is_empty() && self.with_engine(|e| e.checkpoint_due(force_checkpoint)) {
-            self.checkpoint(force_checkpoint, &mut report).await?;
+        // Behind a writer: the checkpoint would find too much to copy under a barrier.
+        if !report.more && self.pending.is_empty() && self.with_engine(|e| e.checkpoint_due(force_checkpoint)) {
+            self.checkpoint(force_checkpoint, paced, &mut report).await?;
         }
         // A position that moved without an upload (after a gap, the database matched
         // the replica) is saved too, so the next restart starts from it.
@@ -280,10 +287,12 @@ impl Replicator {
         self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1
     }
 
-    /// Ships everything committed: files up to `STREAM_BYTES` of pages are encoded in
-    /// memory and uploaded, larger ones (a full-page file of a large database, a big
-    /// transaction) are encoded while they upload.
-    async fn catch_up(&mut self, report: &mut SyncReport) -> Result<()> {
+    /// Ships everything committed — or, `paced`, what the WAL held when it began
+    /// (`Ok(false)`: commits that landed since were left for the next sync). Files up to
+    /// `STREAM_BYTES` of pages are encoded in memory and uploaded, larger ones (a
+    /// full-page file of a large database, a big transaction) while they upload.
+    async fn catch_up(&mut self, report: &mut SyncReport, paced: bool) -> Result<bool> {
+        let horizon = if paced { self.with_engine(|e| e.wal_horizon()) } else { None };
         loop {
             let next = self.next_txid();
             let (job, more) = self.blocking(move |e| e.plan_file(next, false)).await??;
@@ -297,7 +306,10 @@ impl Replicator {
                 }
             }
             if !more {
-                return Ok(());
+                return Ok(true);
+            }
+            if horizon.is_some_and(|h| self.with_engine(|e| e.past_horizon(h))) {
+                return Ok(false);
             }
         }
     }
@@ -328,7 +340,7 @@ impl Replicator {
 
     /// Checkpoints while writers run; see `checkpoint.rs` for the steps and why they
     /// lose nothing. Files prepared on the way are uploaded between the steps.
-    async fn checkpoint(&mut self, force: bool, report: &mut SyncReport) -> Result<()> {
+    async fn checkpoint(&mut self, force: bool, paced: bool, report: &mut SyncReport) -> Result<()> {
         use self::checkpoint::{HAND_OFF_ROUNDS, QUIET_TAIL_FRAMES, Step};
         let mut left = None;
         for _ in 0..HAND_OFF_ROUNDS {
@@ -340,13 +352,22 @@ impl Replicator {
                     self.flush(report).await?;
                 }
                 Step::Busy => break,
+                Step::Behind if paced => {
+                    // Outrun since the catch-up: the next sync, within the pacing.
+                    report.more = true;
+                    return Ok(());
+                }
                 Step::Behind => {
-                    self.catch_up(report).await?;
+                    self.catch_up(report, false).await?;
                     continue;
                 }
             }
             report.checkpointed = true;
-            self.catch_up(report).await?;
+            if !self.catch_up(report, paced).await? {
+                // Outrun: the log restarts at a later checkpoint.
+                report.more = true;
+                return Ok(());
+            }
             let n = backfill.map_or(u64::MAX, |o| self.with_engine(|e| e.unbackfilled(&o)));
             left = Some(n);
             if n <= QUIET_TAIL_FRAMES || !self.pending.is_empty() {
@@ -373,7 +394,7 @@ impl Replicator {
         }
         if self.with_engine(|e| e.force_snapshot.is_some()) {
             // A TRUNCATE checkpoint: take the checkpoint-boundary snapshot now.
-            self.catch_up(report).await?;
+            self.catch_up(report, false).await?;
         }
         Ok(())
     }
@@ -477,7 +498,11 @@ impl Replicator {
 
     /// Final sync, then release. Used at shutdown and when a tenant is unregistered.
     pub async fn shutdown(&mut self) -> Result<SyncReport> {
-        let r = if self.with_engine(|e| e.path.exists()) { self.sync().await } else { Ok(SyncReport::default()) };
+        let r = if self.with_engine(|e| e.path.exists()) {
+            self.sync_with(false, false).await
+        } else {
+            Ok(SyncReport::default())
+        };
         self.release().await?;
         r
     }
