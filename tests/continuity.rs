@@ -152,6 +152,39 @@ async fn after_the_log_restarts_our_read_mark_leaves_zero() {
     restores_to(&replica, &url, &db, dir.path(), 4096).await;
 }
 
+/// The same, after our connection opens on a WAL the application has just backfilled
+/// whole (its own auto-checkpoint, while the tenant was cold): SQLite gives our read
+/// transaction mark 0 then too, and it stayed there until our next checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_on_a_backfilled_wal_does_not_leave_our_read_mark_on_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("opened.db");
+    let (replica, url) = folder(dir.path());
+    let mut w = Writer::open(&db);
+    for _ in 0..20 {
+        w.cmd("insert t 1 3000");
+    }
+    let (_, log, done) = w.checkpoint("passive");
+    assert!(log > 0 && done == log, "the application backfills the whole WAL: {log} {done}");
+    let mut r = Replicator::new(&db, replica.clone(), Settings::default());
+    r.sync().await.unwrap();
+    // The next commits restart the log behind our reader, on mark 0: nothing can be
+    // backfilled.
+    for _ in 0..5 {
+        w.cmd("insert t 1 3000");
+    }
+    assert_eq!(backfilled_by_the_application(&db), 0, "our reader should hold read mark 0");
+    let rep = r.sync().await.unwrap();
+    assert!(!rep.checkpointed && rep.uploaded == 1, "{rep:?}");
+    for _ in 0..3 {
+        w.cmd("insert t 1 3000");
+    }
+    let done = backfilled_by_the_application(&db);
+    assert!(done >= 5, "the WAL should be backfilled up to our new mark, got {done} frames");
+    r.shutdown().await.unwrap();
+    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+}
+
 /// A sync ships what was committed when it began. A writer that commits faster than
 /// files ship is left to the next sync (the tenant task paces those at `sync_interval`)
 /// instead of being chased in one sync that lasts as long as the writer writes and

@@ -89,8 +89,9 @@ pub const HAND_OFF_ROUNDS: usize = 3;
 /// log, to move our read mark off 0 before the WAL grows.
 pub const REANCHOR_POLLS: u32 = 20;
 
-/// The WAL as it was when our read transaction began on read mark 0 (`salts` (0, 0): no
-/// WAL then).
+/// The WAL as it was when our read transaction began, where that may have been on
+/// read mark 0: `frames` bounds the frames of generation `salts` committed then
+/// (`salts` (0, 0): no WAL then).
 ///
 /// Why moving off mark 0 needs no barrier: while we hold mark 0 nobody can backfill, so
 /// the backfilled count stays what it was (≤ `frames`, or 0 in a log restarted since).
@@ -98,7 +99,9 @@ pub const REANCHOR_POLLS: u32 = 20;
 /// position beyond `frames` in this one — a read transaction begun on a second
 /// connection gets a non-zero mark (SQLite gives mark 0 only to a fully backfilled WAL).
 /// We begin it before ending the old one, and a non-zero mark forbids any restart, so
-/// no frame we have not prepared can be overwritten.
+/// no frame we have not prepared can be overwritten. If we held a non-zero mark after
+/// all, nothing changes: the backfilled count is bounded by our mark, itself bounded by
+/// `frames`, and the log cannot restart meanwhile.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Anchor {
     salts: (u32, u32),
@@ -375,6 +378,20 @@ impl Engine {
         // Another generation: its first transaction, if committed.
         let (seg, _) = wal::scan(&f, &h, wal::Cursor::start(&h), 1).map_err(wal_err)?;
         Ok(seg.transactions > 0)
+    }
+
+    /// Anchors the read transaction `open` began: it is on mark 0 if the application
+    /// had just backfilled the whole WAL (its auto-checkpoint, while the tenant was
+    /// cold), and would stay there until our next checkpoint, with the application's
+    /// checkpoints sorting the WAL for nothing. Called after a catch-up: it read every
+    /// frame committed before the transaction began, so our position bounds them.
+    pub(super) fn anchor_after_open(&mut self) {
+        if !std::mem::take(&mut self.unanchored) || self.zero_mark.is_some() {
+            return;
+        }
+        if let Some(p) = &self.pos {
+            self.zero_mark = Some(Anchor { salts: (p.salt1, p.salt2), frames: self.wal_frames() });
+        }
     }
 
     /// Moves our read transaction off read mark 0 once that is safe (see [`Anchor`]),

@@ -56,6 +56,10 @@ pub(super) struct Engine {
     /// Set when our read transaction began on a fully backfilled WAL (read mark 0):
     /// the WAL as it was then. See [`Anchor`](super::checkpoint::Anchor).
     pub(super) zero_mark: Option<super::checkpoint::Anchor>,
+    /// Set by `open`: our read transaction began where we could not see the WAL's
+    /// state (on mark 0 if the application had just backfilled it all); the first
+    /// catch-up since anchors it (`Engine::anchor_after_open`).
+    pub(super) unanchored: bool,
 }
 
 impl Engine {
@@ -75,6 +79,7 @@ impl Engine {
             last_checkpoint: Instant::now(),
             shipped_since_checkpoint: false,
             zero_mark: None,
+            unanchored: false,
         }
     }
 
@@ -121,6 +126,7 @@ impl Engine {
         }
         self.continuous = false;
         self.zero_mark = None;
+        self.unanchored = false;
         // A released tenant keeps the page table of a large database on disk, not in
         // memory (without a state dir it stays in memory); a small one's is dropped:
         // the position's digest stands for it, and a cold tenant costs no table.
@@ -192,6 +198,7 @@ impl Engine {
         sqlite::begin_read(&conn).map_err(|e| self.err_sql(e))?;
         self.hot = Some(Hot { conn, db, dev: meta.dev(), ino: meta.ino(), page_size });
         self.continuous = false;
+        self.unanchored = true;
         Ok(true)
     }
 }

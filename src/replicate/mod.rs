@@ -269,8 +269,12 @@ impl Replicator {
         // Upload what an earlier, failed sync prepared.
         self.flush(&mut report).await?;
         report.more = !self.catch_up(&mut report, paced).await?;
-        if self.with_engine(|e| e.zero_mark.is_some()) {
-            self.blocking(|e| e.reanchor()).await??;
+        if self.with_engine(|e| e.zero_mark.is_some() || e.unanchored) {
+            self.blocking(|e| {
+                e.anchor_after_open();
+                e.reanchor()
+            })
+            .await??;
         }
         // Behind a writer: the checkpoint would find too much to copy under a barrier.
         if !report.more && self.pending.is_empty() && self.with_engine(|e| e.checkpoint_due(force_checkpoint)) {
