@@ -57,7 +57,8 @@
 //! WAL's size: 10,000 commits took 3.3 s instead of 0.3 s behind a reader on mark 0. So
 //! once the new generation holds a commit, [`Engine::reanchor`] moves our read
 //! transaction to a non-zero mark without a barrier (see [`Anchor`] for why that is
-//! safe), and backfills up to it itself.
+//! safe), and — once the WAL is large enough for the application's auto-checkpoints to
+//! copy — backfills up to it itself.
 //!
 //! TRUNCATE is only the emergency brake when a log past `truncate_pages` could not be
 //! restarted because an application reader held old frames; it is followed by a
@@ -395,8 +396,9 @@ impl Engine {
     }
 
     /// Moves our read transaction off read mark 0 once that is safe (see [`Anchor`]),
-    /// then backfills up to the new mark so the application's next auto-checkpoint has
-    /// nothing to copy. `true`: done, or nothing to do.
+    /// then, if the WAL holds `min_checkpoint_pages`, backfills up to the new mark so
+    /// the application's next auto-checkpoint has nothing to copy. `true`: done, or
+    /// nothing to do.
     pub(super) fn reanchor(&mut self) -> Result<bool> {
         let Some(a) = self.zero_mark else { return Ok(true) };
         if self.hot.is_none() {
@@ -414,9 +416,13 @@ impl Engine {
             let old = std::mem::replace(&mut hot.conn, fresh);
             e.zero_mark = None;
             old.execute_batch("COMMIT").map_err(|err| e.err_sql(err))?;
-            let o = checkpoint(&old, "PASSIVE").map_err(|err| e.err_sql(err))?;
+            // Only a WAL the application's auto-checkpoint works on is worth a copy now
+            // (and two `fsync`s); a small one waits for our next checkpoint.
+            if e.wal_frames() >= e.settings.min_checkpoint_pages {
+                let o = checkpoint(&old, "PASSIVE").map_err(|err| e.err_sql(err))?;
+                tracing::debug!(db = %e.path.display(), ?o, "read mark moved off 0; backfilled");
+            }
             timeline("re-anchor", t);
-            tracing::debug!(db = %e.path.display(), ?o, "read mark moved off 0");
             Ok(true)
         })
     }

@@ -241,9 +241,10 @@ impl Replicator {
         Ok(())
     }
 
-    /// Ships what was committed when it began: zero or more L0 files (more than one
-    /// only when the WAL holds more than `max_sync_wal_bytes`), then checkpoints if a
-    /// threshold is reached. Commits that land while it runs are left to the next sync
+    /// Ships what was committed when it began (more exactly, when its first file was
+    /// planned): zero or more L0 files (more than one only when the WAL holds more than
+    /// `max_sync_wal_bytes`), then checkpoints if a threshold is reached. Commits that
+    /// land while it runs are left to the next sync
     /// (`SyncReport::more`), so a writer that outruns us is paced by the caller's
     /// `sync_interval` instead of being chased in one endless sync that competes with
     /// it for the CPU. Retrying after an error is always safe.
@@ -291,15 +292,25 @@ impl Replicator {
         self.remote_max.unwrap_or(0) + self.pending.len() as u64 + 1
     }
 
-    /// Ships everything committed — or, `paced`, what the WAL held when it began
-    /// (`Ok(false)`: commits that landed since were left for the next sync). Files up to
-    /// `STREAM_BYTES` of pages are encoded in memory and uploaded, larger ones (a
-    /// full-page file of a large database, a big transaction) while they upload.
+    /// Ships everything committed — or, `paced`, what the WAL held when its first file
+    /// was planned (`Ok(false)`: commits that landed since were left for the next sync).
+    /// Files up to `STREAM_BYTES` of pages are encoded in memory and uploaded, larger
+    /// ones (a full-page file of a large database, a big transaction) while they upload.
     async fn catch_up(&mut self, report: &mut SyncReport, paced: bool) -> Result<bool> {
-        let horizon = if paced { self.with_engine(|e| e.wal_horizon()) } else { None };
+        let mut horizon = None;
         loop {
             let next = self.next_txid();
-            let (job, more) = self.blocking(move |e| e.plan_file(next, false)).await??;
+            // The WAL's end is looked up only when a file was cut by size (nothing to
+            // look up on the usual sync, whose first file holds everything).
+            let want = paced && horizon.is_none();
+            let (job, more, end) = self
+                .blocking(move |e| {
+                    let (job, more) = e.plan_file(next, false)?;
+                    let end = if want && more { e.wal_horizon() } else { None };
+                    Ok::<_, Error>((job, more, end))
+                })
+                .await??;
+            horizon = horizon.or(end);
             if let Some(job) = job {
                 if job.raw_bytes() > STREAM_BYTES && self.pending.is_empty() {
                     self.stream(job, report).await?;
