@@ -115,6 +115,33 @@ fn backfilled_by_the_application(db: &Path) -> i64 {
     out.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("checkpoint answered {out:?}"))
 }
 
+/// With `r`'s reader on read mark 0 (the WAL was fully backfilled when it began): the
+/// next commits restart the log behind it and nothing can be backfilled; the next sync
+/// ships them and moves the mark (no checkpoint is due: 5 frames), after which the
+/// application's own checkpoint backfills up to it. Then the replica must restore.
+async fn leaves_read_mark_zero_at_the_next_sync(
+    w: &mut Writer,
+    mut r: Replicator,
+    replica: &Replica,
+    url: &str,
+    db: &Path,
+    scratch: &Path,
+) {
+    for _ in 0..5 {
+        w.cmd("insert t 1 3000");
+    }
+    assert_eq!(backfilled_by_the_application(db), 0, "our reader should hold read mark 0");
+    let rep = r.sync().await.unwrap();
+    assert!(!rep.checkpointed && rep.uploaded == 1, "{rep:?}");
+    for _ in 0..3 {
+        w.cmd("insert t 1 3000");
+    }
+    let done = backfilled_by_the_application(db);
+    assert!(done >= 5, "the WAL should be backfilled up to our new mark, got {done} frames");
+    r.shutdown().await.unwrap();
+    restores_to(replica, url, db, scratch, 4096).await;
+}
+
 /// The bug this pins: once our checkpoint had restarted the log, our read transaction
 /// sat on read mark 0 until the next checkpoint. Mark 0 forbids any backfill, and every
 /// auto-checkpoint of the application (one per commit past 1,000 frames) sorted the
@@ -134,22 +161,7 @@ async fn after_the_log_restarts_our_read_mark_leaves_zero() {
     let mut r = Replicator::new(&db, replica.clone(), settings);
     let rep = r.sync().await.unwrap();
     assert!(rep.checkpointed, "40 frames past min_checkpoint_pages: {rep:?}");
-    // The next commits restart the log while our reader sits on mark 0: nothing can be
-    // backfilled (the state the application's checkpoints paid for).
-    for _ in 0..5 {
-        w.cmd("insert t 1 3000");
-    }
-    assert_eq!(backfilled_by_the_application(&db), 0, "our reader should still hold read mark 0");
-    // The next sync ships them and moves the mark (no checkpoint is due: 5 frames).
-    let rep = r.sync().await.unwrap();
-    assert!(!rep.checkpointed && rep.uploaded == 1, "{rep:?}");
-    for _ in 0..3 {
-        w.cmd("insert t 1 3000");
-    }
-    let done = backfilled_by_the_application(&db);
-    assert!(done >= 5, "the WAL should be backfilled up to our new mark, got {done} frames");
-    r.shutdown().await.unwrap();
-    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+    leaves_read_mark_zero_at_the_next_sync(&mut w, r, &replica, &url, &db, dir.path()).await;
 }
 
 /// The same, after our connection opens on a WAL the application has just backfilled
@@ -168,21 +180,7 @@ async fn opening_on_a_backfilled_wal_does_not_leave_our_read_mark_on_zero() {
     assert!(log > 0 && done == log, "the application backfills the whole WAL: {log} {done}");
     let mut r = Replicator::new(&db, replica.clone(), Settings::default());
     r.sync().await.unwrap();
-    // The next commits restart the log behind our reader, on mark 0: nothing can be
-    // backfilled.
-    for _ in 0..5 {
-        w.cmd("insert t 1 3000");
-    }
-    assert_eq!(backfilled_by_the_application(&db), 0, "our reader should hold read mark 0");
-    let rep = r.sync().await.unwrap();
-    assert!(!rep.checkpointed && rep.uploaded == 1, "{rep:?}");
-    for _ in 0..3 {
-        w.cmd("insert t 1 3000");
-    }
-    let done = backfilled_by_the_application(&db);
-    assert!(done >= 5, "the WAL should be backfilled up to our new mark, got {done} frames");
-    r.shutdown().await.unwrap();
-    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+    leaves_read_mark_zero_at_the_next_sync(&mut w, r, &replica, &url, &db, dir.path()).await;
 }
 
 /// A sync ships what was committed when it began. A writer that commits faster than
