@@ -19,7 +19,9 @@
 #      Each replica is then restored with `litestream restore` and its row count compared
 #      with the source (and `PRAGMA quick_check`); a mismatch fails the script.
 #      Commit latency: the writer answers one line per transaction; the gap between two
-#      answers is one commit as the application sees it (p99 and the worst are reported).
+#      answers is one commit as a separate reader sees it (its scheduling included), and
+#      the writer's own timing of each command (`--timing`) is the commit inside the
+#      application (p99 and the worst of both are reported).
 #      BENCH_TOOLS chooses the replicators, side by side in the same run (default
 #      "alone litefleet litefleet-daemon litestream"):
 #        alone            no replicator: the writer with SQLite's own auto-checkpoints
@@ -198,7 +200,7 @@ done
 # it each run's files are removed as soon as it is measured (a GB-sized run needs disk).
 RESTORE=1
 [[ "${BENCH_SKIP_RESTORE:-}" == 1 || " $WORKLOADS " != *" big "* || " $TOOLS " != *" litefleet "* || " $TOOLS " != *" litestream "* ]] && RESTORE=0
-declare -A R_WRITER R_STALL R_P99 R_WALL R_TAIL R_CPU R_RSS R_FILES R_REPLICA R_ROWS
+declare -A R_WRITER R_STALL R_P99 R_ISTALL R_IP99 R_WALL R_TAIL R_CPU R_RSS R_FILES R_REPLICA R_ROWS
 replicate_run() { # <tool> <workload>
   local tool="$1" w="$2" d="$TMP/$1-$2"
   local db="$d/clients/$GUID.db" rep="$d/replica" tf="$d/time" tpid cpid t0 t1 t2 wall user sys rss l0
@@ -230,19 +232,23 @@ replicate_run() { # <tool> <workload>
 
   log "$tool/$w: writing"
   t0=$(now)
-  # answers are timestamped as they arrive: the gap before each is one commit as the
-  # application sees it (p99 and worst reported)
-  timeout "$STEP_TIMEOUT" "$WRITER" <"$d/cmds" | "$PYTHON" -c '
+  # answers are timestamped as they arrive: the gap before each is one commit as a
+  # separate reader sees it (its own scheduling included); the writer also times each
+  # command itself (`--timing`), the commit's latency inside the application
+  timeout "$STEP_TIMEOUT" "$WRITER" --timing <"$d/cmds" | "$PYTHON" -c '
 import sys, time
-last = time.monotonic(); gaps = []; errs = 0
+last = time.monotonic(); gaps = []; inside = []; errs = 0
 for line in sys.stdin.buffer:
     t = time.monotonic(); gaps.append(t - last); last = t
     errs += line.startswith(b"err")
-gaps = sorted(gaps[2:-1] or [0.0])  # the pragma, the first open and "quit" are not commits
-p99 = gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))]
-print("%.4f %.4f %d" % (gaps[-1], p99, errs))' >"$d/stall" || die "writer failed on $db"
+    inside.append(int(line.rsplit(b"us=", 1)[1]) / 1e6 if b" us=" in line else 0.0)
+def tail(xs):
+    xs = sorted(xs[2:-1] or [0.0])  # the pragma, the first open and "quit" are not commits
+    return xs[-1], xs[min(len(xs) - 1, int(0.99 * len(xs)))]
+(worst, p99), (iworst, ip99) = tail(gaps), tail(inside)
+print("%.4f %.4f %d %.4f %.4f" % (worst, p99, errs, iworst, ip99))' >"$d/stall" || die "writer failed on $db"
   t1=$(now)
-  read -r R_STALL[$tool-$w] R_P99[$tool-$w] errs <"$d/stall"
+  read -r R_STALL[$tool-$w] R_P99[$tool-$w] errs R_ISTALL[$tool-$w] R_IP99[$tool-$w] <"$d/stall"
   [[ "$errs" == 0 ]] || die "$tool/$w: writer answered $errs errors"
   R_WRITER[$tool-$w]=$(calc "$t1 - $t0")
   if ((${#cmd[@]} == 0)); then
@@ -367,6 +373,8 @@ for w in $WORKLOADS; do
   row "writer's own time (s)" R_WRITER
   row "writer's p99 commit (s)" R_P99
   row "writer's worst commit (s)" R_STALL
+  row "p99 commit timed inside the writer (s)" R_IP99
+  row "worst commit timed inside the writer (s)" R_ISTALL
   row "tail: writer done → replicator exited (s)" R_TAIL
   row "replicator CPU user+sys (s)" R_CPU
   row "CPU s per WAL MB" CPM

@@ -36,6 +36,9 @@
 //! the write lock but changed no page is counted although it adds no WAL
 //! frame.)
 //!
+//! With `--timing` every answer ends with ` us=<µs>`, the time the command took inside
+//! this process (benches/engine.sh reads commit latencies from it).
+//!
 //! Pseudo-random bytes come from a SplitMix64 stream seeded by `--seed`
 //! (default 1), so two runs with the same commands write the same data.
 //! Errors never panic; they answer `err …`. In `--script` mode the first
@@ -63,6 +66,10 @@ struct Args {
     /// Seed of the pseudo-random payload bytes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// End every answer with ` us=<µs>`: how long the command took inside this process
+    /// (a commit's latency without the reader's scheduling delay).
+    #[arg(long)]
+    timing: bool,
 }
 
 /// Rows of the `big` command are this large.
@@ -368,15 +375,20 @@ impl Writer {
 }
 
 fn answer(out: &mut impl Write, res: &Res<String>) -> io::Result<()> {
+    answer_timed(out, res, None)
+}
+
+fn answer_timed(out: &mut impl Write, res: &Res<String>, took: Option<Duration>) -> io::Result<()> {
+    let us = took.map(|d| format!(" us={}", d.as_micros())).unwrap_or_default();
     match res {
-        Ok(s) if s.is_empty() => writeln!(out, "ok")?,
-        Ok(s) => writeln!(out, "ok {s}")?,
-        Err(msg) => writeln!(out, "err {}", msg.replace(['\n', '\r'], " "))?,
+        Ok(s) if s.is_empty() => writeln!(out, "ok{us}")?,
+        Ok(s) => writeln!(out, "ok {s}{us}")?,
+        Err(msg) => writeln!(out, "err {}{us}", msg.replace(['\n', '\r'], " "))?,
     }
     out.flush()
 }
 
-fn run(input: impl BufRead, script: bool, seed: u64) -> i32 {
+fn run(input: impl BufRead, script: bool, seed: u64, timing: bool) -> i32 {
     let mut w = Writer::new(seed);
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -392,12 +404,13 @@ fn run(input: impl BufRead, script: bool, seed: u64) -> i32 {
         if script && (t.is_empty() || t.starts_with('#')) {
             continue;
         }
+        let started = std::time::Instant::now();
         let (res, quit) = match w.handle(&line) {
             Ok(Flow::Continue(s)) => (Ok(s), false),
             Ok(Flow::Quit(s)) => (Ok(s), true),
             Err(msg) => (Err(msg), false),
         };
-        if answer(&mut out, &res).is_err() {
+        if answer_timed(&mut out, &res, timing.then(|| started.elapsed())).is_err() {
             // stdout is gone: nobody is listening any more.
             let _ = w.close();
             return 1;
@@ -423,13 +436,13 @@ fn main() {
     let args = Args::parse();
     let code = match &args.script {
         Some(path) => match File::open(path) {
-            Ok(f) => run(BufReader::new(f), true, args.seed),
+            Ok(f) => run(BufReader::new(f), true, args.seed, args.timing),
             Err(err) => {
                 println!("err opening script {}: {err}", path.display());
                 1
             }
         },
-        None => run(io::stdin().lock(), false, args.seed),
+        None => run(io::stdin().lock(), false, args.seed, args.timing),
     };
     std::process::exit(code);
 }
