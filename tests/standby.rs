@@ -240,6 +240,10 @@ fn a_standby_on_s3_keeps_every_tenant_identical_through_kills_and_restarts() {
     // standby stops following it: its copy, as it was at the last commit, moves to
     // `.removed/`, where a daemon promoted onto the standby's directory does not see it.
     w3.cmd("insert t 2 100");
+    // Shipped before the delete: a commit deleted within the pacing window (one sync per
+    // `sync_interval` after a burst of two) never ships — the files are gone — and that
+    // race, not the standby, made this test fail now and then.
+    s.wait_identical(T3, &standby);
     let t3_last = checkpointed_bytes(&s.db(T3));
     w3.quit();
     for suffix in ["", "-wal", "-shm"] {
