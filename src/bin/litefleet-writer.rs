@@ -36,8 +36,9 @@
 //! the write lock but changed no page is counted although it adds no WAL
 //! frame.)
 //!
-//! With `--timing` every answer ends with ` us=<µs>`, the time the command took inside
-//! this process (benches/engine.sh reads commit latencies from it).
+//! With `--timing` every answer ends with ` at=<µs since the Unix epoch> us=<µs>`: when the
+//! command started and how long it took inside this process (benches/engine.sh reads commit
+//! latencies from it; `at=` lines a slow commit up with a replicator's log).
 //!
 //! Pseudo-random bytes come from a SplitMix64 stream seeded by `--seed`
 //! (default 1), so two runs with the same commands write the same data.
@@ -50,7 +51,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use rusqlite::fallible_iterator::FallibleIterator;
@@ -66,8 +67,9 @@ struct Args {
     /// Seed of the pseudo-random payload bytes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// End every answer with ` us=<µs>`: how long the command took inside this process
-    /// (a commit's latency without the reader's scheduling delay).
+    /// End every answer with ` at=<µs since the Unix epoch> us=<µs>`: when the command started
+    /// and how long it took inside this process (a commit's latency without the reader's
+    /// scheduling delay).
     #[arg(long)]
     timing: bool,
 }
@@ -378,8 +380,13 @@ fn answer(out: &mut impl Write, res: &Res<String>) -> io::Result<()> {
     answer_timed(out, res, None)
 }
 
-fn answer_timed(out: &mut impl Write, res: &Res<String>, took: Option<Duration>) -> io::Result<()> {
-    let us = took.map(|d| format!(" us={}", d.as_micros())).unwrap_or_default();
+fn answer_timed(out: &mut impl Write, res: &Res<String>, took: Option<(SystemTime, Duration)>) -> io::Result<()> {
+    let us = took
+        .map(|(at, d)| {
+            let at = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+            format!(" at={at} us={}", d.as_micros())
+        })
+        .unwrap_or_default();
     match res {
         Ok(s) if s.is_empty() => writeln!(out, "ok{us}")?,
         Ok(s) => writeln!(out, "ok {s}{us}")?,
@@ -404,13 +411,13 @@ fn run(input: impl BufRead, script: bool, seed: u64, timing: bool) -> i32 {
         if script && (t.is_empty() || t.starts_with('#')) {
             continue;
         }
-        let started = std::time::Instant::now();
+        let (at, started) = (SystemTime::now(), std::time::Instant::now());
         let (res, quit) = match w.handle(&line) {
             Ok(Flow::Continue(s)) => (Ok(s), false),
             Ok(Flow::Quit(s)) => (Ok(s), true),
             Err(msg) => (Err(msg), false),
         };
-        if answer_timed(&mut out, &res, timing.then(|| started.elapsed())).is_err() {
+        if answer_timed(&mut out, &res, timing.then(|| (at, started.elapsed()))).is_err() {
             // stdout is gone: nobody is listening any more.
             let _ = w.close();
             return 1;
