@@ -160,8 +160,9 @@ pub(super) struct TenantTask {
     /// from `paced_until - sync_interval` on, and each one that uploads something moves
     /// it `sync_interval` on — at most one upload per interval on average, with bursts
     /// of two, so a tenant's second commit within a second ships at once too while a
-    /// continuously written one is coalesced. A sync that found nothing to ship (it
-    /// ran before the commit was complete) moves nothing.
+    /// continuously written one is coalesced. A bulk upload moves it two intervals on
+    /// ([`upload_cost`]). A sync that found nothing to ship (it ran before the commit was
+    /// complete) moves nothing.
     paced_until: Option<Instant>,
     /// Stamp taken before the last successful sync.
     stamp: Option<Stamp>,
@@ -385,7 +386,7 @@ impl TenantTask {
             Ok(rep) => {
                 if rep.uploaded > 0 {
                     let from = self.paced_until.map_or(started, |t| t.max(started));
-                    self.paced_until = Some(from + self.shared.sync_interval);
+                    self.paced_until = Some(from + self.shared.sync_interval * upload_cost(&rep));
                 }
                 if rep.more {
                     // A writer outran the sync: the rest ships within the pacing, even
@@ -630,4 +631,15 @@ impl TenantTask {
         self.permit = None;
         Some(r)
     }
+}
+
+/// Pages from which one sync's upload is a bulk one: [`upload_cost`].
+const BULK_PAGES: u64 = 256;
+
+/// The pacing tokens a sync's upload spends. A bulk upload (≥ [`BULK_PAGES`] pages)
+/// spends both, so the next sync waits a whole `sync_interval`: its writer is most likely
+/// still writing, and a second sync at once would compete with it for a core and the
+/// disk. Small uploads spend one, which keeps the burst of two for sporadic commits.
+fn upload_cost(rep: &SyncReport) -> u32 {
+    if rep.pages >= BULK_PAGES { 2 } else { 1 }
 }

@@ -151,6 +151,8 @@ pub struct SyncReport {
     pub uploaded: u64,
     /// Bytes uploaded.
     pub bytes: u64,
+    /// Pages in the uploaded files.
+    pub pages: u64,
     /// TXID of the newest uploaded file.
     pub txid: Option<TxId>,
     /// Full-page files among them, with the reason.
@@ -452,6 +454,7 @@ impl Replicator {
     ) {
         report.uploaded += 1;
         report.bytes += size;
+        report.pages += u64::from(pages);
         report.txid = Some(txid);
         report.files.push(storage::FileInfo {
             level: 0,
