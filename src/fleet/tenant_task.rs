@@ -633,13 +633,16 @@ impl TenantTask {
     }
 }
 
-/// Pages from which one sync's upload is a bulk one: [`upload_cost`].
-const BULK_PAGES: u64 = 256;
+/// WAL frames (1 MiB at 4 KiB pages) from which one sync's upload is a bulk one:
+/// [`upload_cost`].
+const BULK_FRAMES: u64 = 256;
 
-/// The pacing tokens a sync's upload spends. A bulk upload (≥ [`BULK_PAGES`] pages)
-/// spends both, so the next sync waits a whole `sync_interval`: its writer is most likely
-/// still writing, and a second sync at once would compete with it for a core and the
-/// disk. Small uploads spend one, which keeps the burst of two for sporadic commits.
-fn upload_cost(rep: &SyncReport) -> u32 {
-    if rep.pages >= BULK_PAGES { 2 } else { 1 }
+/// The pacing tokens a sync's upload spends. A bulk upload (≥ [`BULK_FRAMES`] frames of
+/// WAL read: one large commit, or many small ones since the last sync) spends both, so
+/// the next sync waits a whole `sync_interval`: its writer is most likely still writing,
+/// and a second sync at once would compete with it for a core and the disk — and
+/// checkpoint in the middle of its burst. Small uploads spend one, which keeps the burst
+/// of two for sporadic commits.
+pub(super) fn upload_cost(rep: &SyncReport) -> u32 {
+    if rep.frames >= BULK_FRAMES { 2 } else { 1 }
 }

@@ -347,6 +347,16 @@ async fn a_bulk_upload_spends_the_burst() {
     assert!(lags[1] > Duration::from_secs(2), "the commit after a bulk upload was not paced: {lags:?}");
 }
 
+/// What makes an upload bulk is the WAL it read, not its pages: 300 commits to one page
+/// are as much writing as one commit of 300 pages.
+#[test]
+fn many_small_commits_make_a_bulk_upload_too() {
+    let report = |frames: u64| crate::replicate::SyncReport { uploaded: 1, frames, ..Default::default() };
+    assert_eq!(super::tenant_task::upload_cost(&report(3)), 1);
+    assert_eq!(super::tenant_task::upload_cost(&report(255)), 1);
+    assert_eq!(super::tenant_task::upload_cost(&report(300)), 2);
+}
+
 /// Runs `commits` one after another on a settled tenant (`sync_interval` 4 s), each
 /// once the previous one has shipped, and returns how long each took to ship.
 async fn paced_lags(commits: &[&str]) -> Vec<Duration> {

@@ -140,8 +140,18 @@ pub struct Pending {
     pub bytes: Vec<u8>,
     pub timestamp_ms: i64,
     pub snapshot: Option<SnapshotReason>,
+    pub carried: Carried,
+}
+
+/// What one L0 file carries, for the [`SyncReport`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carried {
+    /// Pages in the file.
     pub pages: u32,
+    /// SQLite transactions.
     pub transactions: u64,
+    /// WAL frames read for it.
+    pub frames: u64,
 }
 
 /// What one call to [`Replicator::sync`] did.
@@ -151,8 +161,9 @@ pub struct SyncReport {
     pub uploaded: u64,
     /// Bytes uploaded.
     pub bytes: u64,
-    /// Pages in the uploaded files.
-    pub pages: u64,
+    /// WAL frames read for the uploaded files: how much the application wrote (unlike
+    /// their pages, it counts a page written by ten commits ten times).
+    pub frames: u64,
     /// TXID of the newest uploaded file.
     pub txid: Option<TxId>,
     /// Full-page files among them, with the reason.
@@ -336,7 +347,7 @@ impl Replicator {
     async fn stream(&mut self, job: prepare::Job, report: &mut SyncReport) -> Result<()> {
         let (txid, timestamp_ms) = (job.header.min_txid, job.header.timestamp_ms);
         let snapshot = job.snapshot.clone();
-        let transactions = job.transactions;
+        let (transactions, frames) = (job.transactions, job.frames);
         let engine = self.engine.clone();
         let t = Instant::now();
         let produced = self
@@ -351,7 +362,7 @@ impl Replicator {
         let ((job, pages), size) = produced?;
         tracing::debug!(target: "litefleet::timeline", dur_us = t.elapsed().as_micros() as u64, bytes = size, "stream");
         self.blocking(move |e| e.commit(job)).await?;
-        self.shipped(report, txid, size, snapshot.as_ref(), pages, transactions);
+        self.shipped(report, txid, size, snapshot.as_ref(), Carried { pages, transactions, frames });
         self.save_position().await
     }
 
@@ -437,7 +448,7 @@ impl Replicator {
             let size = self.replica.put(0, p.txid, p.txid, p.bytes.clone(), p.timestamp_ms).await?;
             tracing::debug!(target: "litefleet::timeline", dur_us = t.elapsed().as_micros() as u64, bytes = size, "upload");
             let p = self.pending.pop_front().unwrap_or_else(|| unreachable!("front exists"));
-            self.shipped(report, p.txid, size, p.snapshot.as_ref(), p.pages, p.transactions);
+            self.shipped(report, p.txid, size, p.snapshot.as_ref(), p.carried);
         }
         self.save_position().await
     }
@@ -449,12 +460,12 @@ impl Replicator {
         txid: TxId,
         size: u64,
         snapshot: Option<&SnapshotReason>,
-        pages: u32,
-        transactions: u64,
+        carried: Carried,
     ) {
+        let Carried { pages, transactions, frames } = carried;
         report.uploaded += 1;
         report.bytes += size;
-        report.pages += u64::from(pages);
+        report.frames += frames;
         report.txid = Some(txid);
         report.files.push(storage::FileInfo {
             level: 0,

@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::engine::{Engine, read_page};
 use super::pages::{self, PageTable};
 use super::plan::{Plan, Position, SnapshotReason};
-use super::{Error, Pending, Result};
+use super::{Carried, Error, Pending, Result};
 use crate::ltx::{self, TxId};
 use crate::wal;
 
@@ -59,6 +59,8 @@ pub(super) struct Job {
     /// Only the pages that differ from the replica (after a gap, with a page table).
     diff: Option<SnapshotReason>,
     pub(super) transactions: u64,
+    /// WAL frames read for it (a measure of how much the writer wrote).
+    pub(super) frames: u64,
 }
 
 impl Job {
@@ -198,6 +200,7 @@ impl Engine {
             snapshot: None,
             diff: None,
             transactions: seg.transactions,
+            frames: seg.frames,
         };
         let more = stop == wal::Stop::Budget;
         if let Some(reason) = reason {
@@ -405,8 +408,7 @@ impl Engine {
             bytes,
             timestamp_ms: job.header.timestamp_ms,
             snapshot: job.snapshot.clone(),
-            pages,
-            transactions: job.transactions,
+            carried: Carried { pages, transactions: job.transactions, frames: job.frames },
         };
         self.commit(job);
         Ok(pending)
