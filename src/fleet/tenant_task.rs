@@ -160,8 +160,8 @@ pub(super) struct TenantTask {
     /// from `paced_until - sync_interval` on, and each one that uploads something moves
     /// it `sync_interval` on — at most one upload per interval on average, with bursts
     /// of two, so a tenant's second commit within a second ships at once too while a
-    /// continuously written one is coalesced. A bulk upload moves it two intervals on
-    /// ([`upload_cost`]). A sync that found nothing to ship (it ran before the commit was
+    /// continuously written one is coalesced. A bulk upload spends the burst
+    /// ([`paced_after`]). A sync that found nothing to ship (it ran before the commit was
     /// complete) moves nothing.
     paced_until: Option<Instant>,
     /// Stamp taken before the last successful sync.
@@ -385,8 +385,7 @@ impl TenantTask {
         match self.replicator().sync().await {
             Ok(rep) => {
                 if rep.uploaded > 0 {
-                    let from = self.paced_until.map_or(started, |t| t.max(started));
-                    self.paced_until = Some(from + self.shared.sync_interval * upload_cost(&rep));
+                    self.paced_until = Some(paced_after(self.paced_until, started, self.shared.sync_interval, &rep));
                 }
                 if rep.more {
                     // A writer outran the sync: the rest ships within the pacing, even
@@ -634,15 +633,28 @@ impl TenantTask {
 }
 
 /// WAL frames (1 MiB at 4 KiB pages) from which one sync's upload is a bulk one:
-/// [`upload_cost`].
+/// [`paced_after`].
 const BULK_FRAMES: u64 = 256;
 
-/// The pacing tokens a sync's upload spends. A bulk upload (≥ [`BULK_FRAMES`] frames of
-/// WAL read: one large commit, or many small ones since the last sync) spends both, so
-/// the next sync waits a whole `sync_interval`: its writer is most likely still writing,
-/// and a second sync at once would compete with it for a core and the disk — and
-/// checkpoint in the middle of its burst. Small uploads spend one, which keeps the burst
-/// of two for sporadic commits.
-pub(super) fn upload_cost(rep: &SyncReport) -> u32 {
-    if rep.frames >= BULK_FRAMES { 2 } else { 1 }
+/// The pacing's theoretical time of the next upload (`paced_until`) after a sync that
+/// began at `started` and uploaded `rep`; a sync may run from that time minus `interval`.
+///
+/// A bulk upload (≥ [`BULK_FRAMES`] frames of WAL read: one large commit, or many small
+/// ones since the last sync) spends both tokens, so the next sync waits a whole
+/// `interval`: its writer is most likely still writing, and a second sync at once would
+/// compete with it for a core and the disk — and checkpoint in the middle of its burst.
+/// That wait counts from `started`, not from the debt of earlier uploads: added to it, a
+/// tenant written continuously would wait one interval more after every sync. Small
+/// uploads spend one token, which keeps the burst of two for sporadic commits.
+pub(super) fn paced_after(
+    paced_until: Option<Instant>,
+    started: Instant,
+    interval: Duration,
+    rep: &SyncReport,
+) -> Instant {
+    if rep.frames >= BULK_FRAMES {
+        started + interval * 2
+    } else {
+        paced_until.map_or(started, |t| t.max(started)) + interval
+    }
 }

@@ -347,14 +347,35 @@ async fn a_bulk_upload_spends_the_burst() {
     assert!(lags[1] > Duration::from_secs(2), "the commit after a bulk upload was not paced: {lags:?}");
 }
 
-/// What makes an upload bulk is the WAL it read, not its pages: 300 commits to one page
-/// are as much writing as one commit of 300 pages.
+/// The pacing, sync after sync at the earliest moment it allows: a writer of small
+/// commits gets a burst of two then one upload per interval; a bulk writer (many small
+/// commits count, as WAL frames) one upload per interval from the first — and never
+/// more than an interval apart, however long it writes.
 #[test]
-fn many_small_commits_make_a_bulk_upload_too() {
+fn pacing_allows_a_burst_of_two_small_uploads_and_one_bulk_upload_per_interval() {
+    use super::tenant_task::paced_after;
+    let interval = Duration::from_secs(1);
     let report = |frames: u64| crate::replicate::SyncReport { uploaded: 1, frames, ..Default::default() };
-    assert_eq!(super::tenant_task::upload_cost(&report(3)), 1);
-    assert_eq!(super::tenant_task::upload_cost(&report(255)), 1);
-    assert_eq!(super::tenant_task::upload_cost(&report(300)), 2);
+    // Gaps between the starts of 200 syncs, each run as early as the pacing allows.
+    let gaps = |frames: u64| {
+        let base = tokio::time::Instant::now();
+        let (mut at, mut paced_until) = (base, None);
+        let mut gaps = Vec::new();
+        for _ in 0..200 {
+            let next = paced_after(paced_until, at, interval, &report(frames));
+            paced_until = Some(next);
+            let earliest = (next - interval).max(at);
+            gaps.push(earliest - at);
+            at = earliest;
+        }
+        gaps
+    };
+    let small = gaps(3);
+    assert_eq!(&small[..2], [Duration::ZERO, interval], "{:?}", &small[..3]);
+    assert!(small[2..].iter().all(|g| *g == interval), "{small:?}");
+    // 300 one-page commits read 300 frames: bulk, although they ship few pages.
+    let bulk = gaps(300);
+    assert!(bulk.iter().all(|g| *g == interval), "{bulk:?}");
 }
 
 /// Runs `commits` one after another on a settled tenant (`sync_interval` 4 s), each
