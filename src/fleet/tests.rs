@@ -335,7 +335,7 @@ async fn uploads_are_paced_with_bursts_of_two() {
     assert!(lags[2] > Duration::from_secs(2), "the third upload in a row was not paced: {lags:?}");
 }
 
-/// A bulk upload (≥ 256 pages) spends the whole burst: the commit after it waits for
+/// A bulk upload (≥ 256 WAL frames) spends the whole burst: the commit after it waits for
 /// the interval instead of shipping at once (its writer is most likely still writing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_upload_spends_the_burst() {
