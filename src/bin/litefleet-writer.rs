@@ -411,13 +411,14 @@ fn run(input: impl BufRead, script: bool, seed: u64, timing: bool) -> i32 {
         if script && (t.is_empty() || t.starts_with('#')) {
             continue;
         }
-        let (at, started) = (SystemTime::now(), std::time::Instant::now());
+        // Clock reads only when asked for (`--timing`).
+        let started = timing.then(|| (SystemTime::now(), std::time::Instant::now()));
         let (res, quit) = match w.handle(&line) {
             Ok(Flow::Continue(s)) => (Ok(s), false),
             Ok(Flow::Quit(s)) => (Ok(s), true),
             Err(msg) => (Err(msg), false),
         };
-        if answer_timed(&mut out, &res, timing.then(|| (at, started.elapsed()))).is_err() {
+        if answer_timed(&mut out, &res, started.map(|(at, t)| (at, t.elapsed()))).is_err() {
             // stdout is gone: nobody is listening any more.
             let _ = w.close();
             return 1;

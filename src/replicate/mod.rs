@@ -347,7 +347,6 @@ impl Replicator {
     async fn stream(&mut self, job: prepare::Job, report: &mut SyncReport) -> Result<()> {
         let (txid, timestamp_ms) = (job.header.min_txid, job.header.timestamp_ms);
         let snapshot = job.snapshot.clone();
-        let (transactions, frames) = (job.transactions, job.frames);
         let engine = self.engine.clone();
         let t = Instant::now();
         let produced = self
@@ -360,9 +359,10 @@ impl Replicator {
             })
             .await?;
         let ((job, pages), size) = produced?;
+        let carried = job.carried(pages);
         tracing::debug!(target: "litefleet::timeline", dur_us = t.elapsed().as_micros() as u64, bytes = size, "stream");
         self.blocking(move |e| e.commit(job)).await?;
-        self.shipped(report, txid, size, snapshot.as_ref(), Carried { pages, transactions, frames });
+        self.shipped(report, txid, size, snapshot.as_ref(), carried);
         self.save_position().await
     }
 

@@ -64,6 +64,11 @@ pub(super) struct Job {
 }
 
 impl Job {
+    /// What the file carries once encoded with `pages` pages, for the report.
+    pub(super) fn carried(&self, pages: u32) -> Carried {
+        Carried { pages, transactions: self.transactions, frames: self.frames }
+    }
+
     /// Uncompressed bytes of the pages the file carries.
     pub(super) fn raw_bytes(&self) -> u64 {
         self.pages.len() as u64 * u64::from(self.header.page_size)
@@ -408,7 +413,7 @@ impl Engine {
             bytes,
             timestamp_ms: job.header.timestamp_ms,
             snapshot: job.snapshot.clone(),
-            carried: Carried { pages, transactions: job.transactions, frames: job.frames },
+            carried: job.carried(pages),
         };
         self.commit(job);
         Ok(pending)
