@@ -154,11 +154,28 @@ impl Stamp {
 
     /// Whether nothing can have been committed between `self` and `later`: the same
     /// database file (identity and size) and the same `-wal` (identity, size, mtime). A
-    /// commit always writes the WAL; our own checkpoint writes only the database file
-    /// in place, which this comparison leaves out (its mtime).
+    /// commit always writes the WAL; our own checkpoint writes only the database file,
+    /// whose mtime this comparison leaves out — and whose size it may change, which
+    /// [`Stamp::then_our_checkpoint`] accounts for.
     pub fn nothing_committed_since(&self, later: &Stamp) -> bool {
         let db = |s: &Stamp| s.db.map(|m| (m.ident(), m.len));
         db(self) == db(later) && self.wal == later.wal
+    }
+
+    /// The stamp of a sync that took `self` before it shipped and `after` once its
+    /// checkpoint was done: the `-wal` as it was before (a commit meanwhile changed it,
+    /// so the next look still sees that commit) and the database file as the checkpoint
+    /// left it, for a backfill past the file's end grows it. Without that, the growth
+    /// looked like a commit: after a bulk import, the tenant woke, reopened its database
+    /// and synced nothing, three times, before it could rest. A database replaced
+    /// meanwhile (another inode) keeps the stamp from before, so it is not taken for
+    /// what was shipped.
+    pub fn then_our_checkpoint(self, after: Stamp) -> Stamp {
+        let db = match (self.db, after.db) {
+            (Some(before), Some(now)) if before.ident() == now.ident() => Some(now),
+            (before, _) => before,
+        };
+        Stamp { db, wal: self.wal }
     }
 }
 
@@ -182,6 +199,33 @@ mod tests {
         assert!(!s0.nothing_committed_since(&s1));
         std::fs::write(&wal, b"ww").unwrap_or_else(|e| panic!("{e}"));
         assert!(!s1.nothing_committed_since(&Stamp::of(&db)));
+    }
+
+    #[test]
+    fn our_checkpoint_growing_the_database_is_not_a_commit_but_a_commit_meanwhile_is() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.path().join("a.db");
+        let wal = wal_path(&db);
+        std::fs::write(&db, b"x".repeat(4096)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&wal, b"w".repeat(8192)).unwrap_or_else(|e| panic!("{e}"));
+        // A sync: stamp, ship, then a checkpoint backfills past the database's end.
+        let before = Stamp::of(&db);
+        std::fs::write(&db, b"x".repeat(3 * 4096)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!before.nothing_committed_since(&Stamp::of(&db)), "size alone looks like a commit");
+        let stamp = before.then_our_checkpoint(Stamp::of(&db));
+        assert!(stamp.nothing_committed_since(&Stamp::of(&db)), "our own backfill is not a commit");
+        // A commit during the sync, after its last read: still seen afterwards.
+        let before = Stamp::of(&db);
+        std::fs::write(&wal, b"w".repeat(3 * 4096)).unwrap_or_else(|e| panic!("{e}"));
+        let stamp = before.then_our_checkpoint(Stamp::of(&db));
+        assert!(!stamp.nothing_committed_since(&Stamp::of(&db)), "a commit during the sync was lost");
+        // The database replaced during the sync: not taken as shipped.
+        let before = Stamp::of(&db);
+        let other = dir.path().join("b.db");
+        std::fs::write(&other, b"z".repeat(4096)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&other, &db).unwrap_or_else(|e| panic!("{e}"));
+        let stamp = before.then_our_checkpoint(Stamp::of(&db));
+        assert!(!stamp.nothing_committed_since(&Stamp::of(&db)), "a replaced database was taken as shipped");
     }
 
     #[test]

@@ -400,7 +400,7 @@ impl TenantTask {
                     rep.snapshots.len() as u64,
                     started.elapsed(),
                 );
-                self.succeeded(&rep, stamp);
+                self.succeeded(&rep, stamp.then_our_checkpoint(Stamp::of(&self.path)));
                 Ok(rep)
             }
             Err(e) => {
@@ -570,7 +570,7 @@ impl TenantTask {
         match result {
             Ok(rep) => {
                 let pending = self.dirty_since.take();
-                self.succeeded(&rep, stamp);
+                self.succeeded(&rep, stamp.then_our_checkpoint(Stamp::of(&self.path)));
                 // A change seen while idling: sync it (the connection reopens).
                 if let Some(p) = pending {
                     self.dirty_since = Some(p);

@@ -171,23 +171,32 @@ async fn a_tenant_left_with_a_large_wal_goes_idle_and_costs_nothing() {
     let idle_after = Duration::from_millis(500);
     config.replication.idle_after = idle_after;
     without_lifecycle(&mut config);
+    // The application has created its schema and keeps its connection: the tenant's
+    // first sync ships it and goes cold (two syncs). Our checkpoint then grows the
+    // database file, which once looked like a commit: each new tenant woke, reopened
+    // its database and synced again, for nothing.
+    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
+    let app = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    app.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB);").unwrap_or_else(|e| panic!("{e}"));
     let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
     let board = fleet.board();
     wait("ready", || board.is_ready()).await;
-    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
-    // The application imports 2,400 pages in one transaction and keeps its connection.
-    let app = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    let rests = || board.get(&db).is_some_and(|s| !s.hot && s.pending_since.is_none()) && board.scheduled() == 0;
+    wait("the schema shipped and the tenant cold", || synced(&board, &db) && rests()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(board.get(&db).map(|s| s.syncs), Some(2), "a new tenant kept waking after its first sync");
+    let before = board.get(&db).and_then(|s| s.txid);
+    // Then it imports 2,400 pages in one transaction.
     app.execute_batch(
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(v BLOB); BEGIN; \
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2400) \
+        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2400) \
          INSERT INTO t SELECT randomblob(3900) FROM n; COMMIT;",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let wal = std::fs::metadata(crate::sqlite::wal_path(&db)).map(|m| m.len()).unwrap_or(0);
     assert!(wal > 2_000 * 4096, "the WAL holds {wal} bytes");
-    wait("synced", || synced(&board, &db)).await;
+    wait("the import shipped", || synced(&board, &db) && board.get(&db).is_some_and(|s| s.txid > before)).await;
     let written = std::time::Instant::now();
-    wait("cold and resting", || board.get(&db).is_some_and(|s| !s.hot) && board.scheduled() == 0).await;
+    wait("cold and resting", rests).await;
     // Within idle_after of the last sync, with some slack for a loaded machine.
     assert!(written.elapsed() < idle_after + Duration::from_secs(3), "went cold after {:?}", written.elapsed());
     let counters = fleet.storage().counters().clone();
