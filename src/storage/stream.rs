@@ -494,8 +494,14 @@ impl ObjectReader {
 
 /// `Read` over a file's LTX bytes as an [`ObjectReader`] fetches them, for code on a
 /// blocking thread. Holds at most one range.
+///
+/// Each range is fetched by a task spawned on the runtime, not by `Handle::block_on`:
+/// a blocking thread may outlive its runtime's shutdown (the runtime waits for it after
+/// stopping its timers), and `block_on` of a request with a timeout then panics, where
+/// a spawned task is only dropped and the read fails with an error.
 pub struct RangeReader {
-    inner: ObjectReader,
+    /// `None` once a fetch was lost with its runtime.
+    inner: Option<ObjectReader>,
     handle: tokio::runtime::Handle,
     cur: opendal::Buffer,
     done: bool,
@@ -505,7 +511,22 @@ impl RangeReader {
     /// Reads through `inner` on `handle`'s runtime; `first`: the bytes `inner` already
     /// gave (its first [`ObjectReader::next`]), read again from here.
     pub fn new(inner: ObjectReader, handle: tokio::runtime::Handle, first: Option<opendal::Buffer>) -> RangeReader {
-        RangeReader { inner, handle, cur: first.unwrap_or_default(), done: false }
+        RangeReader { inner: Some(inner), handle, cur: first.unwrap_or_default(), done: false }
+    }
+
+    /// The next range, fetched on the runtime while this thread waits.
+    fn fetch(&mut self) -> std::io::Result<Result<Option<opendal::Buffer>>> {
+        let stopped = || std::io::Error::other(ReadFailure("the runtime shut down during the read".to_owned()));
+        let mut inner = self.inner.take().ok_or_else(stopped)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let got = inner.next().await;
+            let _ = tx.send((inner, got));
+        });
+        // The sender is dropped unsent only when the runtime drops the task.
+        let (inner, got) = rx.recv().map_err(|_| stopped())?;
+        self.inner = Some(inner);
+        Ok(got)
     }
 }
 
@@ -515,7 +536,7 @@ impl std::io::Read for RangeReader {
             if self.done {
                 return Ok(0);
             }
-            match self.handle.block_on(self.inner.next()) {
+            match self.fetch()? {
                 Ok(Some(b)) => self.cur = b,
                 Ok(None) => self.done = true,
                 // Bytes that fail to open are the file's damage; a key missing from the
@@ -600,6 +621,41 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(back == data, "read back differs");
+    }
+
+    /// A compaction or restore still reading on a blocking thread when the daemon's
+    /// runtime shuts down gets an error (a failed request), not a panic.
+    #[test]
+    fn a_range_read_outliving_its_runtime_fails_instead_of_panicking() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (r, f) = rt.block_on(async {
+            let s = Storage::from_url(dir.path().to_str().unwrap_or_default(), &Options::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let r = s.replica("t");
+            r.put(0, 1, 1, data.clone(), 1_700_000_000_000).await.unwrap_or_else(|e| panic!("{e}"));
+            let f = r.list_all().await.unwrap_or_else(|e| panic!("{e}")).remove(0);
+            (r, f)
+        });
+        let mut reader = r.range_reader(&f, 1 << 20, rt.handle().clone());
+        let mut head = vec![0u8; 1000];
+        reader.read_exact(&mut head).unwrap_or_else(|e| panic!("{e}"));
+        assert!(head[..] == data[..1000], "read while the runtime runs");
+        drop(rt);
+        let mut rest = Vec::new();
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.read_to_end(&mut rest)));
+        let err = match got {
+            Ok(Ok(n)) => panic!("read {n} more bytes with no runtime"),
+            Ok(Err(e)) => e,
+            Err(_) => panic!("the read panicked"),
+        };
+        assert!(err.to_string().contains("runtime shut down"), "{err}");
+        assert!(err.get_ref().is_some_and(|e| e.is::<super::ReadFailure>()), "a failed request, not damage: {err}");
     }
 
     #[tokio::test]
