@@ -623,7 +623,7 @@ mod tests {
         assert!(back == data, "read back differs");
     }
 
-    /// A compaction or restore still reading on a blocking thread when the daemon's
+    /// A compaction or verification still reading on a blocking thread when the daemon's
     /// runtime shuts down gets an error (a failed request), not a panic.
     #[test]
     fn a_range_read_outliving_its_runtime_fails_instead_of_panicking() {
