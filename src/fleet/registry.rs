@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reload::{DirKeys, SingleSpec};
 use super::tenant_task::{Asks, TaskEnd, Tasks, TenantTask};
-use super::{Command, MAX_BACKOFF, MIN_BACKOFF, Shared, ShutdownReport};
+use super::{Command, MAX_BACKOFF, MIN_BACKOFF, Shared, ShutdownReport, new_tenant_settle};
 use crate::config::{Config, WatchConfig};
 use crate::hooks::{Decision, HookTenant, Hooks, Verdict};
 use crate::lifecycle::Damage;
@@ -408,17 +408,23 @@ impl Supervisor {
         }
         self.shared.board.upsert(status);
         tracing::info!("✅ Client registered: {id} -> {shown}/");
-        let reg = self.spawn(&path, id, prefix, Duration::ZERO);
+        // A database created while we run is most likely still being set up (its
+        // schema, a first import): its first sync waits a moment, so it ships one file
+        // rather than an empty database and then the rest. Found at start-up: at once.
+        let settle = if self.ready { new_tenant_settle(self.shared.sync_interval) } else { Duration::ZERO };
+        let reg = self.spawn(&path, id, prefix, Duration::ZERO, settle);
         self.registry.set(&path, Kind::Active(reg));
     }
 
-    /// Starts the task of a tenant (after `delay`).
-    fn spawn(&mut self, path: &Path, id: TenantId, prefix: Prefix, delay: Duration) -> Registered {
+    /// Starts the task of a tenant: after `delay` (a crashed task's backoff), with its
+    /// first sync `settle` later (a database that just appeared).
+    fn spawn(&mut self, path: &Path, id: TenantId, prefix: Prefix, delay: Duration, settle: Duration) -> Registered {
         let wake = Arc::new(Notify::new());
         let asks = Arc::new(Asks::default());
         let stop = self.shared.shutdown.child_token();
         let lock = self.registry.claim(&prefix, path);
-        let task = TenantTask::new(self.shared.clone(), path.to_path_buf(), id.clone(), prefix.clone());
+        let task =
+            TenantTask::new(self.shared.clone(), path.to_path_buf(), id.clone(), prefix.clone()).settling(settle);
         self.tasks.spawn(path, &id, task.run(wake.clone(), asks.clone(), stop.clone(), lock, delay));
         Registered { id, prefix, wake, asks, stop }
     }
@@ -519,7 +525,7 @@ impl Supervisor {
             s.hot = false;
             s.last_error = Some(format!("replicator crashed: {what}; restarting in {}s", delay.as_secs()));
         });
-        let reg = self.spawn(&end.path, end.id, prefix, delay);
+        let reg = self.spawn(&end.path, end.id, prefix, delay, Duration::ZERO);
         self.registry.set(&end.path, Kind::Active(reg));
     }
 

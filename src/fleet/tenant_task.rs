@@ -167,6 +167,11 @@ pub(super) struct TenantTask {
     /// Stamp taken before the last successful sync.
     stamp: Option<Stamp>,
     synced_once: bool,
+    /// A database that just appeared: no sync before this (see `new_tenant_settle`),
+    /// however many writes wake the task meanwhile. Cleared by the first sync.
+    not_before: Option<Instant>,
+    /// How long the first sync waits once the task starts (sets `not_before`).
+    settle: Duration,
     /// Another host owns the prefix (`crate::ownership`): `Some(false)` held — asked
     /// again every heartbeat interval —, `Some(true)` fenced — this host lost it and
     /// writes nothing more until the tenant is registered again.
@@ -189,8 +194,17 @@ impl TenantTask {
             paced_until: None,
             stamp: None,
             synced_once: false,
+            not_before: None,
+            settle: Duration::ZERO,
             held: None,
         }
+    }
+
+    /// The first sync waits `settle` once the task starts (a database that just
+    /// appeared, most likely still being written); a stop meanwhile still syncs it.
+    pub(super) fn settling(mut self, settle: Duration) -> TenantTask {
+        self.settle = settle;
+        self
     }
 
     pub(super) async fn run(
@@ -215,7 +229,9 @@ impl TenantTask {
         }
         let replica = self.shared.storage.replica(&self.prefix).claiming();
         self.r = Some(Replicator::new(&self.path, replica, self.shared.settings.clone()));
-        self.due = Some(Instant::now());
+        let first = Instant::now() + self.settle;
+        self.not_before = (!self.settle.is_zero()).then_some(first);
+        self.due = Some(first);
         self.dirty_since = Some(SystemTime::now());
         let shared = self.shared.clone();
         let mut armed = Armed::new(&shared.board);
@@ -312,6 +328,7 @@ impl TenantTask {
     fn pace(&mut self, now: Instant) {
         let interval = self.shared.sync_interval;
         let earliest = self.paced_until.and_then(|t| t.checked_sub(interval)).map_or(now, |t| t.max(now));
+        let earliest = self.not_before.map_or(earliest, |t| t.max(earliest));
         if self.due.is_none_or(|d| d > earliest) {
             self.due = Some(earliest);
         }
@@ -376,6 +393,7 @@ impl TenantTask {
     /// One sync with a slot held: ships everything committed, records the outcome.
     pub(super) async fn sync_once(&mut self) -> Result<SyncReport, String> {
         self.due = None;
+        self.not_before = None;
         let stamp = Stamp::of(&self.path);
         let waited_since = self.dirty_since.take();
         if let Some(t) = waited_since {

@@ -156,6 +156,51 @@ async fn an_idle_tenant_holds_no_connection_and_sends_no_request() {
     stop_fleet(fleet).await;
 }
 
+/// A database created while the daemon runs is usually still being set up. Its first
+/// sync waits `new_tenant_settle` (here 600 ms), so the schema and first row ship as
+/// one file; at once, it shipped the empty database and then the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_created_while_running_ships_once_it_has_settled() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let replicas = dir.path().join("replicas");
+    let mut config = test_config(dir.path(), &replicas);
+    config.replication.sync_interval = Duration::from_millis(600);
+    without_lifecycle(&mut config);
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    wait("ready", || board.is_ready()).await;
+    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GC}.db"));
+    // The application creates the database, and its schema a moment later.
+    let created = std::time::Instant::now();
+    let app = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    app.execute_batch("PRAGMA journal_mode=WAL;").unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (1);").unwrap_or_else(|e| panic!("{e}"));
+    assert!(created.elapsed() < Duration::from_millis(450), "the test needs its writes inside the settle");
+    wait("shipped", || synced(&board, &db)).await;
+    let l0 = replicas.join(format!("databases/{GC}/ltx/0"));
+    let files = std::fs::read_dir(&l0).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files, 1, "a new database shipped in {files} L0 files");
+    assert_eq!(board.get(&db).and_then(|s| s.txid), Some(1));
+    // A database that appears just before a shutdown is shipped by the final sync,
+    // settle or not.
+    let other = db.with_file_name(format!("{GA}.db"));
+    let appeared = std::time::Instant::now();
+    let app2 = rusqlite::Connection::open(&other).unwrap_or_else(|e| panic!("{e}"));
+    app2.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v); INSERT INTO t VALUES (2);")
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait("registered", || board.get(&other).is_some()).await;
+    if appeared.elapsed() < Duration::from_millis(450) {
+        assert_eq!(board.get(&other).and_then(|s| s.txid), None, "synced before its settle");
+    }
+    drop((app, app2));
+    stop_fleet(fleet).await;
+    let l0 = replicas.join(format!("databases/{GA}/ltx/0"));
+    assert_eq!(std::fs::read_dir(&l0).map(|d| d.count()).unwrap_or(0), 1, "not shipped at shutdown");
+}
+
 /// The bug this pins: after a bulk import left ~1,600 pages in the WAL, a tenant never
 /// went idle — every sync ran a checkpoint with nothing to copy (the WAL only restarts
 /// at the next write), whose file activity woke the tenant again: ~760 syncs a second,
