@@ -52,6 +52,17 @@ async fn stop_fleet(fleet: Fleet) {
     assert!(report.failed.is_empty() && report.timed_out.is_empty(), "{report:?}");
 }
 
+/// A temporary folder with an empty watched `clients/`, and the test config replicating
+/// it to `replicas/`.
+fn watched_and_replicas() -> (tempfile::TempDir, PathBuf, PathBuf, Config) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clients = dir.path().join("clients");
+    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
+    let replicas = dir.path().join("replicas");
+    let config = test_config(dir.path(), &replicas);
+    (dir, clients, replicas, config)
+}
+
 fn synced(board: &Board, db: &Path) -> bool {
     board.get(db).is_some_and(|s| s.state == TenantState::Active && s.pending_since.is_none() && s.txid.is_some())
 }
@@ -161,11 +172,7 @@ async fn an_idle_tenant_holds_no_connection_and_sends_no_request() {
 /// one file; at once, it shipped the empty database and then the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_created_while_running_ships_once_it_has_settled() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let clients = dir.path().join("clients");
-    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
-    let replicas = dir.path().join("replicas");
-    let mut config = test_config(dir.path(), &replicas);
+    let (_dir, clients, replicas, mut config) = watched_and_replicas();
     config.replication.sync_interval = Duration::from_millis(600);
     without_lifecycle(&mut config);
     let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
@@ -259,11 +266,7 @@ async fn a_tenant_left_with_a_large_wal_goes_idle_and_costs_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validation_passes_while_writing_and_fails_loudly_on_a_damaged_replica() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let clients = dir.path().join("clients");
-    std::fs::create_dir_all(&clients).unwrap_or_else(|e| panic!("{e}"));
-    let replicas = dir.path().join("replicas");
-    let mut config = test_config(dir.path(), &replicas);
+    let (dir, clients, replicas, mut config) = watched_and_replicas();
     // Keep every L0 file where it is: the test damages one.
     without_lifecycle(&mut config);
     config.validation.enabled = true;
