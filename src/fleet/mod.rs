@@ -59,14 +59,14 @@ pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The longest a database created while the daemon runs waits before its first sync
 /// ([`new_tenant_settle`]).
-pub const MAX_NEW_TENANT_SETTLE: Duration = Duration::from_secs(1);
+const MAX_NEW_TENANT_SETTLE: Duration = Duration::from_secs(1);
 
 /// How long a database that appears while the daemon runs settles before its first
 /// sync: `sync_interval`, at most [`MAX_NEW_TENANT_SETTLE`]. The application that
 /// created it is most likely still writing its schema or a first import; syncing at
 /// once shipped the empty database and then the rest (two uploads and a compaction
 /// input instead of one file).
-pub fn new_tenant_settle(sync_interval: Duration) -> Duration {
+fn new_tenant_settle(sync_interval: Duration) -> Duration {
     sync_interval.min(MAX_NEW_TENANT_SETTLE)
 }
 /// Watch events buffered between the watcher and the supervisor.

@@ -167,11 +167,10 @@ pub(super) struct TenantTask {
     /// Stamp taken before the last successful sync.
     stamp: Option<Stamp>,
     synced_once: bool,
-    /// A database that just appeared: no sync before this (see `new_tenant_settle`),
-    /// however many writes wake the task meanwhile. Cleared by the first sync.
+    /// When the first sync is due: no sync before it, however many writes wake the task
+    /// meanwhile (later than the start for a database that just appeared, see
+    /// `new_tenant_settle`). Cleared by the first sync.
     not_before: Option<Instant>,
-    /// How long the first sync waits once the task starts (sets `not_before`).
-    settle: Duration,
     /// Another host owns the prefix (`crate::ownership`): `Some(false)` held — asked
     /// again every heartbeat interval —, `Some(true)` fenced — this host lost it and
     /// writes nothing more until the tenant is registered again.
@@ -195,16 +194,8 @@ impl TenantTask {
             stamp: None,
             synced_once: false,
             not_before: None,
-            settle: Duration::ZERO,
             held: None,
         }
-    }
-
-    /// The first sync waits `settle` once the task starts (a database that just
-    /// appeared, most likely still being written); a stop meanwhile still syncs it.
-    pub(super) fn settling(mut self, settle: Duration) -> TenantTask {
-        self.settle = settle;
-        self
     }
 
     pub(super) async fn run(
@@ -214,6 +205,7 @@ impl TenantTask {
         stop: CancellationToken,
         lock: Arc<tokio::sync::Mutex<()>>,
         delay: Duration,
+        settle: Duration,
     ) -> TaskEnd {
         // Never two replicators under one prefix: wait for the previous owner's final
         // sync to finish.
@@ -229,8 +221,9 @@ impl TenantTask {
         }
         let replica = self.shared.storage.replica(&self.prefix).claiming();
         self.r = Some(Replicator::new(&self.path, replica, self.shared.settings.clone()));
-        let first = Instant::now() + self.settle;
-        self.not_before = (!self.settle.is_zero()).then_some(first);
+        // The first sync, `settle` from now (a stop meanwhile still runs it as the final one).
+        let first = Instant::now() + settle;
+        self.not_before = Some(first);
         self.due = Some(first);
         self.dirty_since = Some(SystemTime::now());
         let shared = self.shared.clone();
@@ -418,7 +411,7 @@ impl TenantTask {
                     rep.snapshots.len() as u64,
                     started.elapsed(),
                 );
-                self.succeeded(&rep, stamp.then_our_checkpoint(Stamp::of(&self.path)));
+                self.succeeded(&rep, stamp);
                 Ok(rep)
             }
             Err(e) => {
@@ -447,12 +440,13 @@ impl TenantTask {
         }
     }
 
-    /// Restore validation: pins the live database at the replica's newest TXID (see
-    /// `validate`), then restores and compares off this task so replication goes on.
-    fn succeeded(&mut self, rep: &SyncReport, stamp: Stamp) {
+    /// Records a successful sync (or idle) on the task and the board. `before`: the
+    /// stamp taken before it; what is kept adds the database file as the sync's own
+    /// checkpoint left it ([`Stamp::then_our_checkpoint`]).
+    fn succeeded(&mut self, rep: &SyncReport, before: Stamp) {
         self.backoff = Duration::ZERO;
         self.synced_once = true;
-        self.stamp = Some(stamp);
+        self.stamp = Some(before.then_our_checkpoint(Stamp::of(&self.path)));
         let txid = self.r.as_ref().and_then(|r| r.remote_txid()).filter(|t| *t > 0);
         let hot = self.is_hot();
         let pending = self.dirty_since;
@@ -588,7 +582,7 @@ impl TenantTask {
         match result {
             Ok(rep) => {
                 let pending = self.dirty_since.take();
-                self.succeeded(&rep, stamp.then_our_checkpoint(Stamp::of(&self.path)));
+                self.succeeded(&rep, stamp);
                 // A change seen while idling: sync it (the connection reopens).
                 if let Some(p) = pending {
                     self.dirty_since = Some(p);
