@@ -272,6 +272,7 @@ impl Fleet {
             ownership: ownership.clone(),
             heartbeat_interval: config.fleet.heartbeat_interval,
             changes: changes.clone(),
+            writes: watcher.writes(),
         });
         let (commands, command_rx) = mpsc::channel(4);
         let sup = Supervisor::new(shared, config, keys, single, watcher.clone(), watch_token, hooks);
@@ -363,6 +364,8 @@ struct Shared {
     heartbeat_interval: Duration,
     /// Told about every L0 file shipped, when a standby's change log is on.
     changes: Option<ChangeLog>,
+    /// Arms a tenant's files so that its next write wakes it.
+    writes: crate::watch::Writes,
 }
 
 /// A watch directory that cannot be used, named by its place in the config.

@@ -301,8 +301,9 @@ impl TenantTask {
             return;
         }
         let now = Instant::now();
-        let unchanged = self.stamp.is_some_and(|s| s.nothing_committed_since(&Stamp::of(&self.path)));
-        if !self.is_hot() && self.backoff.is_zero() && self.due.is_none() && unchanged {
+        // Only a wake-up that may be ignored arms again; otherwise the sync it leads to does.
+        let ignorable = !self.is_hot() && self.backoff.is_zero() && self.due.is_none();
+        if ignorable && self.stamp.is_some_and(|s| s.nothing_committed_since(&self.look())) {
             // Cold and nothing committed since the last sync: our own checkpoint, a
             // rescan's repeat, or an `-shm` touch. No connection, no request.
             return;
@@ -315,6 +316,13 @@ impl TenantTask {
         if self.backoff.is_zero() {
             self.pace(now);
         }
+    }
+
+    /// Looks at the database and its `-wal`, first arming them so that a commit after
+    /// this look wakes the task (the watcher reports one write per arming).
+    fn look(&self) -> Stamp {
+        self.shared.writes.arm(&self.path);
+        Stamp::of(&self.path)
     }
 
     /// Schedules a sync as early as the upload pacing allows.
@@ -387,7 +395,7 @@ impl TenantTask {
     pub(super) async fn sync_once(&mut self) -> Result<SyncReport, String> {
         self.due = None;
         self.not_before = None;
-        let stamp = Stamp::of(&self.path);
+        let stamp = self.look();
         let waited_since = self.dirty_since.take();
         if let Some(t) = waited_since {
             crate::metrics::lag(self.id.as_str(), SystemTime::now().duration_since(t).unwrap_or_default());
@@ -577,7 +585,7 @@ impl TenantTask {
     /// Ships what is left, checkpoints and releases the connection.
     async fn go_idle(&mut self) {
         self.idle_at = None;
-        let stamp = Stamp::of(&self.path);
+        let stamp = self.look();
         let result = self.replicator().idle().await;
         match result {
             Ok(rep) => {

@@ -16,6 +16,8 @@
 //! directory (that is `Refused`), and never block the async runtime: file system work
 //! runs on tokio's blocking pool.
 
+#[cfg(target_os = "linux")]
+mod lean;
 mod tracker;
 mod walk;
 
@@ -230,6 +232,42 @@ pub struct WatchHandle {
     shared: Arc<Shared>,
     /// The watcher task.
     task: JoinHandle<()>,
+    /// Arms tenants' files for their next write.
+    writes: Writes,
+}
+
+/// Arms a tenant's files for their next write ([`Writes::arm`]). On Linux the watcher
+/// does not ask folders for their files' writes (each one cost the application a
+/// kernel event, see `lean.rs`), so a tenant hears of a commit only through its own
+/// armed file. A no-op where the watcher reports every write by itself (the polling
+/// watcher, other systems). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Writes(Option<Arc<ArmFile>>);
+
+/// What arms a database's files (the watcher's own code).
+type ArmFile = dyn Fn(&Path) + Send + Sync;
+
+impl Writes {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn new(arm: impl Fn(&Path) + Send + Sync + 'static) -> Writes {
+        Writes(Some(Arc::new(arm)))
+    }
+
+    /// Asks for the watcher's next event about a write to the database at `db`'s
+    /// `-wal` (or to `db` while it has none), once. A tenant arms before every look at
+    /// its files, so a commit after the look always wakes it; one write wakes it once,
+    /// however many follow until it arms again.
+    pub fn arm(&self, db: &Path) {
+        if let Some(arm) = &self.0 {
+            arm(db);
+        }
+    }
+}
+
+impl std::fmt::Debug for Writes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Writes(armed files)" } else { "Writes(every write)" })
+    }
 }
 
 /// State shared between the handle, notify's callback thread and the watcher task.
@@ -255,6 +293,11 @@ enum Command {
 }
 
 impl WatchHandle {
+    /// Arms tenants' files for their next write (see [`Writes`]).
+    pub fn writes(&self) -> Writes {
+        self.writes.clone()
+    }
+
     /// Asks for a full rescan as soon as possible (SIGHUP, tests simulating an overflow).
     /// Requests coalesce; this never blocks.
     pub fn rescan_now(&self) {
@@ -321,11 +364,11 @@ pub fn spawn(
             pacer.after_event(std::time::Instant::now(), std::thread::sleep);
         }
     };
-    let watcher: Box<dyn Watcher + Send> = if opts.poll {
+    let (watcher, writes): (Box<dyn Watcher + Send>, Writes) = if opts.poll {
         let config = notify::Config::default().with_poll_interval(opts.poll_interval);
-        Box::new(notify::PollWatcher::new(handler, config).map_err(WatchError::Start)?)
+        (Box::new(notify::PollWatcher::new(handler, config).map_err(WatchError::Start)?), Writes::default())
     } else {
-        Box::new(notify::RecommendedWatcher::new(handler, notify::Config::default()).map_err(WatchError::Start)?)
+        native(handler)?
     };
     let tracker = Tracker::new(watcher, dirs)?;
     let (commands, command_rx) = mpsc::channel(1);
@@ -338,7 +381,22 @@ pub fn spawn(
         opts.rescan_interval,
         shutdown,
     ));
-    Ok(WatchHandle { commands, shared, task })
+    Ok(WatchHandle { commands, shared, task, writes })
+}
+
+/// The kernel's watcher: ours on Linux (folders never asked for writes), notify's
+/// elsewhere.
+#[cfg(target_os = "linux")]
+fn native(handler: impl notify::EventHandler) -> Result<(Box<dyn Watcher + Send>, Writes), WatchError> {
+    let lean = lean::Lean::new(handler, notify::Config::default()).map_err(WatchError::Start)?;
+    let writes = lean.writes();
+    Ok((Box::new(lean), writes))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn native(handler: impl notify::EventHandler) -> Result<(Box<dyn Watcher + Send>, Writes), WatchError> {
+    let w = notify::RecommendedWatcher::new(handler, notify::Config::default()).map_err(WatchError::Start)?;
+    Ok((Box::new(w), Writes::default()))
 }
 
 /// What notify's thread does with one event: queue it for the watcher task.

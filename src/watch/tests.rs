@@ -5,6 +5,7 @@ use notify::event::ModifyKind;
 use super::tracker::{Dir, Tracker};
 use super::*;
 use std::fs;
+use std::os::unix::fs::FileExt;
 use tokio::time::timeout;
 
 /// Longest wait for any one expected event.
@@ -90,9 +91,14 @@ impl Fixture {
     }
 
     /// Discards whatever arrives for `quiet`.
-    async fn drain(&mut self, quiet: Duration) {
+    /// Every event within `quiet` from now.
+    async fn drain(&mut self, quiet: Duration) -> Vec<WatchEvent> {
         let deadline = tokio::time::Instant::now() + quiet;
-        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {}
+        let mut seen = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            seen.push(ev);
+        }
+        seen
     }
 
     async fn stop(self) {
@@ -383,6 +389,7 @@ async fn real_sqlite_writes_are_changed_never_gone() {
     conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
     f.expect("Present on open", |e| *e == present(&path, 0)).await;
     f.drain(Duration::from_millis(200)).await;
+    f.handle.writes().arm(&path);
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
     f.expect("Changed on commit", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
     // Closing checkpoints and deletes -wal and -shm: the database stays Present.
@@ -398,6 +405,100 @@ async fn real_sqlite_writes_are_changed_never_gone() {
     assert!(seen.iter().all(|e| matches!(e, WatchEvent::Changed { .. } | WatchEvent::ScanComplete { .. })), "{seen:?}");
     f.handle.rescan_now();
     assert_eq!(f.until_scan_complete().await, [WatchEvent::ScanComplete { dirs: 1, files: 1 }]);
+    f.stop().await;
+}
+
+/// A folder is never asked for its files' writes (on Linux each one would cost the
+/// application a kernel event, 516 per 1 MiB commit): a commit is reported through an
+/// armed file only, once per arming.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_commit_is_reported_once_per_arming_and_only_then() {
+    let mut f = Fixture::start(&[("clients", false)], quiet_opts(), |_| {}).await;
+    f.until_scan_complete().await;
+    let path = f.base.join("clients").join(db(G1));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    f.expect("Present on open", |e| *e == present(&path, 0)).await;
+    f.drain(Duration::from_millis(200)).await;
+    let commit = |n: i64| conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
+    let quiet = Duration::from_millis(300);
+    let changed = WatchEvent::Changed { path: path.clone() };
+
+    // Not armed: commits to the existing -wal are not reported.
+    (2..5).for_each(|n| _ = commit(n));
+    assert_eq!(f.drain(quiet).await, []);
+    // Armed: the next commit is reported, once, however many follow.
+    let writes = f.handle.writes();
+    writes.arm(&path);
+    (5..10).for_each(|n| _ = commit(n));
+    f.expect("Changed after arming", |e| *e == changed).await;
+    assert_eq!(f.drain(quiet).await, []);
+    // Armed again: the next one is reported again.
+    writes.arm(&path);
+    commit(10);
+    f.expect("Changed after arming again", |e| *e == changed).await;
+    // Without a -wal (closing the last connection deletes it) the database itself is
+    // armed, and a write in place is reported (here: byte 72 of the header, reserved
+    // and zero, written with zero).
+    drop(conn);
+    f.drain(quiet).await;
+    assert!(!crate::sqlite::wal_path(&path).exists());
+    writes.arm(&path);
+    fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&[0], 72).unwrap();
+    f.expect("Changed after a write in place", |e| *e == changed).await;
+    // Once it has a -wal again, arming disarms the database: one watch per tenant.
+    writes.arm(&path);
+    assert_eq!(inotify_watches_on(&path), 1);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("INSERT INTO t VALUES (11)", []).unwrap();
+    writes.arm(&path);
+    assert_eq!((inotify_watches_on(&path), inotify_watches_on(&crate::sqlite::wal_path(&path))), (0, 1));
+    drop(conn);
+    f.stop().await;
+}
+
+/// inotify watches on `path`'s inode, over every inotify instance of this process.
+#[cfg(target_os = "linux")]
+fn inotify_watches_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!(" ino:{:x} ", fs::metadata(path).unwrap().ino());
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:inotify"))
+        .filter_map(|fd| fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok())
+        .map(|info| info.lines().filter(|l| l.starts_with("inotify") && l.contains(&ino)).count())
+        .sum()
+}
+
+/// A file the kernel will not watch (here: a path below a regular file; in production
+/// the `max_user_watches` limit) must not cost a wake-up: every folder then reports its
+/// files' writes, armed or not.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_file_that_cannot_be_armed_makes_every_folder_report_writes() {
+    let mut f = Fixture::start(&[("clients", false)], quiet_opts(), |_| {}).await;
+    f.until_scan_complete().await;
+    let path = f.base.join("clients").join(db(G1));
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    f.expect("Present on open", |e| *e == present(&path, 0)).await;
+    f.drain(Duration::from_millis(200)).await;
+    conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    assert_eq!(f.drain(Duration::from_millis(300)).await, []);
+
+    let not_a_folder = f.base.join("clients").join("notes.txt");
+    fs::write(&not_a_folder, b"").unwrap();
+    f.handle.writes().arm(&not_a_folder.join(db(G2)));
+    f.drain(Duration::from_millis(200)).await;
+    for n in 3..5 {
+        conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
+        f.expect("Changed without arming", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
+        f.drain(Duration::from_millis(200)).await;
+    }
     f.stop().await;
 }
 
@@ -437,6 +538,7 @@ async fn set_dirs_adds_and_removes_folders() {
     // New files in the added folder are seen live.
     fs::write(s.join(db(G3)), b"").unwrap();
     f.expect("Present in added folder", |e| *e == present(&s.join(db(G3)), 1)).await;
+    f.drain(Duration::from_millis(200)).await; // and Changed when `fs::write` closes it
 
     // Removing prod: its file is Gone, staging untouched.
     f.handle.set_dirs(vec![staging]).await.unwrap();
