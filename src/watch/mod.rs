@@ -1,8 +1,10 @@
 //! Watching directories: finding every tenant database file that exists, appears,
 //! disappears or is written, and saying so as a stream of [`WatchEvent`]s.
 //!
-//! This module owns the scan of every watch directory at start, the notify watcher
-//! (inotify, or `PollWatcher` for network mounts), the set of database files it knows
+//! This module owns the scan of every watch directory at start, the kernel watcher
+//! (on Linux our own inotify, `lean.rs`, which reports a tenant's writes only when the
+//! tenant arms its files, see [`Writes`]; notify's `PollWatcher` for network mounts;
+//! notify's own watcher elsewhere), the set of database files it knows
 //! of, and the reconciliation that keeps that set true: every notify event is only a
 //! hint to look at one path again, and a full rescan — at start, after a queue overflow
 //! or a notify error, on [`WatchHandle::rescan_now`], and every `rescan_interval` ±10% —

@@ -46,6 +46,21 @@ impl Fixture {
         Fixture { _tmp: tmp, base, rx, handle, shutdown }
     }
 
+    /// A watch of `clients` where an application has created tenant `G1` in WAL mode
+    /// (a table, a row) and keeps its connection; the `Present` and the events of the
+    /// creation are consumed.
+    async fn with_sqlite_tenant() -> (Fixture, PathBuf, rusqlite::Connection) {
+        let mut f = Fixture::start(&[("clients", false)], quiet_opts(), |_| {}).await;
+        f.until_scan_complete().await;
+        let path = f.base.join("clients").join(db(G1));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        f.expect("Present on open", |e| *e == present(&path, 0)).await;
+        f.drain(Duration::from_millis(200)).await;
+        (f, path, conn)
+    }
+
     /// Next event, or a panic after `WAIT`.
     async fn next(&mut self) -> WatchEvent {
         match timeout(WAIT, self.rx.recv()).await {
@@ -381,14 +396,7 @@ async fn rescan_reports_writes_whose_events_were_lost() {
 
 #[tokio::test]
 async fn real_sqlite_writes_are_changed_never_gone() {
-    let mut f = Fixture::start(&[("clients", false)], quiet_opts(), |_| {}).await;
-    f.until_scan_complete().await;
-    let path = f.base.join("clients").join(db(G1));
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
-    f.expect("Present on open", |e| *e == present(&path, 0)).await;
-    f.drain(Duration::from_millis(200)).await;
+    let (mut f, path, conn) = Fixture::with_sqlite_tenant().await;
     f.handle.writes().arm(&path);
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
     f.expect("Changed on commit", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
@@ -414,14 +422,7 @@ async fn real_sqlite_writes_are_changed_never_gone() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_commit_is_reported_once_per_arming_and_only_then() {
-    let mut f = Fixture::start(&[("clients", false)], quiet_opts(), |_| {}).await;
-    f.until_scan_complete().await;
-    let path = f.base.join("clients").join(db(G1));
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
-    f.expect("Present on open", |e| *e == present(&path, 0)).await;
-    f.drain(Duration::from_millis(200)).await;
+    let (mut f, path, conn) = Fixture::with_sqlite_tenant().await;
     let commit = |n: i64| conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
     let quiet = Duration::from_millis(300);
     let changed = WatchEvent::Changed { path: path.clone() };
@@ -479,14 +480,7 @@ fn inotify_watches_on(path: &Path) -> usize {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_file_that_cannot_be_armed_makes_every_folder_report_writes() {
-    let mut f = Fixture::start(&[("clients", false)], quiet_opts(), |_| {}).await;
-    f.until_scan_complete().await;
-    let path = f.base.join("clients").join(db(G1));
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
-    f.expect("Present on open", |e| *e == present(&path, 0)).await;
-    f.drain(Duration::from_millis(200)).await;
+    let (mut f, path, conn) = Fixture::with_sqlite_tenant().await;
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
     assert_eq!(f.drain(Duration::from_millis(300)).await, []);
 
