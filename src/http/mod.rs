@@ -164,7 +164,7 @@ pub fn serve_on(
 }
 
 /// Whether the server listens beyond this machine with no token (worth a warning).
-fn exposed_without_token(addr: SocketAddr, token: Option<&Secret>) -> bool {
+pub(crate) fn exposed_without_token(addr: SocketAddr, token: Option<&Secret>) -> bool {
     token.is_none() && !addr.ip().is_loopback()
 }
 
@@ -271,8 +271,8 @@ fn changes_state(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Token check and security headers around every endpoint.
-async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request, token: Option<&Secret>) -> poem::Result<Response> {
+/// Token check and security headers around every endpoint (the standby's too).
+pub(crate) async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request, token: Option<&Secret>) -> poem::Result<Response> {
     drop_empty_params(&mut req);
     let path = req.uri().path().to_owned();
     // Another site's page cannot use the token either: the cookie is `SameSite=Strict`,

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use poem::endpoint::BoxEndpoint;
 use poem::listener::{Acceptor, TcpAcceptor};
 use poem::web::{Data, Json};
 use poem::{EndpointExt, Response, Route, get, handler};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Board, M_TENANTS, TenantView};
 use crate::http::HttpError;
 use crate::http::html::esc;
+use crate::redact::Secret;
 use crate::storage::Storage;
 
 /// Tenant rows drawn on the page (the API has them all).
@@ -33,29 +35,25 @@ struct State {
 }
 
 /// Serves on `listener` until `stop`; returns the address and the server's task.
+/// With `token` (the config's `[http] token`) everything but `/healthz` needs it, as on
+/// the primary's dashboard.
 pub fn serve(
     listener: tokio::net::TcpListener,
     board: Arc<Board>,
     storage: Storage,
     metrics: PrometheusHandle,
+    token: Option<Secret>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
     let addr = listener.local_addr().map_err(|source| HttpError::Bind { addr: ([0, 0, 0, 0], 0).into(), source })?;
     let acceptor = TcpAcceptor::from_tokio(listener).map_err(|source| HttpError::Bind { addr, source })?;
     let local = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(addr);
-    if !local.ip().is_loopback() {
+    if crate::http::exposed_without_token(local, token.as_ref()) {
         tracing::warn!(
-            "standby: page and API on {local} (not loopback, no token): anyone who can reach it sees every tenant prefix"
+            "standby: page and API on {local} (not loopback, no [http] token): anyone who can reach it sees every tenant prefix"
         );
     }
-    let app = Route::new()
-        .at("/", get(page))
-        .at("/api/standby", get(totals))
-        .at("/api/standby/tenants", get(tenants))
-        .at("/metrics", get(metrics_page))
-        .at("/healthz", get(healthz))
-        .at("/readyz", get(readyz))
-        .data(State { board, storage, metrics });
+    let app = router(board, storage, metrics, token);
     let task = tokio::spawn(async move {
         let server = poem::Server::new_with_acceptor(acceptor).name("litefleet-standby");
         let grace = Some(std::time::Duration::from_secs(2));
@@ -64,6 +62,44 @@ pub fn serve(
         }
     });
     Ok((local, task))
+}
+
+/// The page's style: a file of its own, for the security headers allow no inline style.
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5rem;color:#222} table{border-collapse:collapse}
+td,th{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left} .num{text-align:right}
+.failed{color:#b00020} .behind{color:#a15c00} .cards span{display:inline-block;margin:0 1.2rem .8rem 0}
+.cards b{display:block;font-size:1.4rem}
+";
+
+#[handler]
+fn style() -> Response {
+    Response::builder().content_type("text/css; charset=utf-8").body(STYLE)
+}
+
+/// The standby's page and API, behind the primary's token check and security headers.
+fn router(
+    board: Arc<Board>,
+    storage: Storage,
+    metrics: PrometheusHandle,
+    token: Option<Secret>,
+) -> BoxEndpoint<'static> {
+    if let Some(t) = &token {
+        crate::redact::register(t.expose());
+    }
+    Route::new()
+        .at("/", get(page))
+        .at("/assets/standby.css", get(style))
+        .at("/api/standby", get(totals))
+        .at("/api/standby/tenants", get(tenants))
+        .at("/metrics", get(metrics_page))
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz))
+        .data(State { board, storage, metrics })
+        .around(move |ep, req| {
+            let token = token.clone();
+            async move { crate::http::guard(ep, req, token.as_ref()).await }
+        })
+        .boxed()
 }
 
 #[handler]
@@ -126,11 +162,7 @@ fn page(state: Data<&State>) -> poem::web::Html<String> {
     let _ = write!(
         h,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
-<title>litefleet standby</title><style>
-body{{font:14px system-ui,sans-serif;margin:1.5rem;color:#222}} table{{border-collapse:collapse}}
-td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{{text-align:right}}
-.failed{{color:#b00020}} .behind{{color:#a15c00}} .cards span{{display:inline-block;margin:0 1.2rem .8rem 0}}
-.cards b{{display:block;font-size:1.4rem}}</style></head><body>
+<title>litefleet standby</title><link rel="stylesheet" href="/assets/standby.css"></head><body>
 <h1>litefleet standby</h1>
 <p>Copies of every tenant of <code>{storage}</code> in <code>{dir}</code>. {log}</p>
 <div class="cards" id="totals"><span><b id="t-tenants">{tenants}</b>tenants</span><span><b id="t-following">{following}</b>following</span>
@@ -186,4 +218,45 @@ td,th{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}} .num{
     }
     h.push_str("</tbody></table></body></html>\n");
     poem::web::Html(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::http::StatusCode;
+    use poem::test::TestClient;
+
+    fn client(token: Option<&str>) -> TestClient<BoxEndpoint<'static>> {
+        let storage =
+            Storage::from_url("memory://standby-http-test", &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+        TestClient::new(router(Arc::new(Board::default()), storage, metrics, token.map(Secret::new)))
+    }
+
+    /// A standby's page names every tenant prefix: with `[http] token` set, the page, its
+    /// style, the API, `/metrics` and `/readyz` need the token, as on the primary;
+    /// `/healthz` does not. A browser link with `?token=` leaves it in a cookie.
+    #[tokio::test]
+    async fn the_token_guards_the_standby_as_it_guards_the_dashboard() {
+        let cli = client(Some("s3cret"));
+        for path in ["/", "/assets/standby.css", "/api/standby", "/api/standby/tenants", "/metrics", "/readyz"] {
+            cli.get(path).send().await.assert_status(StatusCode::UNAUTHORIZED);
+            cli.get(path).header("authorization", "Bearer wrong").send().await.assert_status(StatusCode::UNAUTHORIZED);
+            let with = cli.get(path).header("authorization", "Bearer s3cret").send().await;
+            assert_ne!(with.0.status(), StatusCode::UNAUTHORIZED, "{path}");
+            let cookie = cli.get(path).header("cookie", "litefleet_token=s3cret").send().await;
+            assert_ne!(cookie.0.status(), StatusCode::UNAUTHORIZED, "{path} with the cookie");
+        }
+        cli.get("/healthz").send().await.assert_status_is_ok();
+        let link = cli.get("/?token=s3cret").send().await;
+        link.assert_status(StatusCode::SEE_OTHER);
+        link.assert_header("location", "/");
+        let html = cli.get("/").header("authorization", "Bearer s3cret").send().await;
+        html.assert_status_is_ok();
+        html.assert_header("content-security-policy", crate::http::CSP);
+        assert!(html.0.into_body().into_string().await.unwrap_or_default().contains("/assets/standby.css"));
+
+        // No token configured: open, as before (a warning when not on loopback).
+        client(None).get("/api/standby").send().await.assert_status_is_ok();
+    }
 }

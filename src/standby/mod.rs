@@ -243,7 +243,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), Error> {
     });
     let metrics = crate::metrics::install();
     let http_stop = stop.child_token();
-    let (addr, server) = http::serve(listener, board.clone(), storage.clone(), metrics, http_stop.clone())?;
+    let (addr, server) =
+        http::serve(listener, board.clone(), storage.clone(), metrics, config.http.token.clone(), http_stop.clone())?;
     tracing::info!(
         storage = %storage.location(), dir = %dir.display(), poll = ?s.poll_interval,
         "🛟 standby: keeping a copy of every tenant (page on http://{addr}/)"
