@@ -28,6 +28,15 @@ pub fn wal_path(db: &Path) -> PathBuf {
     sidecar(db, "-wal")
 }
 
+/// The database file itself: `db`'s target if `db` is a symlink (SQLite resolves it,
+/// and keeps the `-wal` and `-shm` beside the target), else `db`.
+pub fn real_file(db: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(db) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf()),
+        _ => db.to_path_buf(),
+    }
+}
+
 /// `<db>-shm`.
 pub fn shm_path(db: &Path) -> PathBuf {
     sidecar(db, "-shm")

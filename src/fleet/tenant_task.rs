@@ -143,7 +143,11 @@ impl Drop for Armed<'_> {
 /// One tenant's replication loop.
 pub(super) struct TenantTask {
     pub(super) shared: Arc<Shared>,
+    /// As the watcher names it (the board's key).
     pub(super) path: PathBuf,
+    /// The database file itself: `path`'s target if it is a symlink, whose `-wal` lies
+    /// beside the target. Replicated, stamped and armed.
+    file: PathBuf,
     pub(super) id: TenantId,
     prefix: Prefix,
     /// Created once the prefix lock is held.
@@ -181,6 +185,7 @@ impl TenantTask {
     pub(super) fn new(shared: Arc<Shared>, path: PathBuf, id: TenantId, prefix: Prefix) -> TenantTask {
         TenantTask {
             shared,
+            file: crate::sqlite::real_file(&path),
             path,
             id,
             prefix,
@@ -220,7 +225,7 @@ impl TenantTask {
             }
         }
         let replica = self.shared.storage.replica(&self.prefix).claiming();
-        self.r = Some(Replicator::new(&self.path, replica, self.shared.settings.clone()));
+        self.r = Some(Replicator::new(&self.file, replica, self.shared.settings.clone()));
         // The first sync, `settle` from now (a stop meanwhile still runs it as the final one).
         let first = Instant::now() + settle;
         self.not_before = Some(first);
@@ -321,8 +326,8 @@ impl TenantTask {
     /// Looks at the database and its `-wal`, first arming them so that a commit after
     /// this look wakes the task (the watcher reports one write per arming).
     fn look(&self) -> Stamp {
-        self.shared.writes.arm(&self.path);
-        Stamp::of(&self.path)
+        self.shared.writes.arm(&self.path, &self.file);
+        Stamp::of(&self.file)
     }
 
     /// Schedules a sync as early as the upload pacing allows.
@@ -454,7 +459,7 @@ impl TenantTask {
     fn succeeded(&mut self, rep: &SyncReport, before: Stamp) {
         self.backoff = Duration::ZERO;
         self.synced_once = true;
-        self.stamp = Some(before.then_our_checkpoint(Stamp::of(&self.path)));
+        self.stamp = Some(before.then_our_checkpoint(Stamp::of(&self.file)));
         let txid = self.r.as_ref().and_then(|r| r.remote_txid()).filter(|t| *t > 0);
         let hot = self.is_hot();
         let pending = self.dirty_since;
@@ -635,7 +640,7 @@ impl TenantTask {
             && (self.is_hot()
                 || self.dirty_since.is_some()
                 || !self.synced_once
-                || !self.stamp.is_some_and(|s| s.nothing_committed_since(&Stamp::of(&self.path))));
+                || !self.stamp.is_some_and(|s| s.nothing_committed_since(&Stamp::of(&self.file))));
         if !needed {
             if let Some(r) = self.r.as_mut() {
                 let _ = r.release().await;

@@ -208,6 +208,43 @@ async fn a_database_created_while_running_ships_once_it_has_settled() {
     assert_eq!(std::fs::read_dir(&l0).map(|d| d.count()).unwrap_or(0), 1, "not shipped at shutdown");
 }
 
+/// A tenant whose file is a symlink to a database in the same folder. SQLite keeps the
+/// `-wal` beside the target, so that is what is replicated, stamped and armed. Before,
+/// the tenant looked for a `-wal` beside the link, which never exists: its commits woke
+/// nothing, a rescan's wake-up was ignored as "nothing committed", and so was the final
+/// sync at shutdown — the replica kept only what a checkpoint had put in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_is_a_symlink_ships_every_commit() {
+    let (_dir, clients, replicas, mut config) = watched_and_replicas();
+    without_lifecycle(&mut config);
+    let clients = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}"));
+    // The target has a name the fleet skips (not a GUID): only the link is a tenant.
+    let real = clients.join("customer.sqlite");
+    write(&real, 1);
+    let link = clients.join(format!("{GC}.db"));
+    std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("{e}"));
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    wait("the link's first sync", || synced(&board, &link)).await;
+    let first = board.get(&link).and_then(|s| s.txid).unwrap_or_default();
+    let app = rusqlite::Connection::open(&link).unwrap_or_else(|e| panic!("{e}"));
+    for i in 1..=3 {
+        app.execute("INSERT INTO t VALUES (randomblob(100))", []).unwrap_or_else(|e| panic!("{e}"));
+        wait("a commit through the link shipped", || board.get(&link).and_then(|s| s.txid) == Some(first + i)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A commit right before a shutdown: shipped by the final sync.
+    app.execute("INSERT INTO t VALUES (randomblob(100))", []).unwrap_or_else(|e| panic!("{e}"));
+    stop_fleet(fleet).await;
+    let newest = std::fs::read_dir(replicas.join(format!("databases/{GC}/ltx/0")))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok()?.file_name().to_str()?.split(['-', '.']).nth(1).map(str::to_owned))
+        .filter_map(|max| u64::from_str_radix(&max, 16).ok())
+        .max();
+    assert_eq!(newest, Some(first + 4), "the final sync missed the last commit");
+    drop(app);
+}
+
 /// The bug this pins: after a bulk import left ~1,600 pages in the WAL, a tenant never
 /// went idle — every sync ran a checkpoint with nothing to copy (the WAL only restarts
 /// at the next write), whose file activity woke the tenant again: ~760 syncs a second,

@@ -65,7 +65,7 @@ struct State {
     watches: Watches,
     /// Folder watches: the folder, and whether folders created in it are watched too.
     folders: HashMap<WatchDescriptor, (PathBuf, bool)>,
-    /// Armed files (one write each).
+    /// Armed files (one write each), by the name their events report.
     files: HashMap<WatchDescriptor, PathBuf>,
     /// The databases among them (armed while they had no `-wal`): disarmed when their
     /// `-wal` is armed, so that a tenant holds one watch.
@@ -78,7 +78,7 @@ impl Lean {
     /// Arms tenants' files through this watcher (see [`super::Writes`]).
     pub(super) fn writes(&self) -> super::Writes {
         let inner = Arc::clone(&self.inner);
-        super::Writes::new(move |db: &Path| inner.arm(db))
+        super::Writes::new(move |db: &Path, file: &Path| inner.arm(db, file))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -91,24 +91,27 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks for the next write to `db`'s `-wal` (to `db` itself when it has no `-wal`:
-    /// a rollback-journal or empty database is written in place), once. A `-wal` that
-    /// appears later is a folder event.
-    fn arm(&self, db: &Path) {
+    /// Asks for the next write to `file`'s `-wal` (to `file` itself when it has no
+    /// `-wal`: a rollback-journal or empty database is written in place), once, and
+    /// reports it under `db`'s name (`file` is `db`'s target when `db` is a symlink). A
+    /// `-wal` that appears later is a folder event.
+    fn arm(&self, db: &Path, file: &Path) {
         let mut st = self.lock();
         if st.wide {
             return;
         }
-        for (path, is_db) in [(sqlite::wal_path(db), false), (db.to_path_buf(), true)] {
+        let armed =
+            [(sqlite::wal_path(file), sqlite::wal_path(db), false), (file.to_path_buf(), db.to_path_buf(), true)];
+        for (path, named, is_db) in armed {
             match st.watches.add(&path, WatchMask::MODIFY | WatchMask::ONESHOT) {
                 Ok(wd) => {
                     if is_db {
-                        st.dbs.insert(path.clone(), wd.clone());
+                        st.dbs.insert(named.clone(), wd.clone());
                     } else if let Some(old) = st.dbs.remove(db) {
                         st.files.remove(&old);
                         let _ = st.watches.remove(old);
                     }
-                    st.files.insert(wd, path);
+                    st.files.insert(wd, named);
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

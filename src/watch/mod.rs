@@ -246,22 +246,25 @@ pub struct WatchHandle {
 #[derive(Clone, Default)]
 pub struct Writes(Option<Arc<ArmFile>>);
 
-/// What arms a database's files (the watcher's own code).
-type ArmFile = dyn Fn(&Path) + Send + Sync;
+/// What arms a database's files (the watcher's own code): the database as events name
+/// it, and the file itself.
+type ArmFile = dyn Fn(&Path, &Path) + Send + Sync;
 
 impl Writes {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    fn new(arm: impl Fn(&Path) + Send + Sync + 'static) -> Writes {
+    fn new(arm: impl Fn(&Path, &Path) + Send + Sync + 'static) -> Writes {
         Writes(Some(Arc::new(arm)))
     }
 
-    /// Asks for the watcher's next event about a write to the database at `db`'s
-    /// `-wal` (or to `db` while it has none), once. A tenant arms before every look at
-    /// its files, so a commit after the look always wakes it; one write wakes it once,
-    /// however many follow until it arms again.
-    pub fn arm(&self, db: &Path) {
+    /// Asks for the watcher's next event about a write to the database's `-wal` (or to
+    /// the database while it has none), once. `db` is the tenant's path, which the
+    /// event names; `file` the database file itself (`db`'s target when `db` is a
+    /// symlink: SQLite keeps the `-wal` beside the target). A tenant arms before every
+    /// look at its files, so a commit after the look always wakes it; one write wakes it
+    /// once, however many follow until it arms again.
+    pub fn arm(&self, db: &Path, file: &Path) {
         if let Some(arm) = &self.0 {
-            arm(db);
+            arm(db, file);
         }
     }
 }

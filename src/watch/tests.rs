@@ -397,7 +397,7 @@ async fn rescan_reports_writes_whose_events_were_lost() {
 #[tokio::test]
 async fn real_sqlite_writes_are_changed_never_gone() {
     let (mut f, path, conn) = Fixture::with_sqlite_tenant().await;
-    f.handle.writes().arm(&path);
+    f.handle.writes().arm(&path, &path);
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
     f.expect("Changed on commit", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
     // Closing checkpoints and deletes -wal and -shm: the database stays Present.
@@ -432,12 +432,12 @@ async fn a_commit_is_reported_once_per_arming_and_only_then() {
     assert_eq!(f.drain(quiet).await, []);
     // Armed: the next commit is reported, once, however many follow.
     let writes = f.handle.writes();
-    writes.arm(&path);
+    writes.arm(&path, &path);
     (5..10).for_each(|n| _ = commit(n));
     f.expect("Changed after arming", |e| *e == changed).await;
     assert_eq!(f.drain(quiet).await, []);
     // Armed again: the next one is reported again.
-    writes.arm(&path);
+    writes.arm(&path, &path);
     commit(10);
     f.expect("Changed after arming again", |e| *e == changed).await;
     // Without a -wal (closing the last connection deletes it) the database itself is
@@ -446,15 +446,15 @@ async fn a_commit_is_reported_once_per_arming_and_only_then() {
     drop(conn);
     f.drain(quiet).await;
     assert!(!crate::sqlite::wal_path(&path).exists());
-    writes.arm(&path);
+    writes.arm(&path, &path);
     fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&[0], 72).unwrap();
     f.expect("Changed after a write in place", |e| *e == changed).await;
     // Once it has a -wal again, arming disarms the database: one watch per tenant.
-    writes.arm(&path);
+    writes.arm(&path, &path);
     assert_eq!(inotify_watches_on(&path), 1);
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute("INSERT INTO t VALUES (11)", []).unwrap();
-    writes.arm(&path);
+    writes.arm(&path, &path);
     assert_eq!((inotify_watches_on(&path), inotify_watches_on(&crate::sqlite::wal_path(&path))), (0, 1));
     drop(conn);
     f.stop().await;
@@ -486,7 +486,8 @@ async fn a_file_that_cannot_be_armed_makes_every_folder_report_writes() {
 
     let not_a_folder = f.base.join("clients").join("notes.txt");
     fs::write(&not_a_folder, b"").unwrap();
-    f.handle.writes().arm(&not_a_folder.join(db(G2)));
+    let beyond = not_a_folder.join(db(G2));
+    f.handle.writes().arm(&beyond, &beyond);
     f.drain(Duration::from_millis(200)).await;
     for n in 3..5 {
         conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
