@@ -300,7 +300,11 @@ fn a_paused_owner_is_fenced_and_a_moved_tenant_continues_the_replica() {
     db.expect("took the prefix over");
     // docs/benchmarks.md: takeover ≈ expiry + at most one heartbeat interval + a sync.
     eprintln!("takeover {:.1} s after SIGSTOP (expiry 3 s, heartbeat 1 s)", stopped.elapsed().as_secs_f64());
+    // The window opens once B's insert is in the replica: a lag of 0 alone can be read
+    // before B has even been woken by it (seen once in CI as B's TXID 4 "in the window").
+    let shipped = w.l0(T1).last().map_or(0, |f| f.max_txid);
     insert(&b.db(T1), 9);
+    w.wait_txid(T1, shipped + 1);
     let c = b.wait_status(&db, &b.db(T1), "active");
     let ok = wait_until(WAIT, POLL, || b.client(&b.db(T1))["lagSeconds"].as_f64() == Some(0.0));
     assert!(ok, "{c}");
@@ -317,7 +321,7 @@ fn a_paused_owner_is_fenced_and_a_moved_tenant_continues_the_replica() {
     assert_eq!(fenced["heldBy"], "host-b", "{fenced}");
     assert!(fenced["lastError"].as_str().unwrap_or_default().contains("fenced"), "{fenced}");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(l0(w.keys()), before, "A wrote after it was taken over; log:\n{}", da.log());
+    assert_eq!(l0(w.keys()), before, "A wrote after it was taken over; log:\n{}\nB:\n{}", da.log(), db.log());
     assert!(a.metrics().contains("litefleet_tenants{state=\"fenced\"} 1"), "{}", a.metrics());
     w.assert_contiguous(T1);
     w.assert_restores(T1, &b.db(T1));
