@@ -198,11 +198,7 @@ pub fn router_with(
         .server("/api");
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let token = cfg.token.clone();
-    if let Some(t) = &token {
-        crate::redact::register(t.expose());
-    }
-    Route::new()
+    let app = Route::new()
         .at("/", get(html::dashboard))
         .at("/tenants/:id", get(html::tenant))
         .at("/restores", get(html_restore::restores_page))
@@ -215,12 +211,21 @@ pub fn router_with(
         .at("/api/openapi.json", spec)
         .nest("/api/docs", docs)
         .nest("/api", api)
-        .data(state)
-        .around(move |ep, req| {
-            let token = token.clone();
-            async move { guard(ep, req, token.as_ref()).await }
-        })
-        .boxed()
+        .data(state);
+    guarded(app, cfg.token.clone())
+}
+
+/// `app` behind the token check and security headers ([`guard`]), the token kept out
+/// of every log line: the dashboard's and the standby's.
+pub(crate) fn guarded(app: impl Endpoint + 'static, token: Option<Secret>) -> poem::endpoint::BoxEndpoint<'static> {
+    if let Some(t) = &token {
+        crate::redact::register(t.expose());
+    }
+    app.around(move |ep, req| {
+        let token = token.clone();
+        async move { guard(ep, req, token.as_ref()).await }
+    })
+    .boxed()
 }
 
 /// Whether `given` is the token, in time independent of where they differ.
@@ -271,8 +276,8 @@ fn changes_state(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Token check and security headers around every endpoint (the standby's too).
-pub(crate) async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request, token: Option<&Secret>) -> poem::Result<Response> {
+/// Token check and security headers around every endpoint (see [`guarded`]).
+async fn guard<E: Endpoint>(ep: Arc<E>, mut req: Request, token: Option<&Secret>) -> poem::Result<Response> {
     drop_empty_params(&mut req);
     let path = req.uri().path().to_owned();
     // Another site's page cannot use the token either: the cookie is `SameSite=Strict`,

@@ -83,10 +83,7 @@ fn router(
     metrics: PrometheusHandle,
     token: Option<Secret>,
 ) -> BoxEndpoint<'static> {
-    if let Some(t) = &token {
-        crate::redact::register(t.expose());
-    }
-    Route::new()
+    let app = Route::new()
         .at("/", get(page))
         .at("/assets/standby.css", get(style))
         .at("/api/standby", get(totals))
@@ -94,12 +91,8 @@ fn router(
         .at("/metrics", get(metrics_page))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
-        .data(State { board, storage, metrics })
-        .around(move |ep, req| {
-            let token = token.clone();
-            async move { crate::http::guard(ep, req, token.as_ref()).await }
-        })
-        .boxed()
+        .data(State { board, storage, metrics });
+    crate::http::guarded(app, token)
 }
 
 #[handler]
