@@ -181,13 +181,15 @@ async fn create_touch_write_remove() {
     fs::write(&wal, b"frames").unwrap();
     f.expect("Changed after -wal write", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
 
-    // A write to the database itself: Changed too.
+    // A write to the database itself, once its tenant armed it: Changed too.
     f.drain(Duration::from_millis(200)).await;
+    fs::remove_file(&wal).unwrap();
+    f.drain(Duration::from_millis(200)).await;
+    f.handle.writes().arm(&path, &path);
     fs::write(&path, b"pages").unwrap();
     f.expect("Changed after db write", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
 
     // Remove: Gone, exactly once.
-    fs::remove_file(&wal).unwrap();
     fs::remove_file(&path).unwrap();
     let skipped = f.expect("Gone after remove", |e| *e == gone(&path, 0)).await;
     assert!(skipped.iter().all(|e| matches!(e, WatchEvent::Changed { .. })), "{skipped:?}");
@@ -463,15 +465,66 @@ async fn a_commit_is_reported_once_per_arming_and_only_then() {
 /// inotify watches on `path`'s inode, over every inotify instance of this process.
 #[cfg(target_os = "linux")]
 fn inotify_watches_on(path: &Path) -> usize {
+    inotify_masks_on(path).len()
+}
+
+/// The event masks of the inotify watches on `path`'s inode (`/proc/self/fdinfo`).
+#[cfg(target_os = "linux")]
+fn inotify_masks_on(path: &Path) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
     let ino = format!(" ino:{:x} ", fs::metadata(path).unwrap().ino());
+    let mask = |line: &str| {
+        let hex = line.split_whitespace().find_map(|w| w.strip_prefix("mask:")).unwrap();
+        u32::from_str_radix(hex, 16).unwrap()
+    };
     fs::read_dir("/proc/self/fd")
         .unwrap()
         .flatten()
         .filter(|fd| fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:inotify"))
         .filter_map(|fd| fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy())).ok())
-        .map(|info| info.lines().filter(|l| l.starts_with("inotify") && l.contains(&ino)).count())
-        .sum()
+        .flat_map(|info| {
+            info.lines().filter(|l| l.starts_with("inotify") && l.contains(&ino)).map(mask).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A folder asked for any event of its files makes every `write()` to any of them take
+/// and drop a reference on the folder's dentry, shared by every tenant's writer: the
+/// folder is asked for names only, and an unarmed write in place, a change of
+/// attributes or a close after writing wakes nobody. Once arming fails, the folder asks
+/// for its files' writes again.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_folder_is_asked_for_names_only() {
+    // IN_ACCESS | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_OPEN.
+    const OF_ITS_FILES: u32 = 0x3f;
+    let (mut f, path, conn) = Fixture::with_sqlite_tenant().await;
+    let folder = f.base.join("clients");
+    let masks = inotify_masks_on(&folder);
+    assert!(masks.len() == 1 && masks[0] & OF_ITS_FILES == 0, "folder masks {masks:x?}");
+    drop(conn);
+    f.drain(Duration::from_millis(300)).await;
+    assert!(!crate::sqlite::wal_path(&path).exists());
+    fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&[0], 72).unwrap();
+    let mut perms = fs::metadata(&path).unwrap().permissions();
+    perms.set_readonly(true);
+    fs::set_permissions(&path, perms.clone()).unwrap();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    fs::set_permissions(&path, perms).unwrap();
+    assert_eq!(f.drain(Duration::from_millis(300)).await, []);
+    // A new name is still an event.
+    let other = folder.join(db(G2));
+    fs::File::create(&other).unwrap();
+    f.expect("Present after create", |e| *e == present(&other, 0)).await;
+
+    let not_a_folder = folder.join("notes.txt");
+    fs::write(&not_a_folder, b"").unwrap();
+    let beyond = not_a_folder.join(db(G2));
+    f.handle.writes().arm(&beyond, &beyond);
+    let masks = inotify_masks_on(&folder);
+    assert!(masks.len() == 1 && masks[0] & 0x2 != 0, "widened folder masks {masks:x?}");
+    f.stop().await;
 }
 
 /// A file the kernel will not watch (here: a path below a regular file; in production
