@@ -16,9 +16,9 @@
 //! and drop a reference on the folder's dentry to ask whether the folder cares — one
 //! atomic on one cache line that every tenant's writer shares. Measured: 3.4 % of a 1 MiB
 //! writer's CPU, and +15 % on two concurrent writers of 1 KiB blocks in one folder
-//! (+4 % with names only; benchmarks §8, tenth run). A file written in place by something
-//! other than SQLite (a copy into the folder) is seen by its tenant's armed watch, or by
-//! the next rescan.
+//! (+4 % with names only; benchmarks §8, tenth run). A copy into the folder is a new
+//! name, a rename over a tenant's database too; a copy *over* it (same file, new bytes)
+//! is seen by its armed database if it has no `-wal`, else by the next rescan.
 //!
 //! If the kernel refuses a file watch (`fs.inotify.max_user_watches`, for one), every
 //! folder asks for `IN_MODIFY` again from then on, as notify's do: the old cost, no
