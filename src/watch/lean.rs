@@ -15,7 +15,7 @@
 //! files (`IN_ATTRIB`, `IN_CLOSE_WRITE`) makes every `write()` to every file in it take
 //! and drop a reference on the folder's dentry to ask whether the folder cares — one
 //! atomic on one cache line that every tenant's writer shares. Measured: 3.4 % of a 1 MiB
-//! writer's CPU, and +15 % on two concurrent writers of 1 KiB blocks in one folder
+//! writer's CPU, and +20 % on two concurrent writers of 1 KiB blocks in one folder
 //! (+4 % with names only; benchmarks §8, tenth run). A copy into the folder is a new
 //! name, a rename over a tenant's database too; a copy *over* it (same file, new bytes)
 //! is seen by its armed database if it has no `-wal`, else by the next rescan.
