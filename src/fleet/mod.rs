@@ -127,6 +127,8 @@ pub struct Fleet {
     storage: Storage,
     #[cfg(test)]
     watcher: Arc<crate::watch::WatchHandle>,
+    #[cfg(test)]
+    shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     supervisor: tokio::task::JoinHandle<()>,
     heartbeat: Heartbeat,
@@ -275,6 +277,8 @@ impl Fleet {
             writes: watcher.writes(),
         });
         let (commands, command_rx) = mpsc::channel(4);
+        #[cfg(test)]
+        let for_tests = shared.clone();
         let sup = Supervisor::new(shared, config, keys, single, watcher.clone(), watch_token, hooks);
         let supervisor = tokio::spawn(sup.run(events, command_rx, damage));
         #[cfg(not(test))]
@@ -286,6 +290,8 @@ impl Fleet {
             changes,
             #[cfg(test)]
             watcher,
+            #[cfg(test)]
+            shared: for_tests,
             commands,
             supervisor,
         })

@@ -250,7 +250,13 @@ impl TenantTask {
                 // of them), while a sync's own state is needed only while it runs.
                 _ = tokio::time::sleep_until(timer.map_or(far, |t| t.0)), if timer.is_some() => {
                     if timer.is_some_and(|t| t.1) {
-                        Box::pin(self.sync_now(&stop)).await;
+                        // Two boxes: a sync's state (~9 KB) is allocated only once the
+                        // tenant holds its slots. A start-up of 100,000 tenants has them
+                        // all waiting for one of `startup_concurrency` slots at once,
+                        // and the waiting is a few hundred bytes each.
+                        if let Some(startup) = Box::pin(self.admit(&stop)).await {
+                            Box::pin(self.sync_now(startup)).await;
+                        }
                     } else {
                         Box::pin(self.go_idle()).await;
                     }
@@ -364,9 +370,12 @@ impl TenantTask {
         self.permit.is_some()
     }
 
-    async fn sync_now(&mut self, stop: &CancellationToken) {
-        if self.held.is_some() && !self.owner_again().await {
-            return;
+    /// Waits for what a sync needs before it may run: this host's ownership of the
+    /// prefix (asked again if held), a start-up slot for the first sync (returned, held
+    /// for the sync) and a connection slot. `None`: not now (held, or stopped).
+    pub(super) async fn admit(&mut self, stop: &CancellationToken) -> Option<Option<OwnedSemaphorePermit>> {
+        if self.held.is_some() && !Box::pin(self.owner_again()).await {
+            return None;
         }
         let startup = if self.synced_once {
             None
@@ -374,12 +383,14 @@ impl TenantTask {
             let slots = self.shared.startup_slots.clone();
             tokio::select! {
                 p = slots.acquire_owned() => p.ok(),
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return None,
             }
         };
-        if !self.take_slot(Some(stop)).await {
-            return;
-        }
+        self.take_slot(Some(stop)).await.then_some(startup)
+    }
+
+    /// A sync once [`admit`](Self::admit)ted; `startup` is released when it is done.
+    pub(super) async fn sync_now(&mut self, startup: Option<OwnedSemaphorePermit>) {
         let first = !self.synced_once;
         let result = self.sync_once().await;
         drop(startup);
