@@ -250,7 +250,7 @@ impl TenantTask {
                 // of them), while a sync's own state is needed only while it runs.
                 _ = tokio::time::sleep_until(timer.map_or(far, |t| t.0)), if timer.is_some() => {
                     if timer.is_some_and(|t| t.1) {
-                        // Two boxes: a sync's state (~9 KB) is allocated only once the
+                        // Two boxes: a sync's state (~10 KB) is allocated only once the
                         // tenant holds its slots. A start-up of 100,000 tenants has them
                         // all waiting for one of `startup_concurrency` slots at once,
                         // and the waiting is a few hundred bytes each.
