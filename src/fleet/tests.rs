@@ -238,8 +238,7 @@ async fn a_tenant_that_is_a_symlink_ships_every_commit() {
     stop_fleet(fleet).await;
     let newest = std::fs::read_dir(replicas.join(format!("databases/{GC}/ltx/0")))
         .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.split(['-', '.']).nth(1).map(str::to_owned))
-        .filter_map(|max| u64::from_str_radix(&max, 16).ok())
+        .filter_map(|e| crate::ltx::parse_filename(e.ok()?.file_name().to_str()?).map(|(_, max)| max))
         .max();
     assert_eq!(newest, Some(first + 4), "the final sync missed the last commit");
     drop(app);

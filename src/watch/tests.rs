@@ -62,6 +62,15 @@ impl Fixture {
     }
 
     /// Next event, or a panic after `WAIT`.
+    /// Arms a path the kernel will not watch (below a regular file; in production the
+    /// `max_user_watches` limit refuses it), which widens every folder's watch.
+    fn arm_what_cannot_be_armed(&self) {
+        let not_a_folder = self.base.join("clients").join("notes.txt");
+        fs::write(&not_a_folder, b"").unwrap();
+        let beyond = not_a_folder.join(db(G2));
+        self.handle.writes().arm(&beyond, &beyond);
+    }
+
     async fn next(&mut self) -> WatchEvent {
         match timeout(WAIT, self.rx.recv()).await {
             Ok(Some(ev)) => ev,
@@ -518,10 +527,7 @@ async fn a_folder_is_asked_for_names_only() {
     fs::File::create(&other).unwrap();
     f.expect("Present after create", |e| *e == present(&other, 0)).await;
 
-    let not_a_folder = folder.join("notes.txt");
-    fs::write(&not_a_folder, b"").unwrap();
-    let beyond = not_a_folder.join(db(G2));
-    f.handle.writes().arm(&beyond, &beyond);
+    f.arm_what_cannot_be_armed();
     let masks = inotify_masks_on(&folder);
     assert!(masks.len() == 1 && masks[0] & 0x2 != 0, "widened folder masks {masks:x?}");
     f.stop().await;
@@ -537,10 +543,7 @@ async fn a_file_that_cannot_be_armed_makes_every_folder_report_writes() {
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
     assert_eq!(f.drain(Duration::from_millis(300)).await, []);
 
-    let not_a_folder = f.base.join("clients").join("notes.txt");
-    fs::write(&not_a_folder, b"").unwrap();
-    let beyond = not_a_folder.join(db(G2));
-    f.handle.writes().arm(&beyond, &beyond);
+    f.arm_what_cannot_be_armed();
     f.drain(Duration::from_millis(200)).await;
     for n in 3..5 {
         conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
