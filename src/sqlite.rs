@@ -113,6 +113,79 @@ fn persist_wal(conn: &Connection) {
     }
 }
 
+/// How far the WAL is written and backfilled, as SQLite's wal-index (`-shm`) says at
+/// one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalProgress {
+    /// The last valid frame of the WAL (`mxFrame`).
+    pub max_frame: u32,
+    /// Frames already copied into the database (`nBackfill`).
+    pub backfilled: u32,
+}
+
+impl WalProgress {
+    /// Frames of the WAL not yet copied into the database.
+    pub fn not_backfilled(&self) -> u32 {
+        self.max_frame.saturating_sub(self.backfilled)
+    }
+}
+
+/// Reads [`WalProgress`] from the wal-index (`-shm`) as `conn` maps it (SQLite's file
+/// format, "WAL-index format": the 48-byte header twice, `mxFrame` at byte 16, then
+/// `nBackfill` at byte 96, native byte order). Through SQLite's own mapping, never a
+/// file descriptor of ours: closing any descriptor of the `-shm` would drop every POSIX
+/// lock this process holds on it, our read marks included (the log could then restart
+/// under us). Read without SQLite's locks, so an estimate: it may decide whether a copy
+/// is worth starting, never what is safe to copy (SQLite decides that). `conn` must be
+/// in WAL mode and have read the database (it would open a `-shm` otherwise). `None`:
+/// no wal-index mapped yet, or its header not initialised or being rewritten (its two
+/// copies differ).
+pub fn wal_progress(conn: &Connection) -> Option<WalProgress> {
+    use rusqlite::ffi;
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `conn.handle()` is a valid open connection for the call, "main" is
+    // NUL-terminated, and SQLITE_FCNTL_FILE_POINTER writes one `sqlite3_file*`, which
+    // stays valid while `conn` is open and borrowed here.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&mut file as *mut *mut ffi::sqlite3_file).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK || file.is_null() {
+        return None;
+    }
+    // SAFETY: `file` is the connection's open database file; its methods table is
+    // SQLite's (version 2 and later have `xShmMap`). Asking for region 0 without
+    // extending (`bExtend` 0) returns the mapping SQLite already holds, or null.
+    let region = unsafe {
+        let methods = (*file).pMethods;
+        if methods.is_null() || (*methods).iVersion < 2 {
+            return None;
+        }
+        let shm_map = (*methods).xShmMap?;
+        let mut region: *mut std::ffi::c_void = std::ptr::null_mut();
+        if shm_map(file, 0, 32 * 1024, 0, &mut region) != ffi::SQLITE_OK || region.is_null() {
+            return None;
+        }
+        region.cast::<u32>()
+    };
+    // SAFETY: region 0 is at least 32 KiB, mapped and page-aligned; other processes
+    // write it concurrently, hence volatile reads of whole words.
+    let w: [u32; 25] = std::array::from_fn(|i| unsafe { region.add(i).read_volatile() });
+    let initialised = w[0] == crate::wal::VERSION && w[3].to_ne_bytes()[0] == 1;
+    (initialised && w[..12] == w[12..24]).then(|| WalProgress { max_frame: w[4], backfilled: w[24] })
+}
+
+/// Whether `path` was modified within `window` (by its mtime; `false` if missing).
+pub fn written_within(path: &Path, window: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < window) || t > SystemTime::now())
+}
+
 /// Starts a read transaction: `BEGIN` is lazy, the read makes SQLite take its read
 /// lock (the snapshot is taken here).
 pub fn begin_read(conn: &Connection) -> rusqlite::Result<()> {
@@ -191,6 +264,31 @@ impl Stamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_progress_is_read_from_the_shm_as_sqlite_keeps_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.path().join("a.db");
+        let c = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);")
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..10 {
+            c.execute("INSERT INTO t VALUES (randomblob(5000))", []).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // A second connection (another process would do the same) sees the same.
+        let other = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        begin_read(&other).unwrap_or_else(|e| panic!("{e}"));
+        let before = wal_progress(&other).unwrap_or_else(|| panic!("no progress read"));
+        other.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+        let (log, done): (i64, i64) = c
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(before, WalProgress { max_frame: log as u32, backfilled: 0 });
+        assert!(before.not_backfilled() > 10, "{before:?}");
+        let after = wal_progress(&other).unwrap_or_else(|| panic!("no progress read"));
+        assert_eq!(after, WalProgress { max_frame: log as u32, backfilled: done as u32 });
+        assert_eq!(after.not_backfilled(), 0);
+    }
 
     #[test]
     fn stamps_see_wal_appends_but_not_database_rewrites_in_place() {

@@ -183,6 +183,92 @@ async fn opening_on_a_backfilled_wal_does_not_leave_our_read_mark_on_zero() {
     leaves_read_mark_zero_at_the_next_sync(&mut w, r, &replica, &url, &db, dir.path()).await;
 }
 
+/// The WAL's progress as SQLite's wal-index says now, read through a connection: a
+/// file descriptor of our own on the `-shm`, once closed, would drop every POSIX lock
+/// this process holds on it, the replicator's read mark included.
+fn progress(db: &Path) -> litefleet::sqlite::WalProgress {
+    let c = rusqlite::Connection::open(db).unwrap();
+    litefleet::sqlite::begin_read(&c).unwrap();
+    let p = litefleet::sqlite::wal_progress(&c).expect("a wal-index");
+    c.execute_batch("COMMIT").unwrap();
+    p
+}
+
+/// Salt-1 of the WAL's header: a new one for each generation (the log restarted).
+fn wal_salt(db: &Path) -> Vec<u8> {
+    std::fs::read(wal_path(db)).unwrap()[16..20].to_vec()
+}
+
+/// One commit of 16 rows of 64 KiB: ~260 frames.
+const BULK: &str = "insert t 16 65536";
+
+/// The bug this pins: a tenant woken by a bulk write opened its read transaction with
+/// the application's frames below its mark, and the application's next auto-checkpoint
+/// (at 1,000 frames) copied them and `fsync`ed the WAL inside one of its commits: the
+/// slowest commit of a 1 MiB burst (docs/benchmarks.md §8). Now the replicator copies
+/// them itself as soon as it opens. A small gap waits for its next checkpoint, and
+/// nothing here lets the log restart before we shipped it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_woken_by_a_bulk_write_backfills_it_before_the_application_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("woken.db");
+    let (replica, url) = folder(dir.path());
+    let mut w = Writer::open(&db);
+    w.cmd("insert t 1 3000");
+    let mut r = Replicator::new(&db, replica.clone(), Settings::default());
+    r.idle().await.unwrap();
+    // Cold; one small commit: left alone.
+    w.cmd("insert t 1 3000");
+    r.sync().await.unwrap();
+    let p = progress(&db);
+    assert!(p.max_frame > 0 && p.backfilled == 0, "a small gap is not copied at once: {p:?}");
+    r.idle().await.unwrap();
+    // Cold; two bulk commits: copied as soon as we open.
+    w.cmd(BULK);
+    w.cmd(BULK);
+    r.sync().await.unwrap();
+    let p = progress(&db);
+    assert!(p.max_frame >= 500 && p.not_backfilled() == 0, "the bulk should be backfilled by us: {p:?}");
+    // The application writes on past its auto-checkpoint: nothing left for it to copy,
+    // and our read mark keeps the log from restarting.
+    let salt = wal_salt(&db);
+    for _ in 0..4 {
+        w.cmd(BULK);
+    }
+    let later = progress(&db);
+    assert_eq!(wal_salt(&db), salt, "the log restarted under our read mark");
+    assert_eq!(later.backfilled, p.backfilled, "nothing may be backfilled past our mark: {later:?}");
+    r.shutdown().await.unwrap();
+    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+}
+
+/// The same when our read mark leaves 0 after our checkpoint restarted the log: it moves
+/// to the end of the WAL, and the bulk the application wrote meanwhile is copied at once
+/// (it waited for a WAL of `min_checkpoint_pages` before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_written_behind_read_mark_zero_is_backfilled_when_the_mark_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("moved.db");
+    let (replica, url) = folder(dir.path());
+    let mut w = Writer::open(&db);
+    w.cmd("pragma wal_autocheckpoint=0");
+    for _ in 0..4 {
+        w.cmd(BULK);
+    }
+    let mut r = Replicator::new(&db, replica.clone(), Settings::default());
+    let rep = r.sync().await.unwrap();
+    assert!(rep.checkpointed, "1,040 frames: a checkpoint, and the log restarts: {rep:?}");
+    w.cmd(BULK);
+    w.cmd(BULK);
+    assert_eq!(progress(&db).backfilled, 0, "our reader should hold read mark 0");
+    let rep = r.sync().await.unwrap();
+    assert!(!rep.checkpointed, "520 frames: no checkpoint due: {rep:?}");
+    let p = progress(&db);
+    assert!(p.backfilled >= 500 && p.not_backfilled() == 0, "the bulk should be backfilled by us: {p:?}");
+    r.shutdown().await.unwrap();
+    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+}
+
 /// A sync ships what was committed when it began. A writer that commits faster than
 /// files ship is left to the next sync (the tenant task paces those at `sync_interval`)
 /// instead of being chased in one sync that lasts as long as the writer writes and

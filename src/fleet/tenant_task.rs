@@ -242,13 +242,17 @@ impl TenantTask {
             };
             armed.set(timer.is_some());
             let far = Instant::now() + Duration::from_secs(86_400);
+            // A cold tenant's sync that is due already runs at once: it opens the
+            // database, and the sooner its read mark is taken after the commit that
+            // woke it, the less the application's next checkpoint has to copy.
+            let cold = timer.is_some_and(|t| t.1) && !self.is_hot();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = wake.notified() => self.on_wake(),
                 // The work is boxed: this future rests in memory once per tenant (100,000
                 // of them), while a sync's own state is needed only while it runs.
-                _ = tokio::time::sleep_until(timer.map_or(far, |t| t.0)), if timer.is_some() => {
+                _ = due_at(timer.map_or(far, |t| t.0), cold), if timer.is_some() => {
                     if timer.is_some_and(|t| t.1) {
                         // Two boxes: a sync's state (~10 KB) is allocated only once the
                         // tenant holds its slots. A start-up of 100,000 tenants has them
@@ -665,6 +669,16 @@ impl TenantTask {
         let r = self.replicator().shutdown().await.map_err(|e| chain(&e));
         self.permit = None;
         Some(r)
+    }
+}
+
+/// Ready at `at`; with `now_if_passed`, at once if it has passed (tokio's timer rounds
+/// a deadline up to its next millisecond tick). Only for a cold tenant's sync, which
+/// opens its connection: a hot one's syncs keep the tick, so a sync that finds more to
+/// do at once cannot spin.
+async fn due_at(at: Instant, now_if_passed: bool) {
+    if !now_if_passed || at > Instant::now() {
+        tokio::time::sleep_until(at).await;
     }
 }
 

@@ -57,8 +57,8 @@
 //! WAL's size: 10,000 commits took 3.3 s instead of 0.3 s behind a reader on mark 0. So
 //! once the new generation holds a commit, [`Engine::reanchor`] moves our read
 //! transaction to a non-zero mark without a barrier (see [`Anchor`] for why that is
-//! safe), and — once the WAL is large enough for the application's auto-checkpoints to
-//! copy — backfills up to it itself.
+//! safe), and — once [`EARLY_BACKFILL_FRAMES`] below it are not backfilled — backfills
+//! up to it itself ([`Engine::backfill_early`], also run right after an open).
 //!
 //! TRUNCATE is only the emergency brake when a log past `truncate_pages` could not be
 //! restarted because an application reader held old frames; it is followed by a
@@ -85,6 +85,12 @@ pub const QUIET_TAIL_FRAMES: u64 = 256;
 pub const MAX_TAIL_FRAMES: u64 = 1024;
 /// Hand-off and backfill rounds before step 4.
 pub const HAND_OFF_ROUNDS: usize = 3;
+
+/// Frames below our read mark not yet copied into the database from which we copy
+/// them as soon as the mark is taken (after an open, and when it leaves 0): left to
+/// the application, its next auto-checkpoint would copy them and `fsync` the WAL inside
+/// one of its commits (see [`Engine::backfill_early`]).
+pub const EARLY_BACKFILL_FRAMES: u32 = 256;
 
 /// Polls (1 ms apart) after step 4 for the application's first commit in the restarted
 /// log, to move our read mark off 0 before the WAL grows.
@@ -395,9 +401,40 @@ impl Engine {
         }
     }
 
+    /// Copies the WAL into the database up to our read mark, now, if at least
+    /// [`EARLY_BACKFILL_FRAMES`] are not yet copied (a PASSIVE checkpoint from `conn`,
+    /// which holds no read transaction, else from a new second connection; SQLite copies
+    /// nothing past our mark). A copy that fails is left to our next checkpoint. Called
+    /// right after the mark is taken, when it may lie far past what was backfilled: a
+    /// tenant that woke on a bulk write (the application committed while it was cold,
+    /// before our connection opened), or a mark leaving 0 after a burst. Otherwise the
+    /// application's next auto-checkpoint (once its WAL holds 1,000 frames) does this
+    /// copy, with its two `fsync`s, inside one of its commits; ours runs beside its
+    /// commits, and while it does the application's auto-checkpoint finds the checkpoint
+    /// lock taken and returns at once. A small gap waits for our next checkpoint: two
+    /// `fsync`s per wake-up are not worth it for a few frames.
+    pub(super) fn backfill_early(&self, conn: Option<&Connection>) {
+        let Some(p) = self.hot.as_ref().and_then(|h| sqlite::wal_progress(&h.conn)) else { return };
+        if p.not_backfilled() < EARLY_BACKFILL_FRAMES {
+            return;
+        }
+        let t = Instant::now();
+        let copied = match conn {
+            Some(c) => checkpoint(c, "PASSIVE").map_err(|e| self.err_sql(e)),
+            None => self.side().and_then(|c| checkpoint(&c, "PASSIVE").map_err(|e| self.err_sql(e))),
+        };
+        match copied {
+            Ok(o) => tracing::debug!(db = %self.path.display(), before = ?p, ?o, "backfilled up to our new read mark"),
+            Err(e) => {
+                tracing::warn!("backfill up to our read mark left to the next checkpoint: {}", crate::errors::Chain(&e))
+            }
+        }
+        timeline("early backfill", t);
+    }
+
     /// Moves our read transaction off read mark 0 once that is safe (see [`Anchor`]),
-    /// then, if the WAL holds `min_checkpoint_pages`, backfills up to the new mark so
-    /// the application's next auto-checkpoint has nothing to copy. `true`: done, or
+    /// then backfills up to the new mark if a bulk lies below it
+    /// ([`Engine::backfill_early`]). `true`: done, or
     /// nothing to do.
     pub(super) fn reanchor(&mut self) -> Result<bool> {
         let Some(a) = self.zero_mark else { return Ok(true) };
@@ -416,13 +453,8 @@ impl Engine {
             let old = std::mem::replace(&mut hot.conn, fresh);
             e.zero_mark = None;
             old.execute_batch("COMMIT").map_err(|err| e.err_sql(err))?;
-            // Only a WAL the application's auto-checkpoint works on is worth a copy now
-            // (and two `fsync`s); a small one waits for our next checkpoint.
-            if e.wal_frames() >= e.settings.min_checkpoint_pages {
-                let o = checkpoint(&old, "PASSIVE").map_err(|err| e.err_sql(err))?;
-                tracing::debug!(db = %e.path.display(), ?o, "read mark moved off 0; backfilled");
-            }
             timeline("re-anchor", t);
+            e.backfill_early(Some(&old));
             Ok(true)
         })
     }
