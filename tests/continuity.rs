@@ -202,6 +202,14 @@ fn wal_salt(db: &Path) -> Vec<u8> {
 /// One commit of 16 rows of 64 KiB: ~260 frames.
 const BULK: &str = "insert t 16 65536";
 
+/// Checks that the replicator backfilled the two bulk commits below its read mark
+/// (and nothing is left above it), and returns the progress it saw.
+fn bulk_backfilled_by_us(db: &Path) -> litefleet::sqlite::WalProgress {
+    let p = progress(db);
+    assert!(p.backfilled >= 500 && p.not_backfilled() == 0, "the bulk should be backfilled by us: {p:?}");
+    p
+}
+
 /// The bug this pins: a tenant woken by a bulk write opened its read transaction with
 /// the application's frames below its mark, and the application's next auto-checkpoint
 /// (at 1,000 frames) copied them and `fsync`ed the WAL inside one of its commits: the
@@ -227,8 +235,7 @@ async fn a_tenant_woken_by_a_bulk_write_backfills_it_before_the_application_must
     w.cmd(BULK);
     w.cmd(BULK);
     r.sync().await.unwrap();
-    let p = progress(&db);
-    assert!(p.max_frame >= 500 && p.not_backfilled() == 0, "the bulk should be backfilled by us: {p:?}");
+    let p = bulk_backfilled_by_us(&db);
     // The application writes on past its auto-checkpoint: nothing left for it to copy,
     // and our read mark keeps the log from restarting.
     let salt = wal_salt(&db);
@@ -263,8 +270,7 @@ async fn a_bulk_written_behind_read_mark_zero_is_backfilled_when_the_mark_moves(
     assert_eq!(progress(&db).backfilled, 0, "our reader should hold read mark 0");
     let rep = r.sync().await.unwrap();
     assert!(!rep.checkpointed, "520 frames: no checkpoint due: {rep:?}");
-    let p = progress(&db);
-    assert!(p.backfilled >= 500 && p.not_backfilled() == 0, "the bulk should be backfilled by us: {p:?}");
+    bulk_backfilled_by_us(&db);
     r.shutdown().await.unwrap();
     restores_to(&replica, &url, &db, dir.path(), 4096).await;
 }
