@@ -45,8 +45,10 @@ enum Sink {
     Object(opendal::Writer),
     /// SFTP: an upload of a temporary key, renamed over the final key when complete.
     Renamed { writer: opendal::Writer, tmp: String },
-    /// A folder: a temporary file of this upload's own beside the final name.
-    File { file: tokio::fs::File, tmp: PathBuf, path: PathBuf },
+    /// A folder: a temporary file of this upload's own beside the final name, removed
+    /// whenever the sink is dropped before it is installed (an upload aborted, failed, or
+    /// dropped half-way when its task is cancelled, even while it completes).
+    File { file: tokio::fs::File, tmp: TempFile, path: PathBuf },
     /// The memory store: buffered, written whole at the end.
     Memory(Vec<u8>),
 }
@@ -74,7 +76,7 @@ impl Replica {
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
             let file =
                 opened.map_err(|source| Error::Local { what: format!("upload {}", self.describe(&key)), source })?;
-            Sink::File { file: tokio::fs::File::from_std(file), tmp, path }
+            Sink::File { file: tokio::fs::File::from_std(file), tmp: TempFile(Some(tmp)), path }
         } else if self.storage.service.renames() {
             // SFTP: written under a temporary name of its own, renamed when complete.
             let tmp = durable::unique_temp_path(std::path::Path::new(&key)).to_string_lossy().into_owned();
@@ -277,10 +279,9 @@ impl Upload {
                 }
             }
             Some(Sink::File { mut file, tmp, path }) => {
-                // Out of the sink, the temporary file is the guard's: removed if this
-                // future is dropped before the install (a pass cancelled at shutdown
-                // left one behind), if the blocking task never runs, or if it fails.
-                let tmp = TempFile(Some(tmp));
+                // `tmp` goes on removing the file if this future is dropped before the
+                // install (a pass cancelled at shutdown left one behind), if the blocking
+                // task never runs, or if the install fails.
                 let flushed = file.flush().await;
                 let file = file.into_std().await;
                 let ts = UNIX_EPOCH + Duration::from_millis(self.timestamp_ms.max(0) as u64);
@@ -324,31 +325,19 @@ impl Upload {
             Some(Sink::Object(mut w)) => {
                 let _ = w.abort().await;
             }
-            Some(Sink::File { file, tmp, .. }) => {
-                drop(file);
-                let _ = tokio::fs::remove_file(tmp).await;
-            }
             Some(Sink::Renamed { mut writer, tmp }) => {
                 let _ = writer.abort().await;
                 let _ = self.replica.storage.op.delete(&tmp).await;
             }
-            Some(Sink::Memory(_)) | None => {}
-        }
-    }
-}
-
-impl Drop for Upload {
-    /// An upload dropped half-way (its task cancelled) leaves no temporary file.
-    fn drop(&mut self) {
-        if let Some(Sink::File { tmp, .. }) = &self.sink {
-            let _ = std::fs::remove_file(tmp);
+            // A file's `TempFile` removes it.
+            Some(Sink::File { .. } | Sink::Memory(_)) | None => {}
         }
     }
 }
 
 /// A temporary file removed when dropped, unless taken out (installed under its final
 /// name).
-struct TempFile(Option<std::path::PathBuf>);
+struct TempFile(Option<PathBuf>);
 
 impl TempFile {
     fn path(&self) -> &std::path::Path {
@@ -608,11 +597,15 @@ mod tests {
 
     use super::super::{Options, Storage};
 
+    /// A storage on the folder `dir`.
+    fn folder(dir: &std::path::Path) -> Storage {
+        Storage::from_url(dir.to_str().unwrap_or_default(), &Options::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_upload_appears_whole_or_not_at_all_and_reads_back_in_ranges() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let s = Storage::from_url(dir.path().to_str().unwrap_or_default(), &Options::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let s = folder(dir.path());
         let r = s.replica("t");
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         // A producer that fails half-way: nothing at the final name, no temporary file.
@@ -659,8 +652,7 @@ mod tests {
     async fn an_upload_dropped_while_it_completes_leaves_no_temporary_file() {
         use futures::FutureExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let s = Storage::from_url(dir.path().to_str().unwrap_or_default(), &Options::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let s = folder(dir.path());
         let r = s.replica("t");
         let mut up = r.upload(2, 1, 9, 1_700_000_000_000).await.unwrap_or_else(|e| panic!("{e}"));
         up.write(vec![7u8; 3_000_000]).await.unwrap_or_else(|e| panic!("{e}"));
@@ -701,8 +693,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let (r, f) = rt.block_on(async {
-            let s = Storage::from_url(dir.path().to_str().unwrap_or_default(), &Options::default())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let s = folder(dir.path());
             let r = s.replica("t");
             r.put(0, 1, 1, data.clone(), 1_700_000_000_000).await.unwrap_or_else(|e| panic!("{e}"));
             let f = r.list_all().await.unwrap_or_else(|e| panic!("{e}")).remove(0);
@@ -727,8 +718,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_lists_its_own_files_not_those_of_a_replica_nested_below_it() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let s = Storage::from_url(dir.path().to_str().unwrap_or_default(), &Options::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let s = folder(dir.path());
         let (outer, inner) = (s.replica("a"), s.replica("a/b"));
         for (r, level) in [(&outer, 0), (&outer, 3), (&inner, 0), (&inner, 9)] {
             r.put(level, 1, 2, vec![1], 1_700_000_000_000).await.unwrap_or_else(|e| panic!("{e}"));
