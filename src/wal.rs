@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// Size of the WAL file header.
 pub const HEADER_SIZE: u64 = 32;
@@ -143,6 +144,16 @@ pub fn read_frame_header(f: &File, offset: u64) -> Result<Option<FrameHeader>, E
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the frame after the `max_frame` committed ones is written with the log's
+/// current salts: a transaction in flight (or rolled back) wrote it, not an older
+/// generation. `false` when the WAL cannot be read.
+pub fn frame_after_commits(wal: &Path, max_frame: u32) -> bool {
+    let Ok(f) = File::open(wal) else { return false };
+    let Ok(Some(h)) = Header::read(&f) else { return false };
+    let offset = HEADER_SIZE + u64::from(max_frame) * h.frame_size();
+    matches!(read_frame_header(&f, offset), Ok(Some(fh)) if (fh.salt1, fh.salt2) == (h.salt1, h.salt2))
 }
 
 /// SQLite's WAL checksum: a Fibonacci-weighted sum over pairs of 32-bit words,
