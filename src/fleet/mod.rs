@@ -28,6 +28,7 @@
 
 mod registry;
 mod reload;
+mod settle;
 mod tenant_task;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::settle::{Settle, wal_mark};
 use super::{MAX_BACKOFF, MIN_BACKOFF, Shared, panic_message};
 use crate::errors::chain;
 use crate::replicate::{Replicator, SyncReport};
@@ -179,6 +180,9 @@ pub(super) struct TenantTask {
     /// again every heartbeat interval —, `Some(true)` fenced — this host lost it and
     /// writes nothing more until the tenant is registered again.
     held: Option<bool>,
+    /// Opened while the application was still writing: the due sync waits for it to
+    /// pause (`super::settle`).
+    settle: Option<Settle>,
 }
 
 impl TenantTask {
@@ -200,6 +204,7 @@ impl TenantTask {
             synced_once: false,
             not_before: None,
             held: None,
+            settle: None,
         }
     }
 
@@ -396,6 +401,9 @@ impl TenantTask {
     /// A sync once [`admit`](Self::admit)ted; `startup` is released when it is done.
     pub(super) async fn sync_now(&mut self, startup: Option<OwnedSemaphorePermit>) {
         let first = !self.synced_once;
+        if !first && self.settling().await {
+            return;
+        }
         let result = self.sync_once().await;
         drop(startup);
         if result.is_ok() {
@@ -411,8 +419,33 @@ impl TenantTask {
         }
     }
 
+    /// Whether the due sync waits for the application to pause (`super::settle`): a
+    /// cold tenant opens first, and waits if its `-wal` changed meanwhile; a settling
+    /// one looks at its `-wal` again. `true`: the next look is scheduled.
+    async fn settling(&mut self) -> bool {
+        let cap = self.shared.sync_interval;
+        let before = wal_mark(&self.file);
+        let starting = self.settle.is_none();
+        let next = match self.settle.take() {
+            Some(s) => s.look(before, Instant::now(), cap),
+            // An open that fails is left to the sync, which reports it.
+            None if !self.is_hot() && matches!(self.replicator().open().await, Ok(true)) => {
+                Settle::after_open(before, wal_mark(&self.file), Instant::now())
+            }
+            None => None,
+        };
+        let Some(s) = next else { return false };
+        if starting {
+            tracing::debug!(target: "litefleet::timeline", tenant = %self.id, "settle");
+        }
+        self.settle = Some(s);
+        self.due = Some(s.recheck_at(Instant::now(), cap));
+        true
+    }
+
     /// One sync with a slot held: ships everything committed, records the outcome.
     pub(super) async fn sync_once(&mut self) -> Result<SyncReport, String> {
+        self.settle = None;
         self.due = None;
         self.not_before = None;
         let stamp = self.look();

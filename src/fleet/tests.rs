@@ -244,6 +244,109 @@ async fn a_tenant_that_is_a_symlink_ships_every_commit() {
     drop(app);
 }
 
+/// A burst of `commits` 512 KiB commits into `db`, back to back, on a thread; returns
+/// when it ended.
+fn burst(db: &Path, commits: u32) -> std::thread::JoinHandle<std::time::SystemTime> {
+    let db = db.to_path_buf();
+    std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        c.execute_batch("PRAGMA synchronous=NORMAL").unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..commits {
+            c.execute("INSERT INTO t VALUES (randomblob(524288))", []).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::time::SystemTime::now()
+    })
+}
+
+/// The rows of table `t` in `replica` restored to a file under `scratch`.
+async fn restored_rows(replica: &crate::storage::Replica, scratch: &Path) -> i64 {
+    let out = scratch.join("restored.db");
+    let opts = crate::restore::Options { integrity: crate::restore::IntegrityCheck::Full, ..Default::default() };
+    crate::restore::restore(replica, &out, &opts).await.unwrap_or_else(|e| panic!("restore: {e}"));
+    rusqlite::Connection::open(&out)
+        .and_then(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// When each L0 file under `l0` was written.
+fn l0_times(l0: &Path) -> Vec<std::time::SystemTime> {
+    std::fs::read_dir(l0)
+        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()?.modified().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The L0 files under `l0` holding transactions after `txid`.
+fn l0_after(l0: &Path, txid: u64) -> usize {
+    std::fs::read_dir(l0)
+        .map(|d| {
+            d.filter_map(|e| crate::ltx::parse_filename(e.ok()?.file_name().to_str()?))
+                .filter(|(min, _)| *min > txid)
+                .count()
+        })
+        .unwrap_or_default()
+}
+
+/// A cold tenant woken by a burst of large commits opens at once (its read mark and
+/// the early backfill, `checkpoint.rs`) but ships once the writer pauses, in one file:
+/// its encode and upload no longer compete with the burst for the cores and the disk.
+/// It shipped the burst's first commits at once before, the rest in a second file. A
+/// writer that pauses for [`super::settle::QUIET`] (a descheduled test thread on a
+/// loaded machine) ends the wait early, so the test passes if one of three bursts
+/// shipped in one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_in_flight_at_the_wake_ships_once_the_writer_pauses() {
+    let (dir, clients, replicas, mut config) = watched_and_replicas();
+    config.replication.sync_interval = Duration::from_secs(3);
+    without_lifecycle(&mut config);
+    let clients = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}"));
+    // One tenant per try: a try is not paced by the upload of the one before.
+    let dbs: Vec<PathBuf> = [GA, GB, GC].iter().map(|g| clients.join(format!("{g}.db"))).collect();
+    dbs.iter().for_each(|db| write(db, 1));
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    let mut files = Vec::new();
+    for (db, g) in dbs.iter().zip([GA, GB, GC]) {
+        wait("synced and cold", || synced(&board, db) && board.get(db).is_some_and(|s| !s.hot)).await;
+        let before = board.get(db).and_then(|s| s.txid).unwrap_or_default();
+        burst(db, 100).join().unwrap_or_else(|_| panic!("writer panicked"));
+        wait("the burst shipped", || synced(&board, db) && board.get(db).and_then(|s| s.txid) > Some(before)).await;
+        files.push(l0_after(&replicas.join(format!("databases/{g}/ltx/0")), before));
+        if files.last() == Some(&1) {
+            let rows: i64 = rusqlite::Connection::open(db)
+                .and_then(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let replica = fleet.storage().replica(format!("databases/{g}"));
+            stop_fleet(fleet).await;
+            assert_eq!(restored_rows(&replica, dir.path()).await, rows);
+            return;
+        }
+    }
+    panic!("every burst shipped in more than one L0 file: {files:?}");
+}
+
+/// A writer that never pauses still ships every `sync_interval`: the wait for a pause
+/// ends one interval after the open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_never_pauses_ships_within_the_sync_interval() {
+    let (_dir, clients, replicas, mut config) = watched_and_replicas();
+    config.replication.sync_interval = Duration::from_millis(200);
+    without_lifecycle(&mut config);
+    let db = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}")).join(format!("{GA}.db"));
+    write(&db, 1);
+    let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let board = fleet.board();
+    wait("synced and cold", || synced(&board, &db) && board.get(&db).is_some_and(|s| !s.hot)).await;
+    let began = std::time::SystemTime::now();
+    let ended = burst(&db, 1200).join().unwrap_or_else(|_| panic!("writer panicked"));
+    let took = ended.duration_since(began).unwrap_or_default();
+    let l0 = replicas.join(format!("databases/{GA}/ltx/0"));
+    let during = l0_times(&l0).into_iter().filter(|t| *t >= began && *t < ended).count();
+    stop_fleet(fleet).await;
+    if took >= Duration::from_millis(1200) {
+        assert!(during >= 2, "{during} files shipped during {took:?} of writing, sync_interval 200 ms");
+    }
+}
+
 /// The bug this pins: after a bulk import left ~1,600 pages in the WAL, a tenant never
 /// went idle — every sync ran a checkpoint with nothing to copy (the WAL only restarts
 /// at the next write), whose file activity woke the tenant again: ~760 syncs a second,

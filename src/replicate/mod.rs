@@ -265,6 +265,14 @@ impl Replicator {
         self.sync_with(false, true).await
     }
 
+    /// Opens the connection if it is closed, without shipping: the read transaction
+    /// keeps what is not shipped yet in the WAL, and what the application wrote while
+    /// we were closed is backfilled now rather than by its next auto-checkpoint.
+    /// `Ok(false)`: an empty file, nothing opened.
+    pub async fn open(&mut self) -> Result<bool> {
+        self.blocking(|e| if e.hot.is_some() { Ok(true) } else { e.open() }).await?
+    }
+
     /// Ships everything committed, checkpoints whatever was shipped since the last
     /// checkpoint (whatever the thresholds say), and releases the connection: how a
     /// tenant goes cold after `idle_after` without writes, leaving a small WAL behind.
