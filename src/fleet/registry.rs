@@ -423,8 +423,8 @@ impl Supervisor {
         let asks = Arc::new(Asks::default());
         let stop = self.shared.shutdown.child_token();
         let lock = self.registry.claim(&prefix, path);
-        let task = TenantTask::new(self.shared.clone(), path.to_path_buf(), id.clone(), prefix.clone());
-        self.tasks.spawn(path, &id, task.run(wake.clone(), asks.clone(), stop.clone(), lock, delay, settle));
+        let task = TenantTask::new(self.shared.clone(), path.to_path_buf(), id.clone(), prefix.clone(), wake.clone());
+        self.tasks.spawn(path, &id, task.run(asks.clone(), stop.clone(), lock, delay, settle));
         Registered { id, prefix, wake, asks, stop }
     }
 

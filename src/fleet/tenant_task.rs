@@ -151,6 +151,9 @@ pub(super) struct TenantTask {
     file: PathBuf,
     pub(super) id: TenantId,
     prefix: Prefix,
+    /// Notified on a write to the tenant's files (by the watcher: an event, or the
+    /// armed file's write itself, [`crate::watch::Writes::arm`]).
+    wake: Arc<Notify>,
     /// Created once the prefix lock is held.
     pub(super) r: Option<Replicator>,
     permit: Option<OwnedSemaphorePermit>,
@@ -186,13 +189,20 @@ pub(super) struct TenantTask {
 }
 
 impl TenantTask {
-    pub(super) fn new(shared: Arc<Shared>, path: PathBuf, id: TenantId, prefix: Prefix) -> TenantTask {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        path: PathBuf,
+        id: TenantId,
+        prefix: Prefix,
+        wake: Arc<Notify>,
+    ) -> TenantTask {
         TenantTask {
             shared,
             file: crate::sqlite::real_file(&path),
             path,
             id,
             prefix,
+            wake,
             r: None,
             permit: None,
             dirty_since: None,
@@ -210,7 +220,6 @@ impl TenantTask {
 
     pub(super) async fn run(
         mut self,
-        wake: Arc<Notify>,
         asks: Arc<Asks>,
         stop: CancellationToken,
         lock: Arc<tokio::sync::Mutex<()>>,
@@ -237,6 +246,7 @@ impl TenantTask {
         self.due = Some(first);
         self.dirty_since = Some(SystemTime::now());
         let shared = self.shared.clone();
+        let wake = self.wake.clone();
         let mut armed = Armed::new(&shared.board);
         loop {
             // One timer at most: the next sync, else the release of an idle connection.
@@ -341,7 +351,7 @@ impl TenantTask {
     /// Looks at the database and its `-wal`, first arming them so that a commit after
     /// this look wakes the task (the watcher reports one write per arming).
     fn look(&self) -> Stamp {
-        self.shared.writes.arm(&self.path, &self.file);
+        self.shared.writes.arm(&self.path, &self.file, &self.wake);
         Stamp::of(&self.file)
     }
 

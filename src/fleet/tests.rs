@@ -641,7 +641,8 @@ async fn a_tenant_waiting_for_its_slots_holds_a_few_hundred_bytes() {
     let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
     let id = crate::tenant::TenantId::guid(GA).unwrap_or_else(|e| panic!("{e}"));
     let db = clients.join(format!("{GA}.db"));
-    let mut task = tenant_task::TenantTask::new(fleet.shared.clone(), db, id, crate::tenant::Prefix::none());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut task = tenant_task::TenantTask::new(fleet.shared.clone(), db, id, crate::tenant::Prefix::none(), wake);
     let stop = tokio_util::sync::CancellationToken::new();
     let waiting = std::mem::size_of_val(&task.admit(&stop));
     let syncing = std::mem::size_of_val(&task.sync_now(None));

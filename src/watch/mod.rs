@@ -241,30 +241,32 @@ pub struct WatchHandle {
 /// Arms a tenant's files for their next write ([`Writes::arm`]). On Linux the watcher
 /// does not ask folders for their files' writes (each one cost the application a
 /// kernel event, see `lean.rs`), so a tenant hears of a commit only through its own
-/// armed file. A no-op where the watcher reports every write by itself (the polling
-/// watcher, other systems). Cheap to clone.
+/// armed file, whose write wakes its task directly. A no-op where the watcher reports
+/// every write by itself as a [`WatchEvent::Changed`] (the polling watcher, other
+/// systems, and every folder once the kernel refused a file watch). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Writes(Option<Arc<ArmFile>>);
 
 /// What arms a database's files (the watcher's own code): the database as events name
-/// it, and the file itself.
-type ArmFile = dyn Fn(&Path, &Path) + Send + Sync;
+/// it, the file itself, and what its write wakes.
+type ArmFile = dyn Fn(&Path, &Path, &Arc<Notify>) + Send + Sync;
 
 impl Writes {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    fn new(arm: impl Fn(&Path, &Path) + Send + Sync + 'static) -> Writes {
+    fn new(arm: impl Fn(&Path, &Path, &Arc<Notify>) + Send + Sync + 'static) -> Writes {
         Writes(Some(Arc::new(arm)))
     }
 
-    /// Asks for the watcher's next event about a write to the database's `-wal` (or to
-    /// the database while it has none), once. `db` is the tenant's path, which the
-    /// event names; `file` the database file itself (`db`'s target when `db` is a
-    /// symlink: SQLite keeps the `-wal` beside the target). A tenant arms before every
-    /// look at its files, so a commit after the look always wakes it; one write wakes it
-    /// once, however many follow until it arms again.
-    pub fn arm(&self, db: &Path, file: &Path) {
+    /// Asks for the next write to the database's `-wal` (or to the database while it
+    /// has none), once: it calls `wake.notify_one()` from the watcher's reader thread,
+    /// with no event on the channel. `db` is the tenant's path; `file` the database
+    /// file itself (`db`'s target when `db` is a symlink: SQLite keeps the `-wal`
+    /// beside the target). A tenant arms before every look at its files, so a commit
+    /// after the look always wakes it; one write wakes it once, however many follow
+    /// until it arms again.
+    pub fn arm(&self, db: &Path, file: &Path, wake: &Arc<Notify>) {
         if let Some(arm) = &self.0 {
-            arm(db, file);
+            arm(db, file, wake);
         }
     }
 }

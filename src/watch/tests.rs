@@ -68,7 +68,7 @@ impl Fixture {
         let not_a_folder = self.base.join("clients").join("notes.txt");
         fs::write(&not_a_folder, b"").unwrap();
         let beyond = not_a_folder.join(db(G2));
-        self.handle.writes().arm(&beyond, &beyond);
+        self.handle.writes().arm(&beyond, &beyond, &Arc::new(Notify::new()));
     }
 
     async fn next(&mut self) -> WatchEvent {
@@ -123,6 +123,12 @@ impl Fixture {
             seen.push(ev);
         }
         seen
+    }
+
+    /// Whether `wake` is notified within `within` (a notification given before the
+    /// wait counts).
+    async fn woken(wake: &Notify, within: Duration) -> bool {
+        timeout(within, wake.notified()).await.is_ok()
     }
 
     async fn stop(self) {
@@ -190,13 +196,14 @@ async fn create_touch_write_remove() {
     fs::write(&wal, b"frames").unwrap();
     f.expect("Changed after -wal write", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
 
-    // A write to the database itself, once its tenant armed it: Changed too.
+    // A write to the database itself, once its tenant armed it: the tenant is woken.
     f.drain(Duration::from_millis(200)).await;
     fs::remove_file(&wal).unwrap();
     f.drain(Duration::from_millis(200)).await;
-    f.handle.writes().arm(&path, &path);
+    let wake = Arc::new(Notify::new());
+    f.handle.writes().arm(&path, &path, &wake);
     fs::write(&path, b"pages").unwrap();
-    f.expect("Changed after db write", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
+    assert!(Fixture::woken(&wake, WAIT).await, "an armed write woke nobody");
 
     // Remove: Gone, exactly once.
     fs::remove_file(&path).unwrap();
@@ -408,9 +415,10 @@ async fn rescan_reports_writes_whose_events_were_lost() {
 #[tokio::test]
 async fn real_sqlite_writes_are_changed_never_gone() {
     let (mut f, path, conn) = Fixture::with_sqlite_tenant().await;
-    f.handle.writes().arm(&path, &path);
+    let wake = Arc::new(Notify::new());
+    f.handle.writes().arm(&path, &path, &wake);
     conn.execute("INSERT INTO t VALUES (2)", []).unwrap();
-    f.expect("Changed on commit", |e| *e == WatchEvent::Changed { path: path.clone() }).await;
+    assert!(Fixture::woken(&wake, WAIT).await, "a commit woke nobody");
     // Closing checkpoints and deletes -wal and -shm: the database stays Present.
     drop(conn);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -429,43 +437,45 @@ async fn real_sqlite_writes_are_changed_never_gone() {
 
 /// A folder is never asked for its files' writes (on Linux each one would cost the
 /// application a kernel event, 516 per 1 MiB commit): a commit is reported through an
-/// armed file only, once per arming.
+/// armed file only, once per arming, straight to the tenant's task (no event on the
+/// channel: no hop through the watcher task and the fleet).
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn a_commit_is_reported_once_per_arming_and_only_then() {
+async fn a_commit_wakes_its_tenant_once_per_arming_and_only_then() {
     let (mut f, path, conn) = Fixture::with_sqlite_tenant().await;
     let commit = |n: i64| conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
     let quiet = Duration::from_millis(300);
-    let changed = WatchEvent::Changed { path: path.clone() };
+    let wake = Arc::new(Notify::new());
 
-    // Not armed: commits to the existing -wal are not reported.
+    // Not armed: commits to the existing -wal wake nobody.
     (2..5).for_each(|n| _ = commit(n));
-    assert_eq!(f.drain(quiet).await, []);
-    // Armed: the next commit is reported, once, however many follow.
+    assert!(!Fixture::woken(&wake, quiet).await);
+    // Armed: the next commit wakes the task, once, however many follow.
     let writes = f.handle.writes();
-    writes.arm(&path, &path);
+    writes.arm(&path, &path, &wake);
     (5..10).for_each(|n| _ = commit(n));
-    f.expect("Changed after arming", |e| *e == changed).await;
-    assert_eq!(f.drain(quiet).await, []);
-    // Armed again: the next one is reported again.
-    writes.arm(&path, &path);
+    assert!(Fixture::woken(&wake, WAIT).await, "not woken after arming");
+    assert!(!Fixture::woken(&wake, quiet).await, "woken twice for one arming");
+    // Armed again: the next one wakes it again.
+    writes.arm(&path, &path, &wake);
     commit(10);
-    f.expect("Changed after arming again", |e| *e == changed).await;
+    assert!(Fixture::woken(&wake, WAIT).await, "not woken after arming again");
+    assert_eq!(f.drain(quiet).await, [], "an armed write also went through the channel");
     // Without a -wal (closing the last connection deletes it) the database itself is
-    // armed, and a write in place is reported (here: byte 72 of the header, reserved
-    // and zero, written with zero).
+    // armed, and a write in place wakes (here: byte 72 of the header, reserved and
+    // zero, written with zero).
     drop(conn);
     f.drain(quiet).await;
     assert!(!crate::sqlite::wal_path(&path).exists());
-    writes.arm(&path, &path);
+    writes.arm(&path, &path, &wake);
     fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&[0], 72).unwrap();
-    f.expect("Changed after a write in place", |e| *e == changed).await;
+    assert!(Fixture::woken(&wake, WAIT).await, "a write in place woke nobody");
     // Once it has a -wal again, arming disarms the database: one watch per tenant.
-    writes.arm(&path, &path);
+    writes.arm(&path, &path, &wake);
     assert_eq!(inotify_watches_on(&path), 1);
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute("INSERT INTO t VALUES (11)", []).unwrap();
-    writes.arm(&path, &path);
+    writes.arm(&path, &path, &wake);
     assert_eq!((inotify_watches_on(&path), inotify_watches_on(&crate::sqlite::wal_path(&path))), (0, 1));
     drop(conn);
     f.stop().await;
