@@ -434,15 +434,17 @@ impl TenantTask {
     /// one looks at its `-wal` again. `true`: the next look is scheduled.
     async fn settling(&mut self) -> bool {
         let cap = self.shared.sync_interval;
-        let before = wal_mark(&self.file);
         let starting = self.settle.is_none();
         let next = match self.settle.take() {
-            Some(s) => s.look(before, Instant::now(), cap),
-            // An open that fails is left to the sync, which reports it.
-            None if !self.is_hot() && matches!(self.replicator().open().await, Ok(true)) => {
-                Settle::after_open(before, wal_mark(&self.file), Instant::now())
+            Some(s) => s.look(wal_mark(&self.file), Instant::now(), cap),
+            // A hot tenant's syncs are paced already: no look at all.
+            None if self.is_hot() => None,
+            None => {
+                let before = wal_mark(&self.file);
+                // An open that fails is left to the sync, which reports it.
+                let opened = matches!(self.replicator().open().await, Ok(true));
+                opened.then(|| Settle::after_open(before, wal_mark(&self.file), Instant::now())).flatten()
             }
-            None => None,
         };
         let Some(s) = next else { return false };
         if starting {
