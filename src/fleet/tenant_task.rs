@@ -184,8 +184,9 @@ pub(super) struct TenantTask {
     /// writes nothing more until the tenant is registered again.
     held: Option<bool>,
     /// Opened while the application was still writing: the due sync waits for it to
-    /// pause (`super::settle`).
-    settle: Option<Settle>,
+    /// pause (`super::settle`). Boxed: a task rests in memory once per tenant, and
+    /// only a few settle at once.
+    settle: Option<Box<Settle>>,
 }
 
 impl TenantTask {
@@ -436,22 +437,22 @@ impl TenantTask {
         let cap = self.shared.sync_interval;
         let starting = self.settle.is_none();
         let next = match self.settle.take() {
-            Some(s) => s.look(wal_mark(&self.file), Instant::now(), cap),
+            Some(s) => s.look(wal_mark(&self.file), Instant::now(), cap).map(Box::new),
             // A hot tenant's syncs are paced already: no look at all.
             None if self.is_hot() => None,
             None => {
                 let before = wal_mark(&self.file);
                 // An open that fails is left to the sync, which reports it.
                 let opened = matches!(self.replicator().open().await, Ok(true));
-                opened.then(|| Settle::after_open(before, wal_mark(&self.file), Instant::now())).flatten()
+                opened.then(|| Settle::after_open(before, wal_mark(&self.file), Instant::now())).flatten().map(Box::new)
             }
         };
         let Some(s) = next else { return false };
         if starting {
             tracing::debug!(target: "litefleet::timeline", tenant = %self.id, "settle");
         }
-        self.settle = Some(s);
         self.due = Some(s.recheck_at(Instant::now(), cap));
+        self.settle = Some(s);
         true
     }
 

@@ -33,13 +33,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
 use std::thread::JoinHandle;
-use tokio::sync::Notify;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use notify::event::{CreateKind, DataChange, EventKind, Flag, MetadataKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Config, Event, EventHandler, RecursiveMode, Watcher, WatcherKind};
+use tokio::sync::Notify;
 
 use crate::sqlite;
 
