@@ -212,6 +212,11 @@ impl FileMark {
         FileMark { dev: meta.dev(), ino: meta.ino(), len: meta.len(), mtime: meta.modified().ok() }
     }
 
+    /// The file at `path` now (one `stat`; `None`: missing or unreadable).
+    pub fn at(path: &Path) -> Option<FileMark> {
+        std::fs::metadata(path).ok().map(|m| FileMark::of(&m))
+    }
+
     /// (device, inode).
     pub fn ident(&self) -> (u64, u64) {
         (self.dev, self.ino)
@@ -230,8 +235,7 @@ pub struct Stamp {
 impl Stamp {
     /// Looks at `db` and `<db>-wal` (two `stat`s).
     pub fn of(db: &Path) -> Stamp {
-        let mark = |p: &Path| std::fs::metadata(p).ok().map(|m| FileMark::of(&m));
-        Stamp { db: mark(db), wal: mark(&wal_path(db)) }
+        Stamp { db: FileMark::at(db), wal: FileMark::at(&wal_path(db)) }
     }
 
     /// Whether nothing can have been committed between `self` and `later`: the same

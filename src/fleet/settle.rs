@@ -24,7 +24,7 @@ pub(super) const QUIET: Duration = Duration::from_millis(10);
 
 /// The `-wal` as seen now (`None`: there is none).
 pub(super) fn wal_mark(db: &Path) -> Option<FileMark> {
-    std::fs::metadata(wal_path(db)).ok().map(|m| FileMark::of(&m))
+    FileMark::at(&wal_path(db))
 }
 
 /// A tenant waiting for its writer to pause before it ships.
