@@ -224,13 +224,13 @@ async fn a_tenant_woken_by_a_bulk_write_backfills_it_before_the_application_must
     let mut w = Writer::open(&db);
     w.cmd("insert t 1 3000");
     let mut r = Replicator::new(&db, replica.clone(), Settings::default());
-    r.idle().await.unwrap();
+    r.idle(false).await.unwrap();
     // Cold; one small commit: left alone.
     w.cmd("insert t 1 3000");
     r.sync().await.unwrap();
     let p = progress(&db);
     assert!(p.max_frame > 0 && p.backfilled == 0, "a small gap is not copied at once: {p:?}");
-    r.idle().await.unwrap();
+    r.idle(false).await.unwrap();
     // Cold; two bulk commits: copied as soon as we open.
     w.cmd(BULK);
     w.cmd(BULK);
@@ -517,4 +517,69 @@ async fn a_file_larger_than_an_upload_part_streams_to_s3_and_restores() {
         assert!(o.status.success(), "{}", describe_output(&o));
         same("litestream", &std::fs::read(&out).unwrap(), &checkpointed_bytes(&db), 4096);
     }
+}
+
+/// A parked connection (released, kept open with no transaction): the application's
+/// last close then neither checkpoints nor deletes its `-wal` — so its next connection
+/// is not the database's first and writes into a `-wal` that exists (the slow first
+/// commits of a burst, benchmarks §8) —, the application's checkpoints still copy
+/// everything (no read mark of ours), and the next sync takes the same connection up
+/// and ships incrementally. Released without parking, the application's close deletes
+/// the `-wal`, which is what the first half checks against. A database replaced while
+/// parked is opened afresh, and shipped whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_keeps_the_wal_and_the_next_sync_takes_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("parked.db");
+    let (replica, url) = folder(dir.path());
+    let mut w = Writer::open(&db);
+    w.cmd("insert t 1 3000");
+    let mut r = Replicator::new(&db, replica.clone(), Settings::default());
+    // Released: the application's close is the last one.
+    r.idle(false).await.unwrap();
+    assert!(!r.is_parked() && !r.is_hot());
+    w.cmd("insert t 1 3000");
+    w.cmd("close");
+    assert!(!wal_path(&db).exists(), "the application's last close deletes its -wal");
+    w.cmd(&format!("open {}", db.display()));
+    // Enough frames that the application's next log, restarted over them, stays short
+    // of our position (the sync after a gap proves then that nothing was lost).
+    for _ in 0..20 {
+        w.cmd("insert t 1 3000");
+    }
+    // Parked: it is not.
+    r.idle(true).await.unwrap();
+    assert!(r.is_parked() && !r.is_hot());
+    w.cmd("insert t 1 3000");
+    let (_, log, done) = w.checkpoint("passive");
+    assert!(log > 0 && done == log, "a parked connection holds no read mark: {log} {done}");
+    w.cmd("close");
+    assert!(wal_path(&db).exists(), "the application's close deleted the -wal under a parked connection");
+    w.cmd(&format!("open {}", db.display()));
+    let before = l0_count(dir.path());
+    let rep = r.sync().await.unwrap();
+    assert!(r.is_hot() && !r.is_parked(), "the sync takes the parked connection up");
+    assert!(rep.snapshots.is_empty(), "after a park the sync is incremental: {:?}", rep.snapshots);
+    assert!(l0_count(dir.path()) > before);
+    restores_to(&replica, &url, &db, dir.path(), 4096).await;
+
+    // Replaced while parked (the application stopped, a new file moved over the old one,
+    // the old -wal and -shm deleted): opened afresh, shipped whole.
+    r.idle(true).await.unwrap();
+    assert!(r.is_parked());
+    w.cmd("checkpoint truncate");
+    w.quit();
+    let other = dir.path().join("other.db");
+    let mut o = Writer::open(&other);
+    o.cmd("exec CREATE TABLE u(x)");
+    o.cmd("exec INSERT INTO u VALUES (42)");
+    o.quit();
+    std::fs::rename(&other, &db).unwrap();
+    let _ = std::fs::remove_file(wal_path(&db));
+    let _ = std::fs::remove_file(shm_path(&db));
+    let rep = r.sync().await.unwrap();
+    assert!(r.is_hot() && !r.is_parked());
+    assert!(!rep.snapshots.is_empty(), "a replaced database ships whole: {rep:?}");
+    r.shutdown().await.unwrap();
+    restores_to(&replica, &url, &db, dir.path(), 4096).await;
 }

@@ -46,6 +46,10 @@ pub const DEFAULT_STORAGE_URL: &str = "file://./replicas";
 /// Tenants that may hold an open SQLite connection at once ("hot" tenants); the seed
 /// recommends ~1000 clients per instance, we keep that many hot, not that many total.
 pub const DEFAULT_MAX_OPEN_TENANTS: usize = 1000;
+/// Released tenants that keep their connection open with no transaction ("parked"),
+/// so that their application's next burst does not start as the database's only
+/// connection (benchmarks §8, "Thirteenth run"): three descriptors each.
+pub const DEFAULT_MAX_PARKED_TENANTS: usize = 64;
 /// A tenant with no writes for this long is checkpointed and releases its connection.
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(30);
 /// Local working state (positions, temp files), relative to the current directory.
@@ -484,6 +488,9 @@ pub struct ReplicationConfig {
     /// At most this many tenants hold an open SQLite connection ("hot"); the others are
     /// cold and cost no file descriptor.
     pub max_open_tenants: usize,
+    /// At most this many released tenants keep their connection open with no
+    /// transaction ("parked") for `idle_after`; 0: none.
+    pub max_parked_tenants: usize,
     /// A tenant with no writes for this long is checkpointed and released (goes cold).
     #[serde(with = "humantime_serde")]
     pub idle_after: Duration,
@@ -507,6 +514,7 @@ impl Default for ReplicationConfig {
             busy_timeout: replicate::DEFAULT_BUSY_TIMEOUT,
             page_encoding: PageEncoding::default(),
             max_open_tenants: DEFAULT_MAX_OPEN_TENANTS,
+            max_parked_tenants: DEFAULT_MAX_PARKED_TENANTS,
             idle_after: DEFAULT_IDLE_AFTER,
             state_dir: Some(PathBuf::from(DEFAULT_STATE_DIR)),
             refuse_rollback_journal: false,

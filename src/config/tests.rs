@@ -130,7 +130,7 @@ fn unknown_keys_name_line_table_and_choices() {
         &format!("{MINIMAL}\n[replication]\nsync_intervl = \"1s\"\n"),
         5,
         "replication.sync_intervl",
-        "prod.toml:5: unknown key \"sync_intervl\" in [replication] (expected one of sync_interval, checkpoint_interval, min_checkpoint_pages, truncate_pages, busy_timeout, page_encoding, max_open_tenants, idle_after, state_dir)",
+        "prod.toml:5: unknown key \"sync_intervl\" in [replication] (expected one of sync_interval, checkpoint_interval, min_checkpoint_pages, truncate_pages, busy_timeout, page_encoding, max_open_tenants, max_parked_tenants, idle_after, state_dir)",
     );
     let (line, key, msg) = fail(&format!("{MINIMAL}[replicaton]\n"));
     assert_eq!((line, key.as_deref()), (Some(3), Some("replicaton")));

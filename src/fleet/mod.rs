@@ -265,6 +265,7 @@ impl Fleet {
             sync_interval: config.replication.sync_interval,
             idle_after: config.replication.idle_after,
             hot_slots: Arc::new(Semaphore::new(config.replication.max_open_tenants.max(1))),
+            park_slots: Arc::new(Semaphore::new(config.replication.max_parked_tenants)),
             startup_slots: Arc::new(Semaphore::new(config.fleet.startup_concurrency.max(1))),
             waiting: AtomicUsize::new(0),
             slot_wanted: Notify::new(),
@@ -350,6 +351,9 @@ struct Shared {
     idle_after: Duration,
     /// One permit per open SQLite connection (`max_open_tenants`).
     hot_slots: Arc<Semaphore>,
+    /// One permit per parked connection (`max_parked_tenants`): released tenants kept
+    /// open with no transaction (`TenantTask::go_idle`).
+    park_slots: Arc<Semaphore>,
     /// Bounds first syncs running at once (start-up of 10,000 existing files).
     startup_slots: Arc<Semaphore>,
     /// Tasks waiting for a hot slot: holders release right after their next sync.

@@ -187,6 +187,10 @@ pub(super) struct TenantTask {
     /// pause (`super::settle`). Boxed: a task rests in memory once per tenant, and
     /// only a few settle at once.
     settle: Option<Box<Settle>>,
+    /// A parking slot (`max_parked_tenants`) and when the parked connection closes
+    /// ([`TenantTask::go_idle`]). Kept while the tenant is hot again, so it parks again
+    /// when it goes idle. Boxed, like `settle`.
+    parked: Option<Box<(OwnedSemaphorePermit, Instant)>>,
 }
 
 impl TenantTask {
@@ -216,6 +220,7 @@ impl TenantTask {
             not_before: None,
             held: None,
             settle: None,
+            parked: None,
         }
     }
 
@@ -256,7 +261,8 @@ impl TenantTask {
                 (None, Some(at)) => Some((at, false)),
                 (None, None) => None,
             };
-            armed.set(timer.is_some());
+            // A parked connection's release is a timer too.
+            armed.set(timer.is_some() || self.parked.is_some());
             let far = Instant::now() + Duration::from_secs(86_400);
             // A cold tenant's sync that is due already runs at once: it opens the
             // database, and the sooner its read mark is taken after the commit that
@@ -280,6 +286,9 @@ impl TenantTask {
                     } else {
                         Box::pin(self.go_idle()).await;
                     }
+                }
+                _ = tokio::time::sleep_until(self.parked.as_ref().map_or(far, |p| p.1)), if timer.is_none() && self.parked.is_some() => {
+                    Box::pin(self.unpark()).await;
                 }
                 _ = shared.slot_wanted.notified(), if self.permit.is_some() && self.due.is_none() => {
                     // Another tenant needs a connection slot and this one is idle.
@@ -649,10 +658,19 @@ impl TenantTask {
     }
 
     /// Ships what is left, checkpoints and releases the connection.
+    /// Releases the connection after a sync: parked (kept open with no transaction,
+    /// `Engine::park`) for `idle_after` if this tenant holds a parking slot or one is
+    /// free, else closed. A parked tenant costs three descriptors and no CPU; its
+    /// application's next connection is then not the database's first, and writes into
+    /// a `-wal` that exists (benchmarks §8, "Thirteenth run").
     async fn go_idle(&mut self) {
         self.idle_at = None;
         let stamp = self.look();
-        let result = self.replicator().idle().await;
+        let slot = self.parked.take().map(|p| p.0).or_else(|| self.shared.park_slots.clone().try_acquire_owned().ok());
+        let result = self.replicator().idle(slot.is_some()).await;
+        if self.replicator().is_parked() {
+            self.parked = slot.map(|s| Box::new((s, Instant::now() + self.shared.idle_after)));
+        }
         match result {
             Ok(rep) => {
                 let pending = self.dirty_since.take();
@@ -668,6 +686,17 @@ impl TenantTask {
         // Only now, with the board saying cold, may another tenant take the slot.
         self.permit = None;
         self.shared.released.notify_one();
+    }
+
+    /// Closes a parked connection whose time is up, and gives its slot back.
+    async fn unpark(&mut self) {
+        self.parked = None;
+        if !self.is_hot()
+            && self.replicator().is_parked()
+            && let Err(e) = self.replicator().release().await
+        {
+            tracing::debug!(tenant = %self.id, error = %chain(&e), "closing a parked connection");
+        }
     }
 
     /// After stop: the final sync when one can be needed.

@@ -135,6 +135,63 @@ async fn connections_stay_within_max_open_tenants_and_everyone_ships() {
     stop_fleet(fleet).await;
 }
 
+/// Distinct databases among `dbs` that this process holds open (a descriptor on the
+/// file itself, as a connection does).
+fn held_open(dbs: &[PathBuf]) -> usize {
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()));
+    let open: std::collections::HashSet<PathBuf> = fds.map(|l| l.collect()).unwrap_or_default();
+    dbs.iter().filter(|d| open.contains(*d)).count()
+}
+
+/// A released tenant keeps its connection open with no transaction ("parked") while a
+/// parking slot is free, for `idle_after`, then closes it: never more parked than
+/// `max_parked_tenants`, none after `idle_after`, and none at all with 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_tenants_park_within_max_parked_tenants_for_idle_after() {
+    for max in [1, 0] {
+        let (_dir, clients, _replicas, mut config) = watched_and_replicas();
+        let idle_after = Duration::from_millis(1500);
+        config.replication.idle_after = idle_after;
+        config.replication.max_parked_tenants = max;
+        without_lifecycle(&mut config);
+        let fleet = Fleet::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+        let board = fleet.board();
+        wait("ready", || board.is_ready()).await;
+        let clients = std::fs::canonicalize(&clients).unwrap_or_else(|e| panic!("{e}"));
+        let dbs: Vec<PathBuf> = [GA, GB, GC].iter().map(|g| clients.join(format!("{g}.db"))).collect();
+        for db in &dbs {
+            write(db, 2);
+        }
+        let mut most = 0;
+        let mut parked_seen = false;
+        wait("all synced and cold", || {
+            let cold = dbs.iter().all(|d| synced(&board, d) && board.get(d).is_some_and(|s| !s.hot));
+            let held = held_open(&dbs);
+            most = most.max(held);
+            parked_seen |= cold && held == 1;
+            cold
+        })
+        .await;
+        // Cold now: the first to go idle is parked until idle_after after that.
+        let cold_at = std::time::Instant::now();
+        let held = held_open(&dbs);
+        parked_seen |= held == 1;
+        assert!(held <= max, "{held} cold tenants hold their database open, max_parked_tenants = {max}");
+        assert_eq!(parked_seen, max == 1, "max_parked_tenants = {max}: a cold tenant parked: {parked_seen}");
+        wait("the parked connection closed", || held_open(&dbs) == 0 && board.scheduled() == 0).await;
+        assert!(cold_at.elapsed() < idle_after + Duration::from_secs(5), "parked for {:?}", cold_at.elapsed());
+        assert!(most <= 3, "{most}");
+        // Parked or not, a write ships.
+        let before = board.get(&dbs[0]).and_then(|s| s.txid);
+        write(&dbs[0], 1);
+        wait("the next write ships", || {
+            board.get(&dbs[0]).is_some_and(|s| s.txid > before && s.pending_since.is_none())
+        })
+        .await;
+        stop_fleet(fleet).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_tenant_holds_no_connection_and_sends_no_request() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

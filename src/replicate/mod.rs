@@ -276,10 +276,21 @@ impl Replicator {
     /// Ships everything committed, checkpoints whatever was shipped since the last
     /// checkpoint (whatever the thresholds say), and releases the connection: how a
     /// tenant goes cold after `idle_after` without writes, leaving a small WAL behind.
-    pub async fn idle(&mut self) -> Result<SyncReport> {
+    pub async fn idle(&mut self, park: bool) -> Result<SyncReport> {
         let r = self.sync_with(true, false).await;
-        self.release().await?;
+        if park && r.is_ok() {
+            self.blocking(|e| e.park()).await?;
+        } else {
+            self.release().await?;
+        }
         r
+    }
+
+    /// Whether the connection is parked: released, but open with no transaction
+    /// (`Engine::park`), until the next sync takes it up or [`Replicator::release`]
+    /// closes it.
+    pub fn is_parked(&self) -> bool {
+        self.with_engine(|e| e.parked.is_some())
     }
 
     async fn sync_with(&mut self, force_checkpoint: bool, paced: bool) -> Result<SyncReport> {
