@@ -63,9 +63,10 @@ impl Config {
         let r = &self.replication;
         let f = &self.fleet;
         out.push_str(&format!(
-            " sync_interval={} max_open_tenants={} idle_after={} state_dir={} page_encoding={:?} non_guid={:?} rescan_interval={}{} http={} token={} log={:?}/{}",
+            " sync_interval={} max_open_tenants={} max_parked_tenants={} idle_after={} state_dir={} page_encoding={:?} non_guid={:?} rescan_interval={}{} http={} token={} log={:?}/{}",
             humantime::format_duration(r.sync_interval),
             r.max_open_tenants,
+            r.max_parked_tenants,
             humantime::format_duration(r.idle_after),
             r.state_dir.as_deref().map_or("none".into(), |d| d.display().to_string()),
             r.page_encoding,
