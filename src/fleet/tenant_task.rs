@@ -659,9 +659,10 @@ impl TenantTask {
 
     /// Ships what is left, checkpoints and releases the connection: parked (kept open
     /// with no transaction, `Engine::park`) for `idle_after` if this tenant holds a
-    /// parking slot or one is free, else closed. A parked tenant costs three descriptors and no CPU; its
-    /// application's next connection is then not the database's first, and writes into
-    /// a `-wal` that exists (benchmarks §8, "Thirteenth run").
+    /// parking slot or one is free, else closed. A parked tenant costs three
+    /// descriptors and no CPU; its application's next connection is then not the
+    /// database's first, and writes into a `-wal` that exists (benchmarks §8,
+    /// "Thirteenth run").
     async fn go_idle(&mut self) {
         self.idle_at = None;
         let stamp = self.look();

@@ -194,36 +194,30 @@ impl Engine {
     pub(super) fn open(&mut self) -> Result<bool> {
         // A parked connection is taken up again if the path still names its file; one
         // on a file replaced since is closed (a `Hot` drops its connection first).
-        let parked = self
-            .parked
-            .take()
-            .filter(|p| std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == (p.dev, p.ino)));
-        let fresh = match parked {
-            Some(_) => None,
+        let now = sqlite::FileMark::at(&self.path).map(|m| m.ident());
+        let parked = self.parked.take().filter(|p| now == Some((p.dev, p.ino)));
+        // Bound in this order (and `conn` below), a connection is dropped before the
+        // descriptor on error.
+        let (db, parked) = match parked {
+            Some(p) => (p.db, Some(p.conn)),
             None => match File::open(&self.path) {
-                Ok(f) => Some(f),
+                Ok(f) => (f, None),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(Error::Missing { path: self.path.clone() });
                 }
                 Err(e) => return Err(self.err_io(e)),
             },
         };
-        let file = parked.as_ref().map(|p| &p.db).or(fresh.as_ref()).unwrap_or_else(|| unreachable!("one of them"));
-        let meta = file.metadata().map_err(|e| self.err_io(e))?;
+        let meta = db.metadata().map_err(|e| self.err_io(e))?;
         if meta.len() == 0 {
             return Ok(false);
         }
         let mut head = [0u8; 100];
-        let n = file.read_at(&mut head, 0).map_err(|e| self.err_io(e))?;
+        let n = db.read_at(&mut head, 0).map_err(|e| self.err_io(e))?;
         sqlite::check_header(&head[..n]).map_err(|header| Error::NotSqlite { path: self.path.clone(), header })?;
-        // Bound in this order, the connection is dropped before the descriptor on error.
-        let (db, conn) = match (parked, fresh) {
-            (Some(p), _) => (p.db, p.conn),
-            (None, Some(f)) => {
-                let conn = sqlite::open_quiet(&self.path, self.settings.busy_timeout).map_err(|e| self.err_sql(e))?;
-                (f, conn)
-            }
-            (None, None) => unreachable!("one of them"),
+        let conn = match parked {
+            Some(c) => c,
+            None => sqlite::open_quiet(&self.path, self.settings.busy_timeout).map_err(|e| self.err_sql(e))?,
         };
         if head[18] == 1 || head[19] == 1 {
             if self.settings.refuse_rollback_journal {
